@@ -20,8 +20,9 @@ import importlib.util
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -46,7 +47,7 @@ MODELS_DIR = paths.CACHE_DIR / "models"
 # the only part render_prompts may shorten, from its left (oldest items first).
 HISTORY_SPAN = re.compile(
     r"(?:historical interactions(?: are provided as follows)?|candidate items are): (?P<span>.+?)"
-    r"(?=, and user's intention|\. You need|\. Please|$)",
+    r"(?=, and user's intention|\. The candidate items|\. You need|\. Please|$)",
     re.DOTALL,
 )
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -216,8 +217,12 @@ def _shorten_history(tokenizer: PreTrainedTokenizerBase, content: str, excess: i
     span = match.group("span")
     ids = tokenizer(span, add_special_tokens=False)["input_ids"]
     kept = tokenizer.decode(ids[min(excess, len(ids)):])
-    cut = kept.find(", ")
-    kept = kept[cut + 2:] if 0 <= cut < len(kept) - 2 else kept
+    # Titles are single-quoted and comma-separated (recnb.prompts); restart at the next whole one.
+    cut = kept.find("', '")
+    if cut >= 0:
+        kept = "'" + kept[cut + 4:]
+    elif (cut := kept.find(", ")) >= 0:
+        kept = kept[cut + 2:]
     return content[: match.start("span")] + kept.lstrip() + content[match.end("span"):]
 
 

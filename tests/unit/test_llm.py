@@ -1,0 +1,83 @@
+"""recnb.llm: base models, prompt rendering with history truncation, batched generation, adapters."""
+
+import time
+
+import pytest
+import torch
+
+from recnb import columns as col
+from recnb import llm, prompts
+
+
+def _messages(history_titles, k=5):
+    text = prompts.TEMPLATES["I0"][0].format(history=prompts.quote_titles(history_titles), item_count=k)
+    return [{"role": "system", "content": col.SYSTEM_PROMPT},
+            {"role": "user", "content": text.replace(col.SYSTEM_PROMPT + " ", "")}]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return llm.load_base(llm.TINY_RANDOM)
+
+
+def test_tiny_random_loads_fast_seeded_and_small(tiny):
+    start = time.perf_counter()
+    model, tok = llm.load_base(llm.TINY_RANDOM)
+    assert time.perf_counter() - start < 1.0
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 1_000_000 < n_params < 2_000_000
+    assert len(model.model.layers) == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), tiny[0].parameters()))
+    other, _ = llm.load_base(llm.TINY_RANDOM, seed=1)
+    assert not torch.equal(other.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert not model.training
+
+
+def test_tokenizer_pads_left_with_a_token_other_than_eos(tiny):
+    _, tok = tiny
+    assert tok.padding_side == "left"
+    assert tok.pad_token == "<|endoftext|>" and tok.eos_token == "<|im_end|>"
+    assert tok.pad_token_id != tok.eos_token_id
+
+
+def test_render_prompts_uses_our_system_line_and_generation_prompt(tiny):
+    _, tok = tiny
+    [text] = llm.render_prompts(tok, [_messages(["A (1990)"])], max_prompt_tokens=512)
+    assert text.startswith(f"<|im_start|>system\n{col.SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
+    assert "SmolLM" not in text  # the template's default system prompt is not injected
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_render_prompts_drops_oldest_history_items_never_the_instruction(tiny):
+    _, tok = tiny
+    titles = [f"Movie {i:02d}, The (19{i:02d})" for i in range(40)]
+    [full] = llm.render_prompts(tok, [_messages(titles)], max_prompt_tokens=2048)
+    [short] = llm.render_prompts(tok, [_messages(titles)], max_prompt_tokens=150)
+    assert len(tok(full)["input_ids"]) > 300
+    assert len(tok(short)["input_ids"]) <= 150
+    assert "follows: 'Movie" in short  # restarts at a whole quoted title
+    assert "'Movie 39, The (1939)'. You need to generate a recommendation list with 5 different items." in short
+    assert "Movie 00," not in short and "You need to generate a recommendation list considering" in short
+
+
+def test_generate_batched_equals_one_by_one_and_keeps_order(tiny):
+    model, tok = tiny
+    convs = [_messages(["A"] * n) for n in (1, 7, 3)]
+    batched = llm.generate(model, tok, convs, max_new_tokens=6, batch_size=3, progress=False)
+    single = [llm.generate(model, tok, [c], max_new_tokens=6, progress=False)[0] for c in convs]
+    assert batched == single
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="base model '/nonexistent/model'"):
+        llm.load_base("/nonexistent/model")
+
+
+@pytest.mark.slow
+def test_smollm2_answers_a_chat_prompt():
+    model, tok = llm.load_base(llm.SMOLLM2)
+    assert "quantization_config" not in model.config.to_dict()
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "Name three colours."}]
+    [answer] = llm.generate(model, tok, [messages], max_new_tokens=30, progress=False)
+    assert len(answer.split()) >= 3
