@@ -1,0 +1,201 @@
+"""Stage 03: instruction data of the paper's SL stage (§2.2) with teacher label augmentation.
+
+`build_instruction_sets(prepared, teacher, config)` turns stage 01's tables and stage 02's
+`teacher_topk.parquet` into the files of CONTRACTS.md: `sft_train`, `sft_train_palr`, `sft_valid`,
+`rl_prompts`, `test_prompts` (JSONL) and `stats.json` (Table 7 counts and counted skips);
+`write_instruction_sets` writes them, byte-identical for the same seed. `check_labels` verifies
+every label with the metric functions stage 06 uses. Where the pieces live:
+`recnb.prompts` (the paper's templates), `recnb.instructions_labels` (label rules),
+`recnb.instructions_specs` (one sample), `recnb.instructions_build` (how many of which, rendering),
+`recnb.instructions_sharegpt` (I4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from recnb import columns as col
+from recnb import parse, record
+from recnb.instructions_build import (
+    FILES,
+    BuildContext,
+    InstructionConfig,
+    build_palr,
+    build_rl_prompts,
+    build_sft_train,
+    build_test_prompts,
+    build_valid,
+    render_row,
+)
+from recnb.instructions_labels import Catalog
+from recnb.instructions_sharegpt import load_sharegpt
+from recnb.instructions_specs import index_teacher
+from recnb.metrics import cpa, formatting, tcp_at_k
+from recnb.rewards import Intent
+
+__all__ = ["FILES", "InstructionConfig", "InstructionSets", "build_instruction_sets", "check_labels",
+           "load_teacher", "read_jsonl", "write_instruction_sets"]
+
+TEACHER_FILE = "teacher_topk.parquet"
+TABLE7_ROWS = ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=", "I3+C", "I3-C", "I4")
+
+
+@dataclass
+class InstructionSets:
+    """Rows of every output file (name without `.jsonl`) and the stats that go to stats.json."""
+
+    files: dict[str, list[dict[str, Any]]]
+    stats: dict[str, Any]
+
+
+def load_teacher(stage_dir: str | os.PathLike) -> pd.DataFrame:
+    """Stage 02's `teacher_topk.parquet` (one row per user and split), with a clear error if absent."""
+    path = Path(stage_dir) / TEACHER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run stage 02_sasrec first")
+    return pd.read_parquet(path)
+
+
+def build_instruction_sets(prepared: Any, teacher: pd.DataFrame, config: InstructionConfig) -> InstructionSets:
+    """Build every instruction file in memory.
+
+    Args:
+        prepared: stage 01's `recnb.data.Prepared` (its `items` and `splits` are read).
+        teacher: stage 02's teacher frame (CONTRACTS.md columns).
+        config: sample counts and options.
+    """
+    catalog = Catalog.from_items(prepared.items)
+    train_items = {int(u): [int(i) for i in seq] for u, seq in zip(prepared.splits[col.USER], prepared.splits[col.TRAIN_ITEMS])}
+    ctx = BuildContext(catalog, index_teacher(teacher), train_items, config)
+    train = build_sft_train(ctx)
+    files = {
+        "sft_train": [render_row(s, catalog) for s in train] + _sharegpt_rows(ctx, len(train)),
+        "sft_train_palr": [render_row(s, catalog) for s in build_palr(ctx, train)],
+        "sft_valid": [render_row(s, catalog) for s in build_valid(ctx)],
+        "rl_prompts": [render_row(s, catalog, completion=False) for s in build_rl_prompts(ctx)],
+        "test_prompts": _test_rows(ctx),
+    }
+    for key, n in sorted(ctx.skips.items()):
+        warnings.warn(f"stage 03 skipped {n} sample(s): {key} (counted in stats.json)", stacklevel=2)
+    return InstructionSets(files, instruction_stats(files, ctx.skips, prepared.stats.get("dataset")))
+
+
+def _sharegpt_rows(ctx: BuildContext, n_rec: int) -> list[dict[str, Any]]:
+    """I4 rows making up `sharegpt_fraction` of the whole SFT set (paper: 50%); none when off."""
+    frac, path = ctx.config.sharegpt_fraction, ctx.config.sharegpt_path
+    if not path or frac <= 0:
+        return []
+    if frac >= 1:
+        raise ValueError(f"sharegpt_fraction={frac} must be in [0, 1) (share of I4 in the SFT set)")
+    rows, skips = load_sharegpt(path, round(n_rec * frac / (1 - frac)), ctx.rng("sft_train_i4"))
+    ctx.skips.update({f"sft_train/I4/{reason}": n for reason, n in skips.items()})
+    return rows
+
+
+def _test_rows(ctx: BuildContext) -> list[dict[str, Any]]:
+    """Test prompts, then the control groups again without the control sentence (`_nocontrol`)."""
+    built = build_test_prompts(ctx)
+    rows = [{**render_row(s, ctx.catalog, completion=False), "test_group": g} for g, s in built]
+    rows += [
+        {**render_row(s, ctx.catalog, completion=False, control=False), "test_group": f"{g}_nocontrol"}
+        for g, s in built
+        if s.task != "I0"
+    ]
+    return rows
+
+
+def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str | None) -> dict[str, Any]:
+    """stats.json: Table 7 (SFT train count per instruction type), per-file counts and skips."""
+    counts = {name: dict(sorted(Counter(r.get("test_group", r["task"]) for r in rows).items())) for name, rows in files.items()}
+    table7 = {task: counts["sft_train"].get(task, 0) for task in TABLE7_ROWS}
+    skipped: dict[str, dict[str, dict[str, int]]] = {}
+    for key, n in sorted(skips.items()):
+        file, task, reason = key.split("/")
+        skipped.setdefault(file, {}).setdefault(task, {})[reason] = n
+    return {
+        "dataset": dataset,
+        "table7": {**table7, "ALL": sum(table7.values())},
+        "counts": counts,
+        "rows": {name: len(rows) for name, rows in files.items()},
+        "skipped": skipped,
+        "skipped_total": int(sum(skips.values())),
+    }
+
+
+def write_instruction_sets(sets: InstructionSets, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write `<name>.jsonl` for every file (sorted keys, one object per line) and `stats.json`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, rows in sets.files.items():
+        text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
+        path = out / f"{name}.jsonl"
+        path.write_bytes(text.encode("utf-8"))
+        written[name] = path
+    written["stats"] = record.write_json(out / col.STATS_FILE, sets.stats)
+    return written
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a JSONL file, with a one-line error naming the file and line when one is malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run stage 03_instructions first")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n} is not valid JSON ({err}); rerun stage 03_instructions") from None
+    return rows
+
+
+def label_problems(row: dict[str, Any], catalog: parse.Catalog) -> list[str]:
+    """What is wrong with one labelled row, judged by the metric functions of stage 06 (empty = fine).
+
+    The completion is parsed back with `recnb.parse`, so the text and the label ids must agree.
+    """
+    if row["task"] == "I4":
+        return []
+    label, k, intent = row["label"], row["k"], Intent(**row["intent"])
+    titles = parse.parse_titles(row["completion"])
+    problems = [] if catalog.match_many(titles) == label else ["completion_does_not_parse_to_label"]
+    fmt = formatting(label, [catalog.title(i) for i in label], k, row["history"])
+    problems += [name for name in ("repeat", "non_exist", "in_history") if fmt[name]]
+    problems += [] if fmt["correct_count"] else ["not_k_items"]
+    if row["target"] is not None and (not label or label[0] != row["target"]):
+        problems.append("target_not_first")
+    if intent.kind in ("+C", "-C"):
+        tcp = tcp_at_k(label, catalog.items_in(intent.category), k)
+        problems += [] if tcp == (1.0 if intent.kind == "+C" else 0.0) else ["breaks_category_control"]
+    if intent.kind in ("<=", ">=", "~="):
+        exact = {"~=": cpa(label, catalog.items_in(intent.category), k, Intent(">=", intent.category, intent.m))
+                 * cpa(label, catalog.items_in(intent.category), k, Intent("<=", intent.category, intent.m))}
+        ok = cpa(label, catalog.items_in(intent.category), k, intent) * exact.get(intent.kind, 1.0)
+        problems += [] if ok == 1.0 else ["breaks_proportion_rule"]
+    return problems
+
+
+def check_labels(rows: Iterable[dict[str, Any]], items: pd.DataFrame) -> pd.DataFrame:
+    """Problem counts per task over labelled rows (all zeros when every label obeys its instruction).
+
+    Returns:
+        One row per task: `rows` checked and a column per problem found (absent when none).
+    """
+    catalog = parse.Catalog(items)
+    counts: dict[str, Counter] = {}
+    for row in rows:
+        counter = counts.setdefault(row["task"], Counter())
+        counter["rows"] += 1
+        counter.update(label_problems(row, catalog))
+    frame = pd.DataFrame.from_dict(counts, orient="index").fillna(0).astype(np.int64)
+    return frame.rename_axis("task").sort_index()

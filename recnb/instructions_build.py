@@ -1,0 +1,215 @@
+"""How many samples of which kind stage 03 draws, and how a sample becomes a JSONL row.
+
+One builder per output file (`build_sft_train`, `build_palr`, `build_valid`, `build_rl_prompts`,
+`build_test_prompts`) returns `Spec`s in a fixed order, each file from its own seeded random
+stream, so the same seed gives the same files whatever is built first. `render_row` turns a spec
+into the JSON object of CONTRACTS.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from recnb import prompts
+from recnb.instructions_labels import Catalog, SkipSample, palr_window
+from recnb.instructions_specs import PROPORTIONS, Spec, TeacherRow, search_spec, teacher_spec
+
+FILES = ("sft_train", "sft_train_palr", "sft_valid", "rl_prompts", "test_prompts")
+RL_TASKS = ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=")
+# Test groups of Tables 2-5: (group, task, m, k); k=None draws k in 11..15 (the formatting test).
+TEST_GROUPS = (
+    ("I0", "I0", None, 10),
+    ("I1+C", "I1+C", None, 10),
+    ("I1-C", "I1-C", None, 10),
+    ("I2<=20", "I2<=", 0.2, 10),
+    ("I2~=30", "I2~=", 0.3, 10),
+    ("I2>=30", "I2>=", 0.3, 10),
+    ("k11-15", "I0", None, None),
+)
+_SALT = {name: i + 1 for i, name in enumerate(FILES + ("sft_train_i4",))}  # one random stream per file
+
+
+@dataclass(frozen=True)
+class InstructionConfig:
+    """How many samples of each kind to draw (notebook 03's parameters)."""
+
+    seed: int = 0
+    max_history: int = 10  # items shown in PALR prompts (the teacher's rows already hold ≤ 10)
+    i0_per_user: float = 1.0  # Table 7: one I0 per user
+    i1_per_user: float = 1.0  # alternating I1+C / I1-C, so half the users each (Table 7)
+    i2_per_user: float = 1.0  # cycling I2<= / I2>= / I2~=, a third each (Table 7)
+    i3_per_item: float = 1.0  # Table 7: I3 count = number of items; alternating +C / -C
+    candidate_fraction: float = 0.25  # share of I0/I1/I3 train samples in the candidate-list variant
+    n_candidates: int = 20  # candidate list length (label items + random others)
+    valid_per_type: int = 320  # §3.1.1: 320 each of I0, I1+C, I1-C, I2~=50%
+    valid_m: float = 0.5
+    rl_per_user: float = 1.0  # RL prompt pool size per train user, tasks cycling over RL_TASKS
+    test_max_users: int = 0  # 0 = every test user (paper: the whole test set)
+    sharegpt_path: str = ""  # ShareGPT-style JSON for I4; empty = no I4
+    sharegpt_fraction: float = 0.0  # I4 share of the whole SFT train set (paper: 0.5)
+
+
+@dataclass
+class BuildContext:
+    """Everything the builders share: the catalog, teacher rows, train sequences and skip counts."""
+
+    catalog: Catalog
+    teacher: dict[tuple[int, str], TeacherRow]
+    train_items: dict[int, list[int]]
+    config: InstructionConfig
+    skips: Counter = field(default_factory=Counter)
+
+    def rng(self, file: str) -> np.random.Generator:
+        """The random stream of one output file (independent of the order files are built in)."""
+        return np.random.default_rng([self.config.seed, _SALT[file]])
+
+    def users(self, split: str) -> list[int]:
+        """Users that have a teacher row for `split`, sorted."""
+        return sorted(u for u, s in self.teacher if s == split)
+
+    def attempt(self, file: str, task: str, make: Callable[[], Spec]) -> Spec | None:
+        """Run `make`; a SkipSample is counted under `file/task/reason` and gives None."""
+        try:
+            return make()
+        except SkipSample as skip:
+            self.skips[f"{file}/{task}/{skip.reason}"] += 1
+            return None
+
+    def teacher_row(self, file: str, task: str, user: int, split: str) -> TeacherRow | None:
+        """The teacher row of (user, split), or None counted as `missing_teacher`."""
+        row = self.teacher.get((user, split))
+        if row is None:
+            self.skips[f"{file}/{task}/missing_teacher"] += 1
+        return row
+
+
+def render_row(spec: Spec, catalog: Catalog, completion: bool = True, control: bool = True) -> dict[str, Any]:
+    """One JSONL object of CONTRACTS.md from a spec.
+
+    Args:
+        completion: False for prompt-only files (RL, test): empty completion and label.
+        control: False renders the I0 template (no control sentence) but keeps the intent, so
+            eval can measure TCP/CPA of uncontrolled answers (Tables 3-4, values in parentheses).
+    """
+    template_task = spec.task if control else "I0"
+    candidates = catalog.title_list(spec.candidates) if spec.candidates is not None and control else None
+    text = prompts.render_instruction(
+        template_task, spec.k, catalog.title_list(spec.history), spec.category, spec.m, candidates, spec.phrase
+    )
+    return {
+        "task": spec.task,
+        "user_id": spec.user_id,
+        "split": spec.split,
+        "candidates": list(spec.candidates) if spec.candidates is not None and control else None,
+        "prompt": prompts.chat_messages(text),
+        "completion": prompts.format_item_list(catalog.title_list(spec.label)) if completion else "",
+        "k": spec.k,
+        "intent": {"kind": prompts.INTENT_KIND[spec.task], "category": spec.category, "m": spec.m},
+        "target": spec.target,
+        "history": list(spec.history),
+        "label": list(spec.label) if completion else [],
+    }
+
+
+def cycle_users(rng: np.random.Generator, users: list[int], n: int) -> Iterator[int]:
+    """n users: whole shuffled passes over `users`, so each user appears ⌊n/|users|⌋ or one more times."""
+    done = 0
+    while done < n and users:
+        for j in rng.permutation(len(users))[: n - done]:
+            yield users[j]
+            done += 1
+
+
+def _k_random(rng: np.random.Generator, task: str) -> int:
+    """§2.2.1: k ~ U{1..10}; I2 always asks for 10 (a proportion of a 1-item list means little)."""
+    return 10 if task.startswith("I2") else int(rng.integers(1, 11))
+
+
+def _train_spec(ctx: BuildContext, rng: np.random.Generator, file: str, task: str, user: int) -> Spec | None:
+    trow = ctx.teacher_row(file, task, user, "train")
+    if trow is None:
+        return None
+    k = _k_random(rng, task)
+    m = float(rng.choice(PROPORTIONS)) if task.startswith("I2") else None
+    with_candidates = file == "sft_train" and not task.startswith("I2") and rng.random() < ctx.config.candidate_fraction
+    n_cand = ctx.config.n_candidates if with_candidates else 0
+    return ctx.attempt(file, task, lambda: teacher_spec(task, user, "train", trow, k, rng, ctx.catalog, m, n_cand))
+
+
+def build_sft_train(ctx: BuildContext) -> list[Spec]:
+    """SFT train specs: I0, I1±C, I2 ≤/≥/≈ per user (Table 7 proportions), then I3±C per item."""
+    rng, cfg, users = ctx.rng("sft_train"), ctx.config, ctx.users("train")
+    plan = [(("I0",), cfg.i0_per_user), (("I1+C", "I1-C"), cfg.i1_per_user), (("I2<=", "I2>=", "I2~="), cfg.i2_per_user)]
+    specs = []
+    for tasks, per_user in plan:
+        order = cycle_users(rng, users, round(len(users) * per_user))
+        for j, user in enumerate(tqdm(list(order), desc=f"sft {'/'.join(tasks)}", leave=False)):
+            specs.append(_train_spec(ctx, rng, "sft_train", tasks[j % len(tasks)], user))
+    n_search = round(len(ctx.catalog.titles) * cfg.i3_per_item)
+    for j in range(n_search):
+        task = ("I3+C", "I3-C")[j % 2]
+        n_cand = cfg.n_candidates if rng.random() < cfg.candidate_fraction else 0
+        specs.append(ctx.attempt("sft_train", task, lambda: search_spec(task, rng, ctx.catalog, n_cand)))
+    return [s for s in specs if s is not None]
+
+
+def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:
+    """PALR-style I0: same users and k as the I0 train samples, labels = the user's real next items."""
+    specs = []
+    for s in (s for s in train_specs if s.task == "I0"):
+        seq = ctx.train_items.get(s.user_id, [])
+        spec = ctx.attempt("sft_train_palr", "I0", lambda: _palr_spec(s, seq, ctx.config.max_history))
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _palr_spec(i0: Spec, seq: list[int], max_history: int) -> Spec:
+    history, label = palr_window(seq, i0.k, max_history)
+    return Spec("I0", i0.user_id, "train", len(label), history, label[0], label, phrase=i0.phrase)
+
+
+def build_valid(ctx: BuildContext) -> list[Spec]:
+    """Valid specs (§3.1.1): `valid_per_type` each of I0, I1+C, I1-C, I2≈`valid_m`, k=10, valid split."""
+    rng, specs = ctx.rng("sft_valid"), []
+    users = ctx.users("valid")
+    for task in ("I0", "I1+C", "I1-C", "I2~="):
+        m = ctx.config.valid_m if task == "I2~=" else None
+        got = []
+        for j in rng.permutation(len(users)):
+            if len(got) >= ctx.config.valid_per_type:
+                break
+            trow = ctx.teacher[(users[j], "valid")]
+            spec = ctx.attempt("sft_valid", task, lambda: teacher_spec(task, users[j], "valid", trow, 10, rng, ctx.catalog, m))
+            got += [spec] if spec is not None else []
+        specs += got
+    return specs
+
+
+def build_rl_prompts(ctx: BuildContext) -> list[Spec]:
+    """RL prompt pool from train histories: `rl_per_user` × users prompts, tasks cycling over RL_TASKS."""
+    rng, users = ctx.rng("rl_prompts"), ctx.users("train")
+    order = cycle_users(rng, users, round(len(users) * ctx.config.rl_per_user))
+    specs = [_train_spec(ctx, rng, "rl_prompts", RL_TASKS[j % len(RL_TASKS)], u) for j, u in enumerate(order)]
+    return [s for s in specs if s is not None]
+
+
+def build_test_prompts(ctx: BuildContext) -> list[tuple[str, Spec]]:
+    """(test_group, spec) for every test user and group of TEST_GROUPS, from the test split."""
+    rng, users = ctx.rng("test_prompts"), ctx.users("test")
+    if ctx.config.test_max_users and ctx.config.test_max_users < len(users):
+        users = sorted(int(u) for u in rng.choice(users, size=ctx.config.test_max_users, replace=False))
+    out = []
+    for group, task, m, k in TEST_GROUPS:
+        for user in tqdm(users, desc=f"test {group}", leave=False):
+            trow = ctx.teacher[(user, "test")]
+            k_user = k if k is not None else int(rng.integers(11, 16))
+            spec = ctx.attempt("test_prompts", group, lambda: teacher_spec(task, user, "test", trow, k_user, rng, ctx.catalog, m))
+            if spec is not None:
+                out.append((group, spec))
+    return out
