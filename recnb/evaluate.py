@@ -1,0 +1,242 @@
+"""Stage 06: every model answers the fixed test prompts; answers are parsed, matched and scored.
+
+Predictions keep the raw text, the parsed titles and both matchings (exact and fuzzy ≤ 3), plus
+what scoring needs (k, target, history, intent), so any metric can be recomputed from
+`predictions.parquet` alone. Scoring goes only through `recnb.parse` and `recnb.metrics`, the
+same definitions the PPO rewards use.
+
+SASRec (the teacher) answers from its stored test ranking (`teacher_topk.parquet`): top-k for I0;
+for the control groups its ranking is *filtered* to obey the intention (flagged `filtered`), a
+rule-following baseline the LLMs do not get.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recnb import columns as col
+from recnb import metrics, prompts
+from recnb.instructions_labels import proportion_bounds
+from recnb.parse import Catalog, parse_titles
+from recnb.rewards import Intent
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("I0", "I1+C", "I1-C", "I2<=20", "I2~=30", "I2>=30", "k11-15")
+NOCONTROL = "_nocontrol"
+MATCHERS = {"exact": "item_ids", "fuzzy": "item_ids_fuzzy"}
+CONSTRAINED = "+constrained"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: table label, source kind and, for trained models, its stage dir."""
+
+    label: str
+    source: str  # "sasrec", "base" or a stage dir name (04_sft_unsloth-v1, 05_ppo, ...)
+    path: Path | None = None
+
+
+def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Stage-03 `test_prompts.jsonl` as a frame; optionally only `max_test_users` users (seeded).
+
+    Every group keeps the same users, so tables compare models on identical prompts.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run stage 03_instructions first")
+    frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    if frame.empty or "test_group" not in frame:
+        raise ValueError(f"{path} has no records with 'test_group'; rerun stage 03_instructions")
+    if max_test_users and frame[col.USER].nunique() > max_test_users:
+        users = np.sort(frame[col.USER].unique())
+        keep = np.random.default_rng(seed).choice(users, size=max_test_users, replace=False)
+        frame = frame[frame[col.USER].isin(keep)]
+    return frame.sort_values(["test_group", col.USER], kind="stable").reset_index(drop=True)
+
+
+def resolve_models(models: dict[str, str], run_root: Path) -> tuple[list[ModelSpec], list[str]]:
+    """Model specs from the `models` param; stage dirs that did not finish are skipped with a note."""
+    specs, notes = [], []
+    for label, source in models.items():
+        if source in ("sasrec", "base"):
+            specs.append(ModelSpec(label, source))
+            continue
+        path = Path(run_root) / source
+        if not (path / col.METRICS_FILE).exists():
+            notes.append(f"skipped {label}: {path} is missing or unfinished (no {col.METRICS_FILE})")
+            log.warning(notes[-1])
+            continue
+        specs.append(ModelSpec(label, source, path))
+    return specs, notes
+
+
+def teacher_list(ranking: list[int], intent: Intent, k: int, catalog: Catalog, control: bool = True) -> list[int]:
+    """The teacher's answer: its top-k, filtered to obey the intent when `control` is set."""
+    if intent.kind == "I0" or not control:
+        return list(ranking[:k])
+    in_c = catalog.items_in(intent.category)
+    if intent.kind in ("+C", "-C"):
+        want = intent.kind == "+C"
+        return [i for i in ranking if (i in in_c) == want][:k]
+    lo, hi = proportion_bounds(intent.kind, k, intent.m)
+    chosen, n_in = [], 0
+    for item in ranking:  # greedy in rank order: at most hi in C, at most k - lo outside
+        inside = item in in_c
+        if (inside and n_in < hi) or (not inside and len(chosen) - n_in < k - lo):
+            chosen.append(item)
+            n_in += inside
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def _intent(record: dict) -> Intent:
+    raw = record["intent"] or {"kind": "I0"}
+    return Intent(raw["kind"], raw.get("category"), raw.get("m"))
+
+
+def _base_frame(label: str, test: pd.DataFrame) -> pd.DataFrame:
+    """Columns every prediction row shares, before the answer is known."""
+    return pd.DataFrame({
+        "model": label,
+        "task": test["task"].to_numpy(),
+        "test_group": test["test_group"].to_numpy(),
+        col.USER: test[col.USER].astype(np.int64).to_numpy(),
+        "prompt": [next(m["content"] for m in p if m["role"] == "user") for p in test["prompt"]],
+        "k": test["k"].astype(np.int64).to_numpy(),
+        "target": test["target"].to_numpy(),
+        "history": [list(map(int, h)) for h in test["history"]],
+        "intent": [json.dumps(i, sort_keys=True) for i in test["intent"]],
+    })
+
+
+def sasrec_predictions(test: pd.DataFrame, teacher: pd.DataFrame, catalog: Catalog, label: str = "SASRec") -> pd.DataFrame:
+    """Teacher answers for every test prompt (`filtered` marks ranking filtered by the intent)."""
+    rows = teacher[teacher["split"] == "test"].set_index(col.USER)["topk_items"]
+    missing = set(test[col.USER]) - set(rows.index)
+    if missing:
+        raise ValueError(f"teacher_topk.parquet has no test row for {len(missing)} user(s), e.g. "
+                         f"{sorted(missing)[:3]}; rerun 02_sasrec on the same 01 data")
+    out = _base_frame(label, test)
+    control = ~test["test_group"].str.endswith(NOCONTROL).to_numpy()
+    lists = [teacher_list([int(i) for i in rows[u]], _intent(r), int(r["k"]), catalog, bool(c))
+             for u, r, c in zip(test[col.USER], test.to_dict("records"), control)]
+    out["raw"] = [prompts.format_item_list([catalog.title(i) for i in items]) for items in lists]
+    out["filtered"] = control & (test["task"] != "I0").to_numpy()
+    out["constrained"] = False
+    return out
+
+
+def generation_suffix(tokenizer) -> str:
+    """What the chat template appends to open the answer (e.g. `<|im_start|>assistant\\n`)."""
+    msgs = [{"role": "user", "content": "x"}]
+    bare = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    full = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if not full.startswith(bare) or full == bare:
+        raise ValueError(f"chat template of {tokenizer.name_or_path!r} has no separate generation prompt; "
+                         "constrained decoding cannot find where the answer starts")
+    return full[len(bare):]
+
+
+def make_constraint(tokenizer, items: pd.DataFrame, test: pd.DataFrame, *, max_new_tokens: int,
+                    max_prompt_tokens: int, forbid_history: bool = True):
+    """A `CatalogConstraint` for these prompts (history items forbidden per prompt if asked)."""
+    from recnb import llm
+    from recnb.constrained import CatalogConstraint
+
+    constraint = CatalogConstraint(
+        tokenizer, items[col.ITEM].tolist(), items[col.TITLE].tolist(),
+        generation_suffix=generation_suffix(tokenizer), eos_token_ids=[tokenizer.eos_token_id],
+        max_new_tokens=max_new_tokens, forbid_repeats=True,
+    )
+    if forbid_history:
+        rendered = llm.render_prompts(tokenizer, list(test["prompt"]), max_prompt_tokens)
+        constraint.register(rendered, [list(h) for h in test["history"]])
+    return constraint
+
+
+def llm_predictions(label: str, model, tokenizer, test: pd.DataFrame, *, batch_size: int = 16,
+                    max_new_tokens: int = 160, max_prompt_tokens: int = 512, constraint=None) -> pd.DataFrame:
+    """Greedy, batched answers of one LLM to every test prompt (`constraint`: catalog-only decoding)."""
+    from transformers import LogitsProcessorList
+
+    from recnb import llm
+
+    processors = LogitsProcessorList([constraint]) if constraint is not None else None
+    raw = llm.generate(model, tokenizer, list(test["prompt"]), max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+                       logits_processor=processors, progress=True)
+    out = _base_frame(label + (CONSTRAINED if constraint is not None else ""), test)
+    out["raw"], out["filtered"], out["constrained"] = raw, False, constraint is not None
+    return out
+
+
+def load_model(spec: ModelSpec, base_model: str):
+    """(model, tokenizer) of a spec: the zero-shot base, or a stage 04/05 dir with its adapter merged."""
+    from recnb import llm
+
+    if spec.source == "base":
+        return llm.load_base(base_model)
+    return llm.load_for_inference(spec.path)
+
+
+def match_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    """Add `titles`, `item_ids` (exact match) and `item_ids_fuzzy` (Levenshtein ≤ 3)."""
+    out = preds.copy()
+    out["titles"] = [parse_titles(text) for text in out["raw"]]
+    flat = [t for titles in out["titles"] for t in titles]
+    bounds = np.cumsum([0] + [len(t) for t in out["titles"]])
+    for name, fuzzy in (("item_ids", False), ("item_ids_fuzzy", True)):
+        ids = catalog.match_many(flat, fuzzy=fuzzy)
+        out[name] = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return out
+
+
+def score_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    """One row per (prediction, matcher) with every metric of `recnb.metrics.measure_list` + HR/NDCG@5."""
+    rows = []
+    for rec in tqdm(preds.to_dict("records"), desc="score", leave=False):
+        intent = Intent(**json.loads(rec["intent"]))
+        in_c = catalog.items_in(intent.category) if intent.category else frozenset()
+        target = None if rec["target"] is None or pd.isna(rec["target"]) else int(rec["target"])
+        for matcher, column in MATCHERS.items():
+            items = [None if i is None or pd.isna(i) else int(i) for i in rec[column]]
+            m = metrics.measure_list(items, list(rec["titles"]), k=int(rec["k"]), target=target,
+                                     history=rec["history"], intent=intent, category_items=in_c)
+            if target is not None:
+                m["hit5"], m["ndcg5"] = metrics.hit_at_k(items, target, 5), metrics.ndcg_at_k(items, target, 5)
+            rows.append({"model": rec["model"], "test_group": rec["test_group"], col.USER: rec[col.USER],
+                         "matcher": matcher, **m})
+    return pd.DataFrame(rows)
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Aggregates per (model, test_group, matcher): `metrics.aggregate` plus HR@5 / NDCG@5."""
+    out = []
+    for (model, group, matcher), part in scores.groupby(["model", "test_group", "matcher"], sort=False):
+        recs = part.to_dict("records")
+        agg = metrics.aggregate(recs)
+        for key, name in (("hit5", "hr5"), ("ndcg5", "ndcg5")):
+            values = part[key].dropna() if key in part else pd.Series(dtype=float)
+            agg[name] = float(values.mean()) if len(values) else float("nan")
+        out.append({"model": model, "test_group": group, "matcher": matcher, **agg})
+    return pd.DataFrame(out)
+
+
+def metrics_dict(summary: pd.DataFrame) -> dict[str, Any]:
+    """Nested `{matcher: {model: {test_group: {metric: value}}}}` for metrics.json."""
+    nested: dict[str, Any] = {}
+    for rec in summary.to_dict("records"):
+        values = {k: v for k, v in rec.items() if k not in ("model", "test_group", "matcher")}
+        nested.setdefault(rec["matcher"], {}).setdefault(rec["model"], {})[rec["test_group"]] = values
+    return nested

@@ -1,0 +1,139 @@
+"""The paper's Tables 2–5 from stage 06's summary frame: CSV (numbers) and markdown (best in bold).
+
+CSV holds one row per (matcher, model) and one plain number per column, so it can be read back
+without parsing; the markdown mirrors the paper: uncontrolled values in parentheses, best value of
+each column in **bold** (highest, or lowest for "↓" columns), units in the headers. Fuzzy matching
+(Levenshtein ≤ 3) is the paper's convention and comes first; exact matching follows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+NOCONTROL = "_nocontrol"
+MATCHER_ORDER = ("fuzzy", "exact")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: where its number comes from and how the markdown shows it."""
+
+    name: str  # CSV header (with unit)
+    group: str  # test_group of the summary
+    metric: str  # summary metric key
+    higher_is_better: bool = True
+    paired: bool = False  # show the `<group>_nocontrol` value in parentheses
+    digits: int = 4
+
+
+def _hr_ndcg(group: str, k: str = "10") -> list[Column]:
+    return [Column(f"{group} HR@{k}", group, "hr"), Column(f"{group} NDCG@{k}", group, "ndcg")]
+
+
+TABLES: dict[str, tuple[str, list[Column]]] = {
+    "table2": ("Table 2 — sequential recommendation (I0, k = 10)", [
+        *_hr_ndcg("I0"), Column("I0 HR@5", "I0", "hr5"), Column("I0 NDCG@5", "I0", "ndcg5")]),
+    "table3": ("Table 3 — category control I1 (TCP@10 in % of the 10 positions; (…) = no control sentence)", [
+        *_hr_ndcg("I1+C"), Column("I1+C TCP@10 (%) ↑", "I1+C", "tcp_pct", True, True, 2),
+        *_hr_ndcg("I1-C"), Column("I1-C TCP@10 (%) ↓", "I1-C", "tcp_pct", False, True, 2)]),
+    "table4": ("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence)", [
+        col for g in ("I2<=20", "I2~=30", "I2>=30")
+        for col in (*_hr_ndcg(g), Column(f"{g} CPA (%) ↑", g, "cpa_pct", True, True, 2))]),
+    "table5": ("Table 5 — formatting for k ∈ 11..15 (errors in % of items, CorrectCount in % of lists)", [
+        Column("CorrectCount (% lists) ↑", "k11-15", "correct_count_pct", True, False, 2),
+        Column("RepeatItem@K (% items) ↓", "k11-15", "repeat_item_pct", False, False, 2),
+        Column("NonExist@K (% items) ↓", "k11-15", "non_exist_pct", False, False, 2),
+        Column("InHistory@K (% items) ↓", "k11-15", "in_history_pct", False, False, 2),
+        Column("HR@K ↑", "k11-15", "hr"), Column("NDCG@K ↑", "k11-15", "ndcg")]),
+}
+
+
+def build_table(summary: pd.DataFrame, name: str, models: list[str]) -> pd.DataFrame:
+    """One table as numbers: rows (matcher, model), columns of `TABLES[name]` (+ `… (no control)`)."""
+    _, columns = TABLES[name]
+    index = summary.set_index(["matcher", "model", "test_group"])
+    rows = []
+    for matcher in [m for m in MATCHER_ORDER if m in set(summary["matcher"])]:
+        for model in models:
+            row = {"matcher": matcher, "model": model}
+            for c in columns:
+                row[c.name] = _lookup(index, matcher, model, c.group, c.metric)
+                if c.paired:
+                    row[c.name + " (no control)"] = _lookup(index, matcher, model, c.group + NOCONTROL, c.metric)
+            if any(not _missing(v) for k, v in row.items() if k not in ("matcher", "model")):
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _lookup(index: pd.DataFrame, matcher: str, model: str, group: str, metric: str) -> float:
+    key = (matcher, model, group)
+    if key not in index.index or metric not in index.columns:
+        return math.nan
+    return float(index.loc[key, metric])
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]] | None = None) -> str:
+    """Markdown of a numeric table, one block per matcher, best per column in bold.
+
+    Args:
+        extra: additional text columns per model (e.g. Table 5's MMLU / GSM8K), `{column: {model: text}}`.
+    """
+    title, columns = TABLES[name]
+    lines = [f"### {title}", ""]
+    for matcher, part in table.groupby("matcher", sort=False):
+        lines += [f"Title matching: **{matcher}**" + (" (paper convention)" if matcher == "fuzzy" else ""), ""]
+        headers = ["model", *[c.name for c in columns], *(extra or {})]
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        best = {c.name: _best(part[c.name], c.higher_is_better) for c in columns}
+        for rec in part.to_dict("records"):
+            cells = [rec["model"]]
+            for c in columns:
+                text = _fmt(rec[c.name], c.digits)
+                if not _missing(rec[c.name]) and rec[c.name] == best[c.name]:
+                    text = f"**{text}**"
+                if c.paired:
+                    text += f" ({_fmt(rec[c.name + ' (no control)'], c.digits)})"
+                cells.append(text)
+            cells += [extra[k].get(rec["model"], "–") for k in (extra or {})]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _best(values: pd.Series, higher: bool) -> float:
+    values = values.dropna()
+    if values.empty:
+        return math.nan
+    return float(values.max() if higher else values.min())
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if _missing(value) else f"{value:.{digits}f}"
+
+
+def write_tables(summary: pd.DataFrame, out_dir: Path, models: list[str],
+                 extra: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, pd.DataFrame]:
+    """Write `table2..table5` `.csv` + `.md` into `out_dir`; returns the numeric tables.
+
+    Args:
+        models: row order (labels as in the summary; absent models are left out).
+        extra: per table name, text columns for `to_markdown` (also added to the CSV).
+    """
+    tables = {}
+    for name in TABLES:
+        table = build_table(summary, name, models)
+        md = to_markdown(table, name, (extra or {}).get(name)) if not table.empty else f"### {TABLES[name][0]}\n\nno rows\n"
+        for column, by_model in ((extra or {}).get(name) or {}).items() if not table.empty else ():
+            table[column] = table["model"].map(by_model)
+        table.to_csv(Path(out_dir) / f"{name}.csv", index=False)
+        (Path(out_dir) / f"{name}.md").write_text(md)
+        tables[name] = table
+    return tables

@@ -1,0 +1,168 @@
+"""Stage 06: teacher filtering, matching and scoring on hand-made answers, tables, and a
+tiny-random model decoding under the catalog constraint."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recnb import evaluate, tables
+from recnb.parse import Catalog
+from recnb.rewards import Intent
+
+ITEMS = pd.DataFrame({
+    "item_id": [1, 2, 3, 4, 5, 6],
+    "title": ["Alpha (1990)", "Beta (1991)", "Gamma (1992)", "Delta (1993)", "Epsilon (1994)", "Zeta (1995)"],
+    "categories": [["Drama"], ["Comedy"], ["Drama"], ["Comedy"], ["Drama", "Comedy"], ["Horror"]],
+    "popularity": [6, 5, 4, 3, 2, 1],
+})
+DRAMA = {1, 3, 5}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return Catalog(ITEMS)
+
+
+def _record(group, task, kind, k, target, history, category=None, m=None, user=1):
+    content = f"user {user} {group}"
+    return {"task": task, "test_group": group, "user_id": user, "k": k, "target": target, "history": history,
+            "intent": {"kind": kind, "category": category, "m": m},
+            "prompt": [{"role": "system", "content": "You are an expert recommender engine."},
+                       {"role": "user", "content": content}]}
+
+
+@pytest.mark.parametrize("intent,k,expected", [
+    (Intent("I0"), 3, [6, 5, 4]),
+    (Intent("+C", "Drama"), 3, [5, 3, 1]),
+    (Intent("-C", "Drama"), 2, [6, 4]),
+    # k=5, m=0.2: at most 1 drama -> 5 (first drama) then only non-drama 6, 4, 2; 3 and 1 refused
+    (Intent("<=", "Drama", 0.2), 5, [6, 5, 4, 2]),
+    # k=4, m=0.5: exactly 2 drama, 2 other, in rank order
+    (Intent("~=", "Drama", 0.5), 4, [6, 5, 4, 3]),
+    # k=3, m=0.7: at least ceil(2.1) = 3 drama -> no room for non-drama items
+    (Intent(">=", "Drama", 0.7), 3, [5, 3, 1]),
+])
+def test_teacher_list_filters_ranking_by_intent(catalog, intent, k, expected):
+    assert evaluate.teacher_list([6, 5, 4, 3, 2, 1], intent, k, catalog) == expected
+
+
+def test_teacher_list_without_control_is_plain_topk(catalog):
+    assert evaluate.teacher_list([6, 5, 4], Intent("+C", "Drama"), 2, catalog, control=False) == [6, 5]
+
+
+def test_sasrec_predictions_text_round_trips_and_flags_filtering(catalog):
+    test = pd.DataFrame([_record("I0", "I0", "I0", 2, 5, [1]),
+                         _record("I1-C", "I1-C", "-C", 2, 4, [1], "Drama"),
+                         _record("I1-C_nocontrol", "I1-C", "-C", 2, 4, [1], "Drama")])
+    teacher = pd.DataFrame({"user_id": [1, 1], "split": ["valid", "test"], "topk_items": [[1, 2], [5, 4, 2]]})
+    preds = evaluate.match_predictions(evaluate.sasrec_predictions(test, teacher, catalog), catalog)
+    assert preds["raw"].tolist()[0] == "1. Epsilon (1994)\n2. Delta (1993)"
+    assert [list(x) for x in preds["item_ids"]] == [[5, 4], [4, 2], [5, 4]]
+    assert preds["filtered"].tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="no test row"):
+        evaluate.sasrec_predictions(test.assign(user_id=9), teacher, catalog)
+
+
+def _fabricated(catalog):
+    test = pd.DataFrame([_record("I0", "I0", "I0", 3, 2, [6]),
+                         _record("I2~=30", "I2~=", "~=", 3, 3, [6], "Drama", 0.3)])
+    preds = evaluate._base_frame("m", test)
+    # exact: [1, None, 1] ("Betaa" is 1 edit from "beta 1991"); fuzzy: [1, 2, 1]
+    preds["raw"] = ["Here you go:\n1. Alpha (1990)\n2. Betaa (1991)\n3. 'Alpha (1990)'",
+                    "1. Gamma (1992)\n2. Zeta (1995)\n3. Omega (2000)\n4. Alpha (1990)"]
+    return evaluate.match_predictions(preds, catalog)
+
+
+def test_match_and_score_hand_computed(catalog):
+    preds = _fabricated(catalog)
+    assert preds["titles"][0] == ["Alpha (1990)", "Betaa (1991)", "Alpha (1990)"]
+    assert list(preds["item_ids"][0]) == [1, None, 1] and list(preds["item_ids_fuzzy"][0]) == [1, 2, 1]
+    scores = evaluate.score_predictions(preds, catalog).set_index(["test_group", "matcher"])
+    assert scores.loc[("I0", "exact"), "hit"] == 0.0
+    assert scores.loc[("I0", "fuzzy"), "ndcg"] == pytest.approx(1 / math.log2(3))
+    assert scores.loc[("I0", "fuzzy"), "hit5"] == 1.0
+    assert scores.loc[("I0", "exact"), "non_exist"] == 1 and scores.loc[("I0", "exact"), "repeat"] == 1
+    # I2~=30, k=3: first 3 = Gamma (drama), Zeta, Omega(None) -> Count_in 1, |1 - 0.9| <= 1 -> CPA 1
+    assert scores.loc[("I2~=30", "exact"), "cpa"] == 1.0
+    assert scores.loc[("I2~=30", "exact"), "tcp"] == pytest.approx(1 / 3)
+    assert scores.loc[("I2~=30", "exact"), "hit"] == 1.0  # target 3 = Gamma at position 1
+    assert scores.loc[("I2~=30", "exact"), "correct_count"] == 0  # 4 titles for k = 3
+    summary = evaluate.summarise(evaluate.score_predictions(preds, catalog))
+    row = summary.set_index(["test_group", "matcher"]).loc[("I0", "exact")]
+    assert row["non_exist_pct"] == pytest.approx(100 / 3) and row["repeat_item_pct"] == pytest.approx(100 / 3)
+    nested = evaluate.metrics_dict(summary)
+    assert nested["fuzzy"]["m"]["I0"]["hr"] == 1.0
+
+
+def test_predictions_survive_parquet(tmp_path, catalog):
+    preds = _fabricated(catalog)
+    preds.to_parquet(tmp_path / "p.parquet")
+    back = pd.read_parquet(tmp_path / "p.parquet")
+    again = evaluate.score_predictions(back, catalog)
+    pd.testing.assert_frame_equal(again, evaluate.score_predictions(preds, catalog))
+
+
+def test_resolve_models_skips_unfinished(tmp_path):
+    (tmp_path / "04_sft_unsloth").mkdir()
+    (tmp_path / "05_ppo").mkdir()
+    (tmp_path / "05_ppo" / "metrics.json").write_text("{}")
+    specs, notes = evaluate.resolve_models(
+        {"SASRec": "sasrec", "base": "base", "v2": "04_sft_unsloth", "full": "05_ppo"}, tmp_path)
+    assert [s.label for s in specs] == ["SASRec", "base", "full"]
+    assert len(notes) == 1 and "v2" in notes[0]
+
+
+def _summary():
+    rows = []
+    for model, tcp, tcp_free, hr in (("A", 80.0, 10.0, 0.2), ("B", 60.0, 12.0, 0.3)):
+        for matcher in ("exact", "fuzzy"):
+            rows.append({"model": model, "test_group": "I1+C", "matcher": matcher, "tcp_pct": tcp, "hr": hr, "ndcg": hr / 2})
+            rows.append({"model": model, "test_group": "I1+C_nocontrol", "matcher": matcher, "tcp_pct": tcp_free,
+                         "hr": 0.1, "ndcg": 0.05})
+            rows.append({"model": model, "test_group": "I1-C", "matcher": matcher, "tcp_pct": 100 - tcp, "hr": hr,
+                         "ndcg": hr / 3})
+    return pd.DataFrame(rows)
+
+
+def test_table3_numbers_bold_and_parentheses(tmp_path):
+    summary = _summary()
+    table = tables.build_table(summary, "table3", ["A", "B", "missing"])
+    assert table["model"].tolist() == ["A", "B", "A", "B"]  # fuzzy block first, absent model dropped
+    assert table["I1+C TCP@10 (%) ↑ (no control)"].tolist()[:2] == [10.0, 12.0]
+    md = tables.to_markdown(table, "table3")
+    assert "| A | 0.2000 | 0.1000 | **80.00** (10.00) |" in md
+    assert "**20.00** (–)" in md  # I1-C TCP: lower is better -> A's 20 beats B's 40
+    assert "| B | **0.3000** | **0.1500** | 60.00 (12.00) |" in md
+    written = tables.write_tables(summary, tmp_path, ["A", "B"], {"table5": {"MMLU": {"A": "skipped"}}})
+    assert (tmp_path / "table3.md").read_text() == md and set(written) == set(tables.TABLES)
+    assert pd.read_csv(tmp_path / "table3.csv").shape == (4, 2 + 8)
+    assert "no rows" in (tmp_path / "table2.md").read_text()
+
+
+def test_tiny_random_constrained_answers_are_catalog_titles():
+    """A random 2-layer model: free decoding writes no catalog title, constrained decoding only those."""
+    from recnb import data, llm
+
+    items = data.build_dataset("tiny", seed=0).items
+    catalog = Catalog(items)
+    model, tok = llm.load_base("tiny-random")
+    test = pd.DataFrame([_record("I0", "I0", "I0", 5, 1, [1, 2, 3], user=u) for u in range(1, 5)])
+    test["prompt"] = [[{"role": "user", "content": f"History: 'The Silver Ka000', 'The Harbor Ka001'. User {u}: "
+                        "recommend 5 items."}] for u in range(1, 5)]
+    free = evaluate.match_predictions(evaluate.llm_predictions("tiny", model, tok, test, batch_size=4,
+                                                               max_new_tokens=48), catalog)
+    assert all(i is None for ids in free["item_ids"] for i in ids)
+    constraint = evaluate.make_constraint(tok, items, test, max_new_tokens=48, max_prompt_tokens=256)
+    con = evaluate.match_predictions(evaluate.llm_predictions("tiny", model, tok, test, batch_size=4,
+                                                              max_new_tokens=48, constraint=constraint), catalog)
+    assert con["model"].unique().tolist() == ["tiny+constrained"]
+    assert sum(len(t) for t in con["titles"]) >= 4
+    assert all(i is not None for ids in con["item_ids"] for i in ids)  # NonExist = 0
+    for ids in con["item_ids"]:
+        assert len(set(ids)) == len(ids) and not set(ids) & {1, 2, 3}  # no repeats, no history
+    assert constraint.unmatched_prompts == 0
