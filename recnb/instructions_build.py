@@ -9,8 +9,9 @@ into the JSON object of CONTRACTS.md.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -68,24 +69,28 @@ class BuildContext:
         """The random stream of one output file (independent of the order files are built in)."""
         return np.random.default_rng([self.config.seed, _SALT[file]])
 
-    def users(self, split: str) -> list[int]:
-        """Users that have a teacher row for `split`, sorted."""
-        return sorted(u for u, s in self.teacher if s == split)
+    def users(self) -> list[int]:
+        """Every user of stage 01's splits, sorted (a missing teacher row is then a counted skip)."""
+        return sorted(self.train_items)
 
-    def attempt(self, file: str, task: str, make: Callable[[], Spec]) -> Spec | None:
-        """Run `make`; a SkipSample is counted under `file/task/reason` and gives None."""
+    def attempt(self, file: str, task: str, make: Callable[..., Spec], *args: Any) -> Spec | None:
+        """`make(*args)`; a SkipSample is counted under `file/task/reason` and gives None."""
         try:
-            return make()
+            return make(*args)
         except SkipSample as skip:
             self.skips[f"{file}/{task}/{skip.reason}"] += 1
             return None
 
-    def teacher_row(self, file: str, task: str, user: int, split: str) -> TeacherRow | None:
-        """The teacher row of (user, split), or None counted as `missing_teacher`."""
+    def user_spec(
+        self, file: str, group: str, task: str, user: int, split: str, rng: np.random.Generator, k: int,
+        m: float | None = None, n_candidates: int = 0,
+    ) -> Spec | None:
+        """`teacher_spec` for (user, split); a missing teacher row or a SkipSample is counted, gives None."""
         row = self.teacher.get((user, split))
         if row is None:
-            self.skips[f"{file}/{task}/missing_teacher"] += 1
-        return row
+            self.skips[f"{file}/{group}/missing_teacher"] += 1
+            return None
+        return self.attempt(file, group, teacher_spec, task, user, split, row, k, rng, self.catalog, m, n_candidates)
 
 
 def render_row(spec: Spec, catalog: Catalog, completion: bool = True, control: bool = True) -> dict[str, Any]:
@@ -131,19 +136,16 @@ def _k_random(rng: np.random.Generator, task: str) -> int:
 
 
 def _train_spec(ctx: BuildContext, rng: np.random.Generator, file: str, task: str, user: int) -> Spec | None:
-    trow = ctx.teacher_row(file, task, user, "train")
-    if trow is None:
-        return None
     k = _k_random(rng, task)
     m = float(rng.choice(PROPORTIONS)) if task.startswith("I2") else None
-    with_candidates = file == "sft_train" and not task.startswith("I2") and rng.random() < ctx.config.candidate_fraction
-    n_cand = ctx.config.n_candidates if with_candidates else 0
-    return ctx.attempt(file, task, lambda: teacher_spec(task, user, "train", trow, k, rng, ctx.catalog, m, n_cand))
+    use_candidates = file == "sft_train" and not task.startswith("I2") and rng.random() < ctx.config.candidate_fraction
+    n_cand = ctx.config.n_candidates if use_candidates else 0
+    return ctx.user_spec(file, task, task, user, "train", rng, k, m, n_cand)
 
 
 def build_sft_train(ctx: BuildContext) -> list[Spec]:
     """SFT train specs: I0, I1±C, I2 ≤/≥/≈ per user (Table 7 proportions), then I3±C per item."""
-    rng, cfg, users = ctx.rng("sft_train"), ctx.config, ctx.users("train")
+    rng, cfg, users = ctx.rng("sft_train"), ctx.config, ctx.users()
     plan = [(("I0",), cfg.i0_per_user), (("I1+C", "I1-C"), cfg.i1_per_user), (("I2<=", "I2>=", "I2~="), cfg.i2_per_user)]
     specs = []
     for tasks, per_user in plan:
@@ -154,7 +156,7 @@ def build_sft_train(ctx: BuildContext) -> list[Spec]:
     for j in range(n_search):
         task = ("I3+C", "I3-C")[j % 2]
         n_cand = cfg.n_candidates if rng.random() < cfg.candidate_fraction else 0
-        specs.append(ctx.attempt("sft_train", task, lambda: search_spec(task, rng, ctx.catalog, n_cand)))
+        specs.append(ctx.attempt("sft_train", task, search_spec, task, rng, ctx.catalog, n_cand))
     return [s for s in specs if s is not None]
 
 
@@ -163,7 +165,7 @@ def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:
     specs = []
     for s in (s for s in train_specs if s.task == "I0"):
         seq = ctx.train_items.get(s.user_id, [])
-        spec = ctx.attempt("sft_train_palr", "I0", lambda: _palr_spec(s, seq, ctx.config.max_history))
+        spec = ctx.attempt("sft_train_palr", "I0", _palr_spec, s, seq, ctx.config.max_history)
         if spec is not None:
             specs.append(spec)
     return specs
@@ -176,16 +178,14 @@ def _palr_spec(i0: Spec, seq: list[int], max_history: int) -> Spec:
 
 def build_valid(ctx: BuildContext) -> list[Spec]:
     """Valid specs (§3.1.1): `valid_per_type` each of I0, I1+C, I1-C, I2≈`valid_m`, k=10, valid split."""
-    rng, specs = ctx.rng("sft_valid"), []
-    users = ctx.users("valid")
+    rng, users, specs = ctx.rng("sft_valid"), ctx.users(), []
     for task in ("I0", "I1+C", "I1-C", "I2~="):
         m = ctx.config.valid_m if task == "I2~=" else None
-        got = []
-        for j in rng.permutation(len(users)):
+        got: list[Spec] = []
+        for j in rng.permutation(len(users)):  # draw users until the quota is met despite skips
             if len(got) >= ctx.config.valid_per_type:
                 break
-            trow = ctx.teacher[(users[j], "valid")]
-            spec = ctx.attempt("sft_valid", task, lambda: teacher_spec(task, users[j], "valid", trow, 10, rng, ctx.catalog, m))
+            spec = ctx.user_spec("sft_valid", task, task, users[j], "valid", rng, 10, m)
             got += [spec] if spec is not None else []
         specs += got
     return specs
@@ -193,7 +193,7 @@ def build_valid(ctx: BuildContext) -> list[Spec]:
 
 def build_rl_prompts(ctx: BuildContext) -> list[Spec]:
     """RL prompt pool from train histories: `rl_per_user` × users prompts, tasks cycling over RL_TASKS."""
-    rng, users = ctx.rng("rl_prompts"), ctx.users("train")
+    rng, users = ctx.rng("rl_prompts"), ctx.users()
     order = cycle_users(rng, users, round(len(users) * ctx.config.rl_per_user))
     specs = [_train_spec(ctx, rng, "rl_prompts", RL_TASKS[j % len(RL_TASKS)], u) for j, u in enumerate(order)]
     return [s for s in specs if s is not None]
@@ -201,15 +201,13 @@ def build_rl_prompts(ctx: BuildContext) -> list[Spec]:
 
 def build_test_prompts(ctx: BuildContext) -> list[tuple[str, Spec]]:
     """(test_group, spec) for every test user and group of TEST_GROUPS, from the test split."""
-    rng, users = ctx.rng("test_prompts"), ctx.users("test")
+    rng, users = ctx.rng("test_prompts"), ctx.users()
     if ctx.config.test_max_users and ctx.config.test_max_users < len(users):
         users = sorted(int(u) for u in rng.choice(users, size=ctx.config.test_max_users, replace=False))
     out = []
     for group, task, m, k in TEST_GROUPS:
         for user in tqdm(users, desc=f"test {group}", leave=False):
-            trow = ctx.teacher[(user, "test")]
             k_user = k if k is not None else int(rng.integers(11, 16))
-            spec = ctx.attempt("test_prompts", group, lambda: teacher_spec(task, user, "test", trow, k_user, rng, ctx.catalog, m))
-            if spec is not None:
-                out.append((group, spec))
+            spec = ctx.user_spec("test_prompts", group, task, user, "test", rng, k_user, m)
+            out += [(group, spec)] if spec is not None else []
     return out

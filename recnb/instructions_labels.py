@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ class Catalog:
     by_popularity: tuple[int, ...]
 
     @classmethod
-    def from_items(cls, items: pd.DataFrame) -> "Catalog":
+    def from_items(cls, items: pd.DataFrame) -> Catalog:
         """Build from stage 01's `items.parquet` frame (item_id, title, categories, popularity)."""
         missing = {col.ITEM, col.TITLE, col.CATEGORIES, col.POPULARITY} - set(items.columns)
         if missing:

@@ -58,7 +58,7 @@ def load_sharegpt(path: str | Path, n: int, rng: np.random.Generator) -> tuple[l
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); expected a list of {{'conversations': [...]}}") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of conversations, got {type(records).__name__}")
+        raise TypeError(f"{path}: expected a JSON list of conversations, got {type(records).__name__}")
     skips: Counter = Counter()
     usable = []
     for record in records:

@@ -11,7 +11,7 @@ the answer is `1. Title\\n2. Title...` with titles unquoted.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from recnb import columns as col
 
@@ -28,37 +28,37 @@ _I2_TAIL = " {category_proportion}. You need to generate a recommendation list w
 # Keys: task family -> (generate-from-catalog template, select-from-candidates template or None).
 TEMPLATES: dict[str, tuple[str, str | None]] = {
     "I0": (
-        "You are an expert recommender engine. You need to generate a recommendation list considering "
-        "user's preference from historical interactions. The historical interactions are provided as "
-        "follows: {history}. You need to generate a recommendation list with {item_count} different items.",
-        "You are an expert recommender engine. You need to select a recommendation list considering "
-        "user's preference from historical interactions. The historical interactions are provided as "
-        "follows: {history}. The candidate items are: {candidate_titles}. You need to select a "
-        "recommendation list with {item_count} different items from candidate items.",
+        ("You are an expert recommender engine. You need to generate a recommendation list considering "
+         "user's preference from historical interactions. The historical interactions are provided as "
+         "follows: {history}. You need to generate a recommendation list with {item_count} different items."),
+        ("You are an expert recommender engine. You need to select a recommendation list considering "
+         "user's preference from historical interactions. The historical interactions are provided as "
+         "follows: {history}. The candidate items are: {candidate_titles}. You need to select a "
+         "recommendation list with {item_count} different items from candidate items."),
     ),
     "I1": (
-        f"{_I1_HEAD} If user's preference conflicts with his intention, you should comply with his "
-        "intention. Here are user's historical interactions: {history}, and user's intention: "
-        "{synthetic_intention}. You need to generate a recommendation list with {item_count} different items.",
-        "You are an expert recommender engine. You need to select a recommendation list from candidate "
-        "items simultaneously considering user's preference inferred from historical interactions and "
-        "user's intention. If user's preference conflicts with his intention, you should comply with his "
-        "intention. Here are user's historical interactions: {history}, and user's intention: "
-        "{synthetic_intention}. The candidate items are: {candidate_titles}. You need to select a "
-        "recommendation list with {item_count} different items from candidate items.",
+        (f"{_I1_HEAD} If user's preference conflicts with his intention, you should comply with his "
+         "intention. Here are user's historical interactions: {history}, and user's intention: "
+         "{synthetic_intention}. You need to generate a recommendation list with {item_count} different items."),
+        ("You are an expert recommender engine. You need to select a recommendation list from candidate "
+         "items simultaneously considering user's preference inferred from historical interactions and "
+         "user's intention. If user's preference conflicts with his intention, you should comply with his "
+         "intention. Here are user's historical interactions: {history}, and user's intention: "
+         "{synthetic_intention}. The candidate items are: {candidate_titles}. You need to select a "
+         "recommendation list with {item_count} different items from candidate items."),
     ),
     # Listing 3 has no candidate variant for I2.
     "I2<=": (f"{_I2_HEAD} less than or equal to{_I2_TAIL}", None),
     "I2>=": (f"{_I2_HEAD} more than or equal to{_I2_TAIL}", None),
     "I2~=": (f"{_I2_HEAD} approximately{_I2_TAIL}", None),
     "I3": (
-        "You are an expert recommender engine. You need to generate a recommendation list complying "
-        "user's intention. Here is user's intention: {synthetic_intention}. Please generate a "
-        "recommendation list with {item_count} different items.",
-        "You are an expert recommender engine. You need to select a recommendation list complying user's "
-        "intention from candidate items. Here is user's intention: {synthetic_intention}. The candidate "
-        "items are: {candidate_titles}. Please select a recommendation list with {item_count} different "
-        "items from candidate items.",
+        ("You are an expert recommender engine. You need to generate a recommendation list complying "
+         "user's intention. Here is user's intention: {synthetic_intention}. Please generate a "
+         "recommendation list with {item_count} different items."),
+        ("You are an expert recommender engine. You need to select a recommendation list complying user's "
+         "intention from candidate items. Here is user's intention: {synthetic_intention}. The candidate "
+         "items are: {candidate_titles}. Please select a recommendation list with {item_count} different "
+         "items from candidate items."),
     ),
 }
 
