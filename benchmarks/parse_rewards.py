@@ -14,20 +14,26 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import random  # noqa: E402
-import string  # noqa: E402
-import time  # noqa: E402
+import random
+import string
+import time
 
-import pandas as pd  # noqa: E402
-from rapidfuzz.distance import Levenshtein  # noqa: E402
+import pandas as pd
+from rapidfuzz.distance import Levenshtein
 
-from recnb.metrics import aggregate, measure_list  # noqa: E402
-from recnb.parse import Catalog, normalise_title, parse_titles  # noqa: E402
-from recnb.rewards import Intent, score_list  # noqa: E402
+from recnb.metrics import aggregate, measure_list
+from recnb.parse import Catalog, normalise_title, parse_titles
+from recnb.rewards import Intent, score_list
 
 N_ITEMS, N_LISTS, N_FUZZY, N_NAIVE = 18_000, 10_000, 1_000, 200
-INTENTS = [Intent("I0"), Intent("+C", "C0"), Intent("-C", "C0"), Intent("<=", "C0", 0.2),
-           Intent(">=", "C0", 0.3), Intent("~=", "C0", 0.3)]
+INTENTS = [
+    Intent("I0"),
+    Intent("+C", "C0"),
+    Intent("-C", "C0"),
+    Intent("<=", "C0", 0.2),
+    Intent(">=", "C0", 0.3),
+    Intent("~=", "C0", 0.3),
+]
 
 
 def synthetic_catalog(rng: random.Random) -> pd.DataFrame:
@@ -37,9 +43,14 @@ def synthetic_catalog(rng: random.Random) -> pd.DataFrame:
     while len(titles) < N_ITEMS:
         titles[f"{' '.join(rng.choices(words, k=rng.randint(1, 4)))} ({rng.randint(1930, 2020)})"] = None
     ids = range(1, N_ITEMS + 1)
-    return pd.DataFrame({"item_id": list(ids), "title": list(titles),
-                         "categories": [[f"C{rng.randrange(8)}"] for _ in ids],
-                         "popularity": [int(rng.paretovariate(1.2)) for _ in ids]})
+    return pd.DataFrame(
+        {
+            "item_id": list(ids),
+            "title": list(titles),
+            "categories": [[f"C{rng.randrange(8)}"] for _ in ids],
+            "popularity": [int(rng.paretovariate(1.2)) for _ in ids],
+        }
+    )
 
 
 def misspell(title: str, rng: random.Random) -> str:
@@ -65,14 +76,27 @@ def time_scoring(cat: Catalog, rng: random.Random) -> tuple[float, float, float]
         out = items[2:] + [None]  # 11 entries for k=10: some None, one beyond k
         out[rng.randrange(10)] = out[rng.randrange(10)]  # a repeat now and then
         cases.append((out, items[:2], {i: rng.randrange(5000) for i in items}))
-    texts = ["\n".join(f"{i}. {cat.title(x) if x else 'Unknown'}" for i, x in enumerate(c[0], 1)) for c in cases]
+    texts = [
+        "\n".join(f"{i}. {cat.title(x) if x else 'Unknown'}" for i, x in enumerate(c[0], 1)) for c in cases
+    ]
     t0 = time.perf_counter()
     for n, (out, hist, rank) in enumerate(cases):
-        score_list(out, k=10, target=hist[0] + 1, history=hist, rank=rank, intent=INTENTS[n % 6],
-                   category_items=c0)
+        score_list(
+            out, k=10, target=hist[0] + 1, history=hist, rank=rank, intent=INTENTS[n % 6], category_items=c0
+        )
     t1 = time.perf_counter()
-    rows = [measure_list(out, [""] * len(out), k=10, target=hist[0] + 1, history=hist, intent=INTENTS[n % 6],
-                         category_items=c0) for n, (out, hist, rank) in enumerate(cases)]
+    rows = [
+        measure_list(
+            out,
+            [""] * len(out),
+            k=10,
+            target=hist[0] + 1,
+            history=hist,
+            intent=INTENTS[n % 6],
+            category_items=c0,
+        )
+        for n, (out, hist, rank) in enumerate(cases)
+    ]
     aggregate(rows)
     t2 = time.perf_counter()
     for text in texts:
@@ -114,11 +138,15 @@ def main() -> None:
     print(f"metrics (measure_list+agg)  {1000 * metric_s * per_k:8.1f} ms per 1,000 lists of 10")
     print(f"parse + exact match         {1000 * parse_s * per_k:8.1f} ms per 1,000 lists of 10")
     print(f"fuzzy, nearest (ours)       {fuzzy_s:8.2f} s per 1,000 misspelt titles, recovers {ours_ok:.1%}")
-    print(f"fuzzy, first within 3 (ref) {naive_s:8.2f} s per 1,000 (from {N_NAIVE}), recovers {naive_ok:.1%} "
-          f"(ours on the same {N_NAIVE}: {ours_ok_sample:.1%})")
-    print(f"reward_ms_per_1k={1000 * reward_s * per_k:.1f} metrics_ms_per_1k={1000 * metric_s * per_k:.1f} "
-          f"parse_match_ms_per_1k={1000 * parse_s * per_k:.1f} fuzzy_s_per_1k={fuzzy_s:.2f} "
-          f"ref_fuzzy_s_per_1k={naive_s:.2f} fuzzy_recovered={ours_ok:.3f} ref_recovered={naive_ok:.3f}")
+    print(
+        f"fuzzy, first within 3 (ref) {naive_s:8.2f} s per 1,000 (from {N_NAIVE}), recovers {naive_ok:.1%} "
+        f"(ours on the same {N_NAIVE}: {ours_ok_sample:.1%})"
+    )
+    print(
+        f"reward_ms_per_1k={1000 * reward_s * per_k:.1f} metrics_ms_per_1k={1000 * metric_s * per_k:.1f} "
+        f"parse_match_ms_per_1k={1000 * parse_s * per_k:.1f} fuzzy_s_per_1k={fuzzy_s:.2f} "
+        f"ref_fuzzy_s_per_1k={naive_s:.2f} fuzzy_recovered={ours_ok:.3f} ref_recovered={naive_ok:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -123,12 +123,20 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     rows = list(rows)
     n_items = sum(int(r.get("n_items", 0)) for r in rows)
     out: dict[str, float] = {"n_lists": len(rows), "n_items": n_items}
-    for key, name, scale in (("hit", "hr", 1), ("ndcg", "ndcg", 1), ("tcp", "tcp_pct", 100),
-                             ("cpa", "cpa_pct", 100), ("correct_count", "correct_count_pct", 100)):
+    for key, name, scale in (
+        ("hit", "hr", 1),
+        ("ndcg", "ndcg", 1),
+        ("tcp", "tcp_pct", 100),
+        ("cpa", "cpa_pct", 100),
+        ("correct_count", "correct_count_pct", 100),
+    ):
         values = [float(r[key]) for r in rows if _present(r.get(key))]
         out[name] = scale * sum(values) / len(values) if values else math.nan
-    for key, name in (("repeat", "repeat_item_pct"), ("non_exist", "non_exist_pct"),
-                      ("in_history", "in_history_pct")):
+    for key, name in (
+        ("repeat", "repeat_item_pct"),
+        ("non_exist", "non_exist_pct"),
+        ("in_history", "in_history_pct"),
+    ):
         total = sum(int(r.get(key, 0)) for r in rows)
         out[name] = 100 * total / n_items if n_items else math.nan
     return out

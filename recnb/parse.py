@@ -127,7 +127,7 @@ class Catalog:
         if missing:
             raise ValueError(f"items frame lacks column(s) {missing}; pass stage 01's items.parquet")
         frame = items_df.assign(
-            _pop=items_df[col.POPULARITY] if col.POPULARITY in items_df else 0,
+            _pop=items_df.get(col.POPULARITY, 0),
             _key=items_df[col.TITLE].astype(str).map(normalise_title),
         )
         # Most popular first (then lowest id): the first of equal keys/distances wins below.
@@ -173,8 +173,12 @@ class Catalog:
     def _nearest(self, keys: list[str]) -> Iterable[int | None]:
         for lo in range(0, len(keys), _FUZZY_CHUNK):
             dist = process.cdist(
-                keys[lo : lo + _FUZZY_CHUNK], self._keys, scorer=Levenshtein.distance,
-                score_cutoff=MAX_DISTANCE, dtype=np.int8, workers=1,
+                keys[lo : lo + _FUZZY_CHUNK],
+                self._keys,
+                scorer=Levenshtein.distance,
+                score_cutoff=MAX_DISTANCE,
+                dtype=np.int8,
+                workers=1,
             )
             best = dist.argmin(axis=1)  # first minimum = most popular among equally near titles
             near = dist[np.arange(len(best)), best] <= MAX_DISTANCE
@@ -194,6 +198,5 @@ class Catalog:
 def _category_index(frame: pd.DataFrame) -> dict[str, frozenset[int]]:
     pairs = frame[[col.ITEM, col.CATEGORIES]].explode(col.CATEGORIES).dropna()
     return {
-        str(cat): frozenset(ids.astype(int).tolist())
-        for cat, ids in pairs.groupby(col.CATEGORIES)[col.ITEM]
+        str(cat): frozenset(ids.astype(int).tolist()) for cat, ids in pairs.groupby(col.CATEGORIES)[col.ITEM]
     }

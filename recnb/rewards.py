@@ -105,8 +105,9 @@ def score_list(
     history = set(history)
     legal = legality(items, k=k, history=history)
     scores = [_preference(item, ok, target, rank) for item, ok in zip(items, legal)]
-    control, count_in, count_out = control_scores(items, legal, scores, k=k, intent=intent,
-                                                  category_items=category_items)
+    control, count_in, count_out = control_scores(
+        items, legal, scores, k=k, intent=intent, category_items=category_items
+    )
     discounted = [s / math.log2(i + 2) if ok else -1.0 for i, (s, ok) in enumerate(zip(scores, legal), 1)]
     list_control = _list_control(intent, k, count_in, count_out, sum(discounted))
     return ListScore(
@@ -195,5 +196,7 @@ def _list_control(intent: Intent, k: int, count_in: int, count_out: int, discoun
         gap = k - count_out
     else:
         km = target_count(k, intent.m)
-        gap = {"<=": max(count_in - km, 0), ">=": max(km - count_in, 0), "~=": abs(count_in - km)}[intent.kind]
+        gap = {"<=": max(count_in - km, 0), ">=": max(km - count_in, 0), "~=": abs(count_in - km)}[
+            intent.kind
+        ]
     return 1.0 / math.log2(float(gap) + 2)

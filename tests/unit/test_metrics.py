@@ -18,7 +18,12 @@ def test_perfect_list():
     assert ndcg_at_k(items, 5, 4) == 1.0  # 1/L(1 + 1)
     assert tcp_at_k(items, C, 4) == 1.0
     assert formatting(items, ["a", "b", "c", "d"], 4, history={7}) == {
-        "correct_count": 1, "repeat": 0, "non_exist": 0, "in_history": 0, "n_items": 4}
+        "correct_count": 1,
+        "repeat": 0,
+        "non_exist": 0,
+        "in_history": 0,
+        "n_items": 4,
+    }
 
 
 def test_hit_and_ndcg_only_look_at_the_first_k():
@@ -39,9 +44,19 @@ def test_tcp_divides_by_k_and_counts_repeats():
 @pytest.mark.parametrize(
     "kind, count_in, expected",
     # k = 10, m = 0.3 -> k·m = 3: one under, exactly, one over (and ±2 for "~=")
-    [("<=", 2, 1.0), ("<=", 3, 1.0), ("<=", 4, 0.0),
-     (">=", 2, 0.0), (">=", 3, 1.0), (">=", 4, 1.0),
-     ("~=", 1, 0.0), ("~=", 2, 1.0), ("~=", 3, 1.0), ("~=", 4, 1.0), ("~=", 5, 0.0)],
+    [
+        ("<=", 2, 1.0),
+        ("<=", 3, 1.0),
+        ("<=", 4, 0.0),
+        (">=", 2, 0.0),
+        (">=", 3, 1.0),
+        (">=", 4, 1.0),
+        ("~=", 1, 0.0),
+        ("~=", 2, 1.0),
+        ("~=", 3, 1.0),
+        ("~=", 4, 1.0),
+        ("~=", 5, 0.0),
+    ],
 )
 def test_cpa_at_the_boundary(kind, count_in, expected):
     items = list(range(1, count_in + 1)) + list(range(11, 21 - count_in))
@@ -77,12 +92,33 @@ def test_formatting_rejects_misaligned_inputs():
 
 def test_measure_list_and_aggregate_by_hand():
     rows = [
-        measure_list([5, 1, 2], ["a", "b", "c"], k=3, target=5, history=(), intent=Intent("<=", "C", 0.3),
-                     category_items=C),
-        measure_list([12, 12, None, 5, 13], ["p", "p", "q", "r", "s"], k=4, target=5, history={13},
-                     intent=Intent("+C", "C"), category_items=C),
-        measure_list([float("nan"), 14], ["q", "t"], k=2, target=None, history=(), intent=Intent("I0"),
-                     category_items=()),
+        measure_list(
+            [5, 1, 2],
+            ["a", "b", "c"],
+            k=3,
+            target=5,
+            history=(),
+            intent=Intent("<=", "C", 0.3),
+            category_items=C,
+        ),
+        measure_list(
+            [12, 12, None, 5, 13],
+            ["p", "p", "q", "r", "s"],
+            k=4,
+            target=5,
+            history={13},
+            intent=Intent("+C", "C"),
+            category_items=C,
+        ),
+        measure_list(
+            [float("nan"), 14],
+            ["q", "t"],
+            k=2,
+            target=None,
+            history=(),
+            intent=Intent("I0"),
+            category_items=(),
+        ),
     ]
     # row 1: hit 1, ndcg 1, tcp 3/3, cpa: 3 in C > 0.9 -> 0, correct, 3 items
     # row 2: hit 1, ndcg 1/L(5), tcp 1/4, no cpa, 5 titles != 4, first 4: repeat 1, unknown 1, in history 0
@@ -107,11 +143,14 @@ def test_aggregate_of_nothing_is_nan():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.integers(1, 20)), max_size=15), st.integers(1, 12), st.integers(1, 20))
+@given(
+    st.lists(st.one_of(st.none(), st.integers(1, 20)), max_size=15), st.integers(1, 12), st.integers(1, 20)
+)
 def test_metric_ranges(items, k, target):
     titles = [str(i) for i in items]
-    row = measure_list(items, titles, k=k, target=target, history={1, 2}, intent=Intent("~=", "C", 0.5),
-                       category_items=C)
+    row = measure_list(
+        items, titles, k=k, target=target, history={1, 2}, intent=Intent("~=", "C", 0.5), category_items=C
+    )
     assert 0 <= row["ndcg"] <= row["hit"] <= 1
     assert 0 <= row["tcp"] <= 1 and row["cpa"] in (0.0, 1.0)
     assert row["n_items"] == min(len(items), k)

@@ -22,7 +22,7 @@ def test_numbering_styles_bullets_quotes_and_chatter():
     text = (
         "Sure! Here are 5 movies you may like:\n"
         "1. Heat (1995)\n"
-        "2) \"Toy Story (1995)\"\n"
+        '2) "Toy Story (1995)"\n'
         "\n"
         "3 - 'Til There Was You (1997)   \r\n"
         "- 4. **Se7en (1995)**\n"
@@ -30,7 +30,12 @@ def test_numbering_styles_bullets_quotes_and_chatter():
         "Enjoy!"
     )
     assert parse_titles(text) == [
-        "Heat (1995)", "Toy Story (1995)", "'Til There Was You (1997)", "Se7en (1995)", "Fargo (1996)"]
+        "Heat (1995)",
+        "Toy Story (1995)",
+        "'Til There Was You (1997)",
+        "Se7en (1995)",
+        "Fargo (1996)",
+    ]
 
 
 def test_unnumbered_lists_keep_every_non_empty_line():
@@ -40,14 +45,16 @@ def test_unnumbered_lists_keep_every_non_empty_line():
 
 def test_numbers_inside_titles_survive():
     assert parse_titles("1. 2001: A Space Odyssey (1968)\n2. 12 Angry Men (1957)") == [
-        "2001: A Space Odyssey (1968)", "12 Angry Men (1957)"]
+        "2001: A Space Odyssey (1968)",
+        "12 Angry Men (1957)",
+    ]
     assert parse_titles("1.5 Million Ways") == ["1.5 Million Ways"]  # a decimal is not numbering
 
 
 def test_spans_point_at_the_titles():
-    text = "Intro\n1. Heat (1995)\n2. \"Fargo (1996)\""
+    text = 'Intro\n1. Heat (1995)\n2. "Fargo (1996)"'
     lines = parse_lines(text)
-    assert [text[line.start:line.end] for line in lines] == ["Heat (1995)", "Fargo (1996)"]
+    assert [text[line.start : line.end] for line in lines] == ["Heat (1995)", "Fargo (1996)"]
     assert [(line.start, line.end) for line in lines] == [(9, 20), (25, 37)]
 
 
@@ -63,11 +70,14 @@ def test_nasty_inputs():
 @given(st.one_of(st.text(), st.binary().map(lambda b: b.decode("latin-1"))))
 def test_parse_never_raises(text):
     for line in parse_lines(text):
-        assert line.title and text[line.start:line.end] == line.title
+        assert line.title and text[line.start : line.end] == line.title
 
 
-ordinary = st.text(string.ascii_letters + string.digits + " ,:;()&!?'.-", min_size=1, max_size=40).map(
-    str.strip).filter(lambda t: t[:1].isalpha())
+ordinary = (
+    st.text(string.ascii_letters + string.digits + " ,:;()&!?'.-", min_size=1, max_size=40)
+    .map(str.strip)
+    .filter(lambda t: t[:1].isalpha())
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -130,7 +140,9 @@ def test_equal_keys_go_to_the_most_popular():
 def test_categories():
     cat = catalog(ROWS)
     assert cat.items_in("Action") == {2, 3}
-    assert cat.in_category(2, "Crime") and not cat.in_category(1, "Crime") and not cat.in_category(None, "Crime")
+    assert (
+        cat.in_category(2, "Crime") and not cat.in_category(1, "Crime") and not cat.in_category(None, "Crime")
+    )
     assert cat.categories == ["Action", "Crime", "Drama", "Horror"]
     with pytest.raises(KeyError, match="'Comedy' is not in the catalog"):
         cat.items_in("Comedy")

@@ -21,7 +21,9 @@ RANK1 = {i: 1 for i in range(1, 20)}
 def run(items, kind, *, k=5, m=None, target=None, history=(), rank=RANK1) -> ListScore:
     intent = Intent(kind, None if kind == "I0" else "C", m)
     cats = () if kind == "I0" else IN_C
-    return score_list(items, k=k, target=target, history=history, rank=rank, intent=intent, category_items=cats)
+    return score_list(
+        items, k=k, target=target, history=history, rank=rank, intent=intent, category_items=cats
+    )
 
 
 def test_perfect_i0_list():
@@ -48,8 +50,15 @@ def test_every_kind_of_illegal_item():
 
 
 def test_illegal_items_are_not_counted_in_control():
-    s = score_list([None, 10, 10, 1, 11, 12], k=5, target=7, history={1}, rank={10: 0, 11: 1, 12: 2},
-                   intent=Intent("+C", "C"), category_items={10, 12})
+    s = score_list(
+        [None, 10, 10, 1, 11, 12],
+        k=5,
+        target=7,
+        history={1},
+        rank={10: 0, 11: 1, 12: 2},
+        intent=Intent("+C", "C"),
+        category_items={10, 12},
+    )
     assert s.control == [-1, 1, -1, -1, 0, -1]
     assert (s.count_in, s.count_out) == (1, 1)
     assert s.list_control == pytest.approx(1 / L(6))  # 1/L((5 - 1) + 2)
@@ -107,8 +116,9 @@ def test_i2_list_reward_and_item_rewards():
     assert s.list_reward == pytest.approx(0.8916315, abs=1e-7)  # 0.5·1.1523332 + 0.5·0.6309298
 
 
-@pytest.mark.parametrize("kind, items, length", [("I0", [11, 12, 13], 3), ("I0", [11, 12, 13, 14], 4),
-                                                 ("I0", [11, 12], 2)])
+@pytest.mark.parametrize(
+    "kind, items, length", [("I0", [11, 12, 13], 3), ("I0", [11, 12, 13, 14], 4), ("I0", [11, 12], 2)]
+)
 def test_i0_at_the_k_boundary(kind, items, length):
     # k = 3: exactly k, one over (4th illegal, -1), one under
     s = run(items, kind, k=3)
@@ -164,8 +174,12 @@ def test_all_illegal_list_is_all_minus_one(case, kind_m):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(1, 19), min_size=1, max_size=12, unique=True), st.randoms(use_true_random=False),
-       st.dictionaries(st.integers(1, 19), st.integers(0, 400), min_size=19), st.sampled_from(["I0", "+C", "-C"]))
+@given(
+    st.lists(st.integers(1, 19), min_size=1, max_size=12, unique=True),
+    st.randoms(use_true_random=False),
+    st.dictionaries(st.integers(1, 19), st.integers(0, 400), min_size=19),
+    st.sampled_from(["I0", "+C", "-C"]),
+)
 def test_permuting_legal_non_target_items_keeps_their_scores(items, rnd, rank, kind):
     shuffled = items[:]
     rnd.shuffle(shuffled)
@@ -176,8 +190,13 @@ def test_permuting_legal_non_target_items_keeps_their_scores(items, rnd, rank, k
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.integers(1, 19)), max_size=14), st.integers(1, 12),
-       st.sets(st.integers(1, 19), max_size=4), st.integers(1, 19), KINDS_M)
+@given(
+    st.lists(st.one_of(st.none(), st.integers(1, 19)), max_size=14),
+    st.integers(1, 12),
+    st.sets(st.integers(1, 19), max_size=4),
+    st.integers(1, 19),
+    KINDS_M,
+)
 def test_invariants(items, k, history, target, kind_m):
     s = run(items, kind_m[0], k=k, m=kind_m[1], target=target, history=history)
     assert s.item_rewards == pytest.approx([0.5 * a + 0.5 * b for a, b in zip(s.scores, s.control)])
