@@ -10,8 +10,9 @@ import json
 import math
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from recnb import columns as col
 

@@ -17,7 +17,7 @@ RUN = "tiny"
 def run_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
     cmd = [sys.executable, "-m", "recnb.run", str(paths.REPO_ROOT / "params" / "tiny.yaml"), "--outputs-dir", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return out / RUN
 
