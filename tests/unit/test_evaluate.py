@@ -166,3 +166,19 @@ def test_tiny_random_constrained_answers_are_catalog_titles():
     for ids in con["item_ids"]:
         assert len(set(ids)) == len(ids) and not set(ids) & {1, 2, 3}  # no repeats, no history
     assert constraint.unmatched_prompts == 0
+
+
+@pytest.mark.slow  # ~25 s: lm-eval import + dataset build; lm-eval is not a declared dependency
+def test_lm_eval_wiring_on_local_task(fixtures_dir, monkeypatch):
+    """lm-eval scores an in-memory model on a local 6-question task; offline, paper tasks say skipped."""
+    pytest.importorskip("lm_eval")
+    from recnb import generalization, llm
+
+    model, tok = llm.load_base("tiny-random")
+    task = generalization.local_task(fixtures_dir / "lm_eval_task" / "recnb_capitals.yaml")
+    scores = generalization.run_lm_eval(model, tok, [task], batch_size=4)
+    assert set(scores) == {"recnb_capitals"}
+    assert scores["recnb_capitals"] * 6 == pytest.approx(round(scores["recnb_capitals"] * 6))  # k of 6 right
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert generalization.paper_generalization(model, tok) == {
+        "MMLU": generalization.SKIPPED_OFFLINE, "GSM8K": generalization.SKIPPED_OFFLINE}
