@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from recnb import llm
+from recnb import llm, metrics
+from recnb.instructions import read_jsonl
+from recnb.parse import Catalog, parse_titles
+from recnb.rewards import Intent
 
 LABEL_FILES = {"teacher": "sft_train.jsonl", "history": "sft_train_palr.jsonl"}
 VALID_FILE = "sft_valid.jsonl"
@@ -52,22 +56,6 @@ class SFTSettings:
     use_unsloth: bool = False
     logging_steps: int = 1
     seed: int = 0
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a stage-03 JSONL file, with a one-line error naming a missing or bad file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; run stage 03_instructions of this run first")
-    records = []
-    with path.open() as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n} is not JSON ({err}); rerun stage 03_instructions") from None
-    return records
 
 
 def select_tasks(records: list[dict], tasks: str | list[str]) -> list[dict]:
@@ -274,3 +262,46 @@ def save_adapter(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path, setti
     tokenizer.save_pretrained(adapter)
     (adapter / "sft_settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
     return adapter
+
+
+def valid_slice(records: list[dict], per_task: int) -> list[dict]:
+    """The first `per_task` records of each task (stage 03 already drew them at random, seeded)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for rec in records:
+        if seen.get(rec["task"], 0) < per_task:
+            seen[rec["task"]] = seen.get(rec["task"], 0) + 1
+            kept.append(rec)
+    return kept
+
+
+def score_answers(records: Sequence[dict], answers: Sequence[str], catalog: Catalog, fuzzy: bool = False,
+                  label: str = "sft") -> pd.DataFrame:
+    """One row per answer: parsed titles, matched ids and every `recnb.metrics.measure_list` figure."""
+    rows = []
+    for rec, raw in zip(records, answers):
+        titles = parse_titles(raw)
+        ids = catalog.match_many(titles, fuzzy=fuzzy)
+        intent = Intent(**(rec.get("intent") or {"kind": "I0"}))
+        in_c = catalog.items_in(intent.category) if intent.category else frozenset()
+        row = metrics.measure_list(ids, titles, k=int(rec["k"]), target=rec.get("target"), history=rec["history"],
+                                   intent=intent, category_items=in_c)
+        rows.append({"model": label, "task": rec["task"], "user_id": rec["user_id"], "raw": raw, **row})
+    return pd.DataFrame(rows)
+
+
+def summarise_scores(scores: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """`metrics.aggregate` over all answers (`all`) and per task; HR/NDCG are @K with K = k = 10 in valid."""
+    out = {"all": metrics.aggregate(scores.to_dict("records"))}
+    for task, part in scores.groupby("task", sort=True):
+        out[task] = metrics.aggregate(part.to_dict("records"))
+    return out
+
+
+def evaluate_valid(model, tokenizer: PreTrainedTokenizerBase, records: Sequence[dict], items: pd.DataFrame, *,
+                   label: str = "sft", fuzzy: bool = False, batch_size: int = 16, max_new_tokens: int = 160,
+                   max_prompt_tokens: int = 512, progress: bool = True) -> pd.DataFrame:
+    """Greedy answers to valid prompts, scored like stage 06 scores test prompts."""
+    answers = llm.generate(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)
+    return score_answers(records, answers, Catalog(items), fuzzy=fuzzy, label=label)

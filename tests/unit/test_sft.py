@@ -1,0 +1,157 @@
+"""recnb.sft: record selection, completion-only masking, LoRA training, adapter round trip, scoring."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from trl import SFTTrainer
+
+from recnb import columns as col
+from recnb import llm, prompts, sft
+from recnb.parse import Catalog
+
+
+def _record(i: int, task: str = "I0") -> dict:
+    history = [f"Film {j}" for j in range(i, i + 4)]
+    text = prompts.TEMPLATES["I0"][0].format(history=prompts.quote_titles(history), item_count=3)
+    return {
+        "task": task, "user_id": i, "split": "train", "k": 3, "target": 10 + i, "history": [1, 2],
+        "intent": {"kind": "I0", "category": None, "m": None}, "candidates": None,
+        "prompt": [{"role": "system", "content": col.SYSTEM_PROMPT},
+                   {"role": "user", "content": text.replace(col.SYSTEM_PROMPT + " ", "")}],
+        "completion": prompts.format_item_list([f"Film {i + 10}", f"Film {i + 11}", f"Film {i + 12}"]),
+    }
+
+
+FIXED = [_record(i) for i in range(4)]
+FAST = dict(batch_size=4, effective_batch=4, learning_rate=1e-2, warmup=0.0, logging_steps=1, bf16=False)
+
+
+def test_select_tasks_by_name_prefix_or_all():
+    recs = [_record(0, "I0"), _record(1, "I1+C"), _record(2, "I1-C"), _record(3, "I2~=")]
+    assert [r["task"] for r in sft.select_tasks(recs, ["I0"])] == ["I0"]
+    assert [r["task"] for r in sft.select_tasks(recs, ["I1"])] == ["I1+C", "I1-C"]
+    assert [r["task"] for r in sft.select_tasks(recs, "I2~=")] == ["I2~="]
+    assert len(sft.select_tasks(recs, "all")) == 4
+    with pytest.raises(ValueError, match="param 'tasks'"):
+        sft.select_tasks(recs, ["I3"])
+
+
+def test_load_train_records_picks_the_file_of_the_label_source(tmp_path):
+    teacher = [_record(i, t) for i, t in enumerate(["I0", "I1+C", "I0", "I3-C", "I0"])]
+    (tmp_path / "sft_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in teacher))
+    (tmp_path / "sft_train_palr.jsonl").write_text(json.dumps(_record(7)) + "\n")
+    assert len(sft.load_train_records(tmp_path, "all")) == 5
+    assert [r["user_id"] for r in sft.load_train_records(tmp_path, ["I0"])] == [0, 2, 4]
+    assert [r["user_id"] for r in sft.load_train_records(tmp_path, ["I0"], "history")] == [7]
+    subset = sft.load_train_records(tmp_path, "all", max_samples=3, seed=1)
+    assert len(subset) == 3 and subset == sft.load_train_records(tmp_path, "all", max_samples=3, seed=1)
+    with pytest.raises(ValueError, match="label_source"):
+        sft.load_train_records(tmp_path, "all", "teacher-free")
+    with pytest.raises(FileNotFoundError, match="03_instructions"):
+        sft.load_train_records(tmp_path / "missing", "all")
+
+
+def test_grad_accumulation_reaches_the_effective_batch():
+    assert sft.grad_accumulation(sft.SFTSettings(batch_size=8, effective_batch=64)) == 8
+    assert sft.grad_accumulation(sft.SFTSettings(batch_size=16, effective_batch=8)) == 1
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """tiny-random + LoRA, 30 steps on one fixed batch of 4 records."""
+    settings = sft.SFTSettings(max_steps=30, **FAST)
+    model, tok, wrapped = sft.load_trainable(llm.TINY_RANDOM, settings)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = sft.build_trainer(model, tok, FIXED, settings, tmp_path_factory.mktemp("sft"), wrapped, progress=False)
+    trainer.train()
+    return trainer, tok, before, settings
+
+
+def test_completion_only_masking_on_a_rendered_example(trained):
+    trainer, tok, _, _ = trained
+    row = trainer.train_dataset[0]
+    ids, labels = row["input_ids"], row["labels"]
+    answer = [t for t, lab in zip(ids, labels) if lab != -100]
+    prompt = [t for t, lab in zip(ids, labels) if lab == -100]
+    assert tok.decode(answer) == FIXED[0]["completion"] + "<|im_end|>\n"
+    assert tok.decode(prompt).endswith("different items.<|im_end|>\n<|im_start|>assistant\n")
+    assert len(prompt) + len(answer) == len(ids) and labels[: len(prompt)] == [-100] * len(prompt)
+
+
+def test_lora_trains_only_adapter_weights_and_loss_falls(trained):
+    trainer, _, before, _ = trained
+    after = dict(trainer.model.named_parameters())
+    base = [n for n in after if "lora_" not in n]
+    lora = [n for n in after if "lora_" in n]
+    assert len(lora) == 2 * 7 * 2  # A and B of 7 projections in 2 layers
+    key = {n.replace("base_model.model.", "").replace(".base_layer", ""): n for n in base}
+    assert all(torch.equal(before[k], after[key[k]]) for k in before)
+    assert all(not after[n].requires_grad for n in base)
+    assert all(not torch.equal(after[n], torch.zeros_like(after[n])) for n in lora if "lora_B" in n)
+    log = sft.train_log(trainer)
+    assert len(log) == 30 and log["tokens_per_s"].gt(0).all()
+    assert log["loss"].iloc[-1] < log["loss"].iloc[0] - 0.2
+
+
+def test_our_completion_loss_equals_trl_stock_loss(trained):
+    trainer, _, _, _ = trained
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
+    model = trainer.model.eval()
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, dict(batch))
+        stock = SFTTrainer.compute_loss(trainer, model, dict(batch))
+    assert ours.item() == pytest.approx(stock.item(), rel=1e-5)
+
+
+def test_adapter_save_and_load_for_inference_reproduce_logits(trained, tmp_path):
+    trainer, tok, _, settings = trained
+    sft.save_adapter(trainer.model, tok, tmp_path, settings)
+    (tmp_path / col.PARAMS_FILE).write_text(json.dumps({"base_model": llm.TINY_RANDOM}))
+    merged, _ = llm.load_for_inference(tmp_path)
+    batch = tok(llm.render_prompts(tok, [FIXED[1]["prompt"]], 512), return_tensors="pt")
+    with torch.no_grad():
+        expected = trainer.model.eval()(**batch).logits
+        got = merged(**batch).logits
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(llm.load_base(llm.TINY_RANDOM)[0](**batch).logits, expected, atol=1e-3)
+
+
+def test_bf16_autocast_loss_stays_close_to_fp32(trained):
+    trainer, _, _, _ = trained
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
+    model = trainer.model.eval()
+    with torch.no_grad():
+        fp32 = trainer.compute_loss(model, dict(batch)).item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = trainer.compute_loss(model, dict(batch)).item()
+    assert bf16 == pytest.approx(fp32, rel=0.02)
+
+
+def test_score_answers_hand_computed():
+    items = pd.DataFrame({col.ITEM: [1, 2, 3, 4], col.TITLE: ["Alpha (1990)", "Beta (1991)", "Gamma (1992)", "Delta (1993)"],
+                          col.CATEGORIES: [["Drama"], ["Comedy"], ["Drama"], ["Comedy"]]})
+    rec = {"task": "I1+C", "user_id": 5, "k": 4, "target": 3, "history": [1],
+           "intent": {"kind": "+C", "category": "Drama", "m": None}}
+    answer = "1. Beta (1991)\n2. Gamma (1992)\n3. Nope (2000)\n4. Alpha (1990)"
+    scores = sft.score_answers([rec], [answer], Catalog(items))
+    row = scores.iloc[0]
+    assert row["hit"] == 1.0 and row["ndcg"] == pytest.approx(1 / __import__("math").log2(3))
+    assert row["tcp"] == pytest.approx(0.5)  # Gamma and Alpha are Drama: 2 of K=4
+    summary = sft.summarise_scores(scores)["all"]
+    assert summary["non_exist_pct"] == pytest.approx(25.0) and summary["in_history_pct"] == pytest.approx(25.0)
+    assert summary["correct_count_pct"] == 100.0
+
+
+def test_valid_slice_keeps_the_first_n_of_each_task():
+    recs = [_record(i, t) for i, t in enumerate(["I0", "I0", "I1+C", "I0", "I1+C", "I1+C"])]
+    assert [r["user_id"] for r in sft.valid_slice(recs, 2)] == [0, 1, 2, 4]
+
+
+@pytest.mark.gpu
+def test_unsloth_path_trains_on_cuda(tmp_path):
+    settings = sft.SFTSettings(max_steps=3, use_unsloth=True, **{**FAST, "bf16": True})
+    result, _ = sft.train_sft(llm.SMOLLM2, FIXED, settings, tmp_path, progress=False)
+    assert "unsloth" in type(result.model).__module__.lower() or hasattr(result.model, "peft_config")
+    assert result.log["loss"].notna().all() and len(result.log) == 3
