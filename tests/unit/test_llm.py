@@ -22,7 +22,7 @@ def tiny():
 
 def test_tiny_random_loads_fast_seeded_and_small(tiny):
     start = time.perf_counter()
-    model, tok = llm.load_base(llm.TINY_RANDOM)
+    model, _ = llm.load_base(llm.TINY_RANDOM)
     assert time.perf_counter() - start < 1.0
     n_params = sum(p.numel() for p in model.parameters())
     assert 1_000_000 < n_params < 2_000_000

@@ -25,7 +25,8 @@ def _record(i: int, task: str = "I0") -> dict:
 
 
 FIXED = [_record(i) for i in range(4)]
-FAST = dict(batch_size=4, effective_batch=4, learning_rate=1e-2, warmup=0.0, logging_steps=1, bf16=False)
+FAST = {"batch_size": 4, "effective_batch": 4, "learning_rate": 1e-2, "warmup": 0.0, "logging_steps": 1,
+        "bf16": False}
 
 
 def test_select_tasks_by_name_prefix_or_all():
