@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from recnb import columns as col
 from recnb import parse, record
@@ -85,8 +86,9 @@ def build_instruction_sets(prepared: Any, teacher: pd.DataFrame, config: Instruc
         "rl_prompts": [render_row(s, catalog, completion=False) for s in build_rl_prompts(ctx)],
         "test_prompts": _test_rows(ctx),
     }
-    for key, n in sorted(ctx.skips.items()):
-        warnings.warn(f"stage 03 skipped {n} sample(s): {key} (counted in stats.json)", stacklevel=2)
+    if ctx.skips:
+        detail = ", ".join(f"{key}: {n}" for key, n in sorted(ctx.skips.items()))
+        warnings.warn(f"stage 03 skipped {sum(ctx.skips.values())} sample(s), counted in stats.json ({detail})", stacklevel=2)
     return InstructionSets(files, instruction_stats(files, ctx.skips, prepared.stats.get("dataset")))
 
 
@@ -200,3 +202,73 @@ def check_labels(rows: Iterable[dict[str, Any]], items: pd.DataFrame) -> pd.Data
         counter.update(label_problems(row, catalog))
     frame = pd.DataFrame.from_dict(counts, orient="index").fillna(0).astype(np.int64)
     return frame.rename_axis("task").sort_index()
+
+
+def token_lengths(files: dict[str, list[dict[str, Any]]], tokenizer: Any) -> pd.DataFrame:
+    """Prompt (chat template + generation prompt) and completion lengths in tokens, one row per sample.
+
+    Args:
+        files: `InstructionSets.files` (or a subset).
+        tokenizer: a Hugging Face tokenizer with a chat template (`recnb.llm.load_tokenizer`).
+    """
+    records = []
+    bar = tqdm(total=sum(len(rows) for rows in files.values()), desc="tokenizing", unit="row")
+    for name, rows in files.items():
+        for row in rows:
+            bar.update()
+            text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+            n_prompt = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            n_completion = len(tokenizer(row["completion"], add_special_tokens=False)["input_ids"]) if row["completion"] else 0
+            records.append((name, row["task"], n_prompt, n_completion))
+    bar.close()
+    return pd.DataFrame(records, columns=["file", "task", "prompt_tokens", "completion_tokens"])
+
+
+def length_percentiles(lengths: pd.DataFrame) -> pd.DataFrame:
+    """p50 / p90 / p99 / max of prompt and completion tokens per file."""
+    table = lengths.groupby("file")[["prompt_tokens", "completion_tokens"]].quantile([0.5, 0.9, 0.99, 1.0])
+    table = table.unstack()
+    table.columns = [f"{what.split('_')[0]}_{'max' if q == 1.0 else f'p{round(q * 100)}'}" for what, q in table.columns]
+    return table.round(0).astype(np.int64)
+
+
+def warn_long_prompts(lengths: pd.DataFrame, max_prompt_tokens: int) -> int:
+    """Warn (and return how many) when prompts exceed `max_prompt_tokens`, where later stages cut history."""
+    n_long = int((lengths["prompt_tokens"] > max_prompt_tokens).sum())
+    if n_long:
+        warnings.warn(
+            f"{n_long} of {len(lengths)} prompts exceed max_prompt_tokens={max_prompt_tokens} "
+            f"(longest {lengths['prompt_tokens'].max()}); stages 04-06 will drop their oldest history items",
+            stacklevel=2,
+        )
+    return n_long
+
+
+def show_samples(rows: Iterable[dict[str, Any]], per_task: int = 1) -> str:
+    """The first `per_task` rows of each task (test group for test prompts) as readable text."""
+    shown: Counter = Counter()
+    blocks = []
+    for row in rows:
+        group = row.get("test_group", row["task"])
+        if shown[group] >= per_task:
+            continue
+        shown[group] += 1
+        user = row["prompt"][-1]["content"]
+        blocks.append(f"[{group}] k={row['k']} intent={row['intent']}\nUSER: {user}\nANSWER:\n{row['completion']}")
+    return "\n\n".join(blocks)
+
+
+def stage_metrics(sets: InstructionSets, label_report: pd.DataFrame, lengths: pd.DataFrame | None = None,
+                  max_prompt_tokens: int = 0) -> dict[str, Any]:
+    """metrics.json of stage 03: rows per file, Table 7, skips, label problems, prompt lengths."""
+    metrics: dict[str, Any] = {
+        "rows": sets.stats["rows"],
+        "table7": sets.stats["table7"],
+        "skipped_total": sets.stats["skipped_total"],
+        "label_problems": int(label_report.drop(columns="rows").to_numpy().sum()),
+    }
+    if lengths is not None:
+        tokens = lengths["prompt_tokens"]
+        metrics |= {"prompt_tokens_p50": float(tokens.quantile(0.5)), "prompt_tokens_p99": float(tokens.quantile(0.99)),
+                    "prompt_tokens_max": int(tokens.max()), "prompts_over_max": int((tokens > max_prompt_tokens).sum())}
+    return metrics

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from recnb import prompts
 from recnb.instructions_labels import Catalog, SkipSample, palr_window
@@ -150,7 +149,7 @@ def build_sft_train(ctx: BuildContext) -> list[Spec]:
     specs = []
     for tasks, per_user in plan:
         order = cycle_users(rng, users, round(len(users) * per_user))
-        for j, user in enumerate(tqdm(list(order), desc=f"sft {'/'.join(tasks)}", leave=False)):
+        for j, user in enumerate(order):
             specs.append(_train_spec(ctx, rng, "sft_train", tasks[j % len(tasks)], user))
     n_search = round(len(ctx.catalog.titles) * cfg.i3_per_item)
     for j in range(n_search):
@@ -206,7 +205,7 @@ def build_test_prompts(ctx: BuildContext) -> list[tuple[str, Spec]]:
         users = sorted(int(u) for u in rng.choice(users, size=ctx.config.test_max_users, replace=False))
     out = []
     for group, task, m, k in TEST_GROUPS:
-        for user in tqdm(users, desc=f"test {group}", leave=False):
+        for user in users:
             k_user = k if k is not None else int(rng.integers(11, 16))
             spec = ctx.user_spec("test_prompts", group, task, user, "test", rng, k_user, m)
             out += [(group, spec)] if spec is not None else []

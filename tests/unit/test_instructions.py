@@ -1,0 +1,340 @@
+"""Stage 03: label rules on a hand-made catalog, then whole instruction sets on the tiny dataset."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recnb import columns as col
+from recnb import data, instructions
+from recnb.instructions_build import RL_TASKS
+from recnb.instructions_labels import (
+    Catalog,
+    SkipSample,
+    add_candidates,
+    label_category,
+    label_i0,
+    label_proportion,
+    label_search,
+    negative_category,
+    palr_window,
+    proportion_bounds,
+)
+from recnb.instructions_sharegpt import load_sharegpt
+
+# id, title, categories, popularity: popularity order is 1..7.
+ITEMS = pd.DataFrame(
+    [
+        (1, "A", ["Drama"], 50),
+        (2, "B", ["Comedy"], 40),
+        (3, "C", ["Drama", "Comedy"], 30),
+        (4, "D", ["Action"], 20),
+        (5, "E", ["Drama"], 10),
+        (6, "F", ["Action", "Comedy"], 5),
+        (7, "G", ["Horror"], 1),
+    ],
+    columns=[col.ITEM, col.TITLE, col.CATEGORIES, col.POPULARITY],
+)
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return Catalog.from_items(ITEMS)
+
+
+# ---------------------------------------------------------------- label rules, hand-computed
+
+
+def test_catalog_orders_categories_by_popularity(cat):
+    assert cat.by_popularity == (1, 2, 3, 4, 5, 6, 7)
+    assert cat.by_category["Comedy"] == (2, 3, 6)
+    assert cat.in_category(3, "Drama") and not cat.in_category(4, "Drama")
+
+
+def test_i0_label_is_target_then_teacher_order_without_history(cat):
+    assert label_i0(5, (4, 5, 1, 2, 6, 7), history=(1,), k=3) == [5, 4, 2]
+    with pytest.raises(SkipSample, match="too_few_items"):
+        label_i0(5, (4,), history=(), k=3)
+
+
+def test_positive_category_label_fills_from_catalog_then_skips_when_too_small(cat):
+    # teacher gives 3 (Drama); the Drama catalog adds nothing new (1 is history, 3 and 5 taken).
+    assert label_category(5, (4, 2, 3, 6), (1,), 2, "Drama", True, cat) == [5, 3]
+    with pytest.raises(SkipSample, match="too_few_items"):
+        label_category(5, (4, 2, 3, 6), (1,), 3, "Drama", True, cat)
+    # no teacher items at all: the Drama catalog by popularity fills the list.
+    assert label_category(5, (), (), 3, "Drama", True, cat) == [5, 1, 3]
+
+
+def test_negative_category_label_excludes_c_and_history(cat):
+    assert label_category(4, (1, 3, 2, 6, 5), (7,), 3, "Drama", False, cat) == [4, 2, 6]
+    with pytest.raises(SkipSample, match="target_breaks_rule"):
+        label_category(1, (2, 4), (), 2, "Drama", False, cat)
+
+
+def test_negative_category_is_the_most_frequent_top10_category_without_the_target(cat):
+    # top items 1,3,2,6,5: Drama 3 (1,3,5), Comedy 3 (3,2,6), Action 1 but the target (4) is Action.
+    assert negative_category(4, (1, 3, 2, 6, 5), cat) == "Comedy"  # tie -> alphabetical
+    assert negative_category(4, (1, 5, 2), cat) == "Drama"
+    with pytest.raises(SkipSample, match="no_negative_category"):
+        negative_category(3, (1, 2, 3), cat)  # every category there is the target's
+
+
+@pytest.mark.parametrize(
+    "kind, m, bounds",
+    [("<=", 0.2, (0, 2)), ("<=", 0.25, (0, 2)), (">=", 0.3, (3, 10)), (">=", 0.25, (3, 10)),
+     ("~=", 0.3, (3, 3)), ("~=", 0.7, (7, 7)), (">=", 0.9, (9, 10))],
+)
+def test_proportion_bounds_use_exact_k_times_m(kind, m, bounds):
+    assert proportion_bounds(kind, 10, m) == bounds
+
+
+def test_proportion_labels_follow_teacher_order_under_each_rule(cat):
+    teacher = (1, 5, 2, 4, 6, 7)  # target 3 is Drama
+    assert label_proportion(3, teacher, (), 4, "Drama", "<=", 0.5, cat) == [3, 1, 2, 4]
+    assert label_proportion(3, teacher, (), 4, "Drama", ">=", 0.75, cat) == [3, 1, 5, 2]
+    assert label_proportion(3, teacher, (), 4, "Drama", "~=", 0.5, cat) == [3, 1, 2, 4]
+    with pytest.raises(SkipSample, match="target_breaks_rule"):
+        label_proportion(3, teacher, (), 4, "Drama", "<=", 0.1, cat)  # at most 0 Drama, target is Drama
+
+
+def test_search_labels_draw_distinct_items_in_or_out_of_the_category(cat):
+    rng = np.random.default_rng(0)
+    assert set(label_search(rng, 2, "Drama", True, cat)) <= {1, 3, 5}
+    assert sorted(label_search(rng, 6, "Horror", False, cat)) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(SkipSample, match="category_too_small"):
+        label_search(rng, 4, "Drama", True, cat)
+
+
+def test_candidates_hold_the_label_and_random_non_history_items(cat):
+    cands = add_candidates(np.random.default_rng(0), [5, 4], history=[1], n=5, catalog=cat)
+    assert len(cands) == len(set(cands)) == 5 and {5, 4} <= set(cands) and 1 not in cands
+    every = add_candidates(np.random.default_rng(0), [5, 4], history=[1], n=50, catalog=cat)
+    assert sorted(every) == [2, 3, 4, 5, 6, 7]
+
+
+def test_palr_window_takes_the_real_next_items():
+    assert palr_window([1, 2, 3, 4, 5], 3, 10) == ([1, 2], [3, 4, 5])
+    assert palr_window([1, 2, 3, 4, 5], 10, 10) == ([1], [2, 3, 4, 5])  # k shrinks to fit
+    assert palr_window([1, 2, 3, 4, 5], 2, 1) == ([3], [4, 5])
+    with pytest.raises(SkipSample, match="history_too_short"):
+        palr_window([7], 1, 10)
+
+
+# ---------------------------------------------------------------- whole sets on tiny data
+
+
+def fake_teacher(prepared, n=100, max_len=10, seed=0):
+    """Teacher rows per CONTRACTS.md: popularity order with a per-user shuffle of the head, history masked."""
+    pop = prepared.items.sort_values([col.POPULARITY, col.ITEM], ascending=[False, True])[col.ITEM].tolist()
+    rows = []
+    frame = prepared.splits[[col.USER, col.TRAIN_ITEMS, col.VALID_ITEM, col.TEST_ITEM]]
+    for user, train, valid, test in frame.itertuples(index=False):
+        train = [int(i) for i in train]
+        rng = np.random.default_rng([seed, int(user)])
+        for split, seen, target in (("train", train[:-1], train[-1]), ("valid", train, valid), ("test", train + [valid], test)):
+            history = seen[-max_len:]
+            order = [i for i in pop if i not in history]
+            head = [order[j] for j in rng.permutation(20)]
+            ranking = head + order[20:]
+            rows.append({"user_id": int(user), "split": split, "history": history, "target": int(target),
+                         "topk_items": ranking[:n], "topk_scores": [float(-j) for j in range(n)],
+                         "target_rank": ranking.index(int(target))})
+    return pd.DataFrame(rows)
+
+
+CONFIG = instructions.InstructionConfig(valid_per_type=12, n_candidates=15)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    prepared = data.build_dataset("tiny", seed=0)
+    return prepared, fake_teacher(prepared)
+
+
+@pytest.fixture(scope="module")
+def sets(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # clean input: not a single skip warning
+        return instructions.build_instruction_sets(tiny[0], tiny[1], CONFIG)
+
+
+def test_every_label_satisfies_its_instruction_by_the_stage06_metrics(tiny, sets):
+    for name in ("sft_train", "sft_train_palr", "sft_valid"):
+        report = instructions.check_labels(sets.files[name], tiny[0].items)
+        assert list(report.columns) == ["rows"], (name, report)
+        assert report["rows"].sum() == len(sets.files[name])
+
+
+def test_check_labels_catches_broken_labels(tiny, sets):
+    items = tiny[0].items
+    titles = dict(zip(items[col.ITEM], items[col.TITLE]))
+    row = next(r for r in sets.files["sft_train"] if r["task"] == "I1+C" and r["k"] >= 3)
+    outside = next(i for i in titles if row["intent"]["category"] not in items.set_index(col.ITEM).at[i, col.CATEGORIES]
+                   and i not in row["history"] and i not in row["label"])
+    broken = dict(row, label=row["label"][:-1] + [outside])
+    broken["completion"] = "\n".join(f"{j}. {titles[i]}" for j, i in enumerate(broken["label"], 1))
+    repeated = dict(row, label=row["label"][:-1] + [row["label"][0]])
+    report = instructions.check_labels([broken, repeated], items)
+    assert report.loc["I1+C", "breaks_category_control"] == 1
+    assert report.loc["I1+C", "repeat"] == 1
+    assert report.loc["I1+C", "completion_does_not_parse_to_label"] == 1  # repeated's text was left as is
+
+
+def test_rows_carry_exactly_the_contract_fields(sets):
+    fields = {"task", "user_id", "split", "candidates", "prompt", "completion", "k", "intent", "target",
+              "history", "label"}
+    for name, rows in sets.files.items():
+        for row in rows:
+            assert set(row) == (fields | {"test_group"} if name == "test_prompts" else fields)
+            assert row["prompt"][0] == {"role": "system", "content": col.SYSTEM_PROMPT}
+
+
+def test_table7_proportions_and_counts(tiny, sets):
+    n_users, n_items = len(tiny[0].splits), len(tiny[0].items)
+    t7 = sets.stats["table7"]
+    assert t7["I0"] == n_users
+    assert t7["I1+C"] + t7["I1-C"] == n_users and abs(t7["I1+C"] - t7["I1-C"]) <= 1
+    assert sorted([t7["I2<="], t7["I2>="], t7["I2~="]]) == sorted([n_users // 3 + (j < n_users % 3) for j in range(3)])
+    assert t7["I3+C"] + t7["I3-C"] == n_items and t7["I4"] == 0
+    assert t7["ALL"] == len(sets.files["sft_train"]) == 2 * n_users + n_users + n_items
+    assert sets.stats["counts"]["sft_valid"] == {"I0": 12, "I1+C": 12, "I1-C": 12, "I2~=": 12}
+    assert sets.stats["skipped_total"] == 0
+
+
+def test_candidate_rows_hold_their_label_and_no_history(sets):
+    rows = [r for r in sets.files["sft_train"] if r["candidates"] is not None]
+    assert 0.15 < len(rows) / len(sets.files["sft_train"]) < 0.35  # candidate_fraction 0.25 of I0/I1/I3
+    for r in rows:
+        assert len(r["candidates"]) == 15 and set(r["label"]) <= set(r["candidates"])
+        assert not set(r["history"]) & set(r["candidates"])
+        assert "The candidate items are:" in r["prompt"][1]["content"]
+    assert not any(r["task"].startswith("I2") for r in rows)
+
+
+def test_valid_and_i2_train_use_k10_and_valid_m(sets):
+    assert {r["k"] for r in sets.files["sft_valid"]} == {10}
+    assert {r["intent"]["m"] for r in sets.files["sft_valid"] if r["task"] == "I2~="} == {0.5}
+    i2 = [r for r in sets.files["sft_train"] if r["task"].startswith("I2")]
+    assert {r["k"] for r in i2} == {10} and {r["intent"]["m"] for r in i2} <= {j / 10 for j in range(1, 10)}
+    assert {r["k"] for r in sets.files["sft_train"] if r["task"] == "I0"} == set(range(1, 11))
+
+
+def test_palr_labels_are_real_next_train_items(tiny, sets):
+    splits = tiny[0].splits.set_index(col.USER)
+    i0 = {r["user_id"]: r["k"] for r in sets.files["sft_train"] if r["task"] == "I0"}
+    for r in sets.files["sft_train_palr"]:
+        train = list(splits.at[r["user_id"], col.TRAIN_ITEMS])
+        assert r["k"] == min(i0[r["user_id"]], len(train) - 1)
+        assert r["label"] == train[-r["k"]:] and r["history"] == train[: -r["k"]][-10:]
+        held_out = {splits.at[r["user_id"], col.VALID_ITEM], splits.at[r["user_id"], col.TEST_ITEM]}
+        assert not held_out & set(r["label"] + r["history"])
+
+
+def test_rl_prompts_are_prompt_only_from_train_histories(sets):
+    rows = sets.files["rl_prompts"]
+    assert {r["task"] for r in rows} == set(RL_TASKS)
+    assert all(r["completion"] == "" and r["label"] == [] and r["split"] == "train" for r in rows)
+
+
+def test_test_prompts_groups_nocontrol_twins_and_no_target_in_history(tiny, sets):
+    rows = sets.files["test_prompts"]
+    n_users = len(tiny[0].splits)
+    groups = {}
+    for r in rows:
+        assert r["target"] not in r["history"] and r["split"] == "test"
+        groups.setdefault(r["test_group"], []).append(r)
+    assert set(groups) == {"I0", "I1+C", "I1-C", "I2<=20", "I2~=30", "I2>=30", "k11-15",
+                           "I1+C_nocontrol", "I1-C_nocontrol", "I2<=20_nocontrol", "I2~=30_nocontrol",
+                           "I2>=30_nocontrol"}
+    assert {r["k"] for r in groups["k11-15"]} == set(range(11, 16))
+    for g in ("I1+C", "I1-C", "I2<=20", "I2~=30", "I2>=30"):
+        twins = groups[f"{g}_nocontrol"]
+        assert len(twins) == len(groups[g]) == n_users
+        keys = [[(r["user_id"], r["target"], r["history"], json.dumps(r["intent"])) for r in rows]
+                for rows in (twins, groups[g])]
+        assert keys[0] == keys[1]
+        assert all("intention" in r["prompt"][1]["content"] for r in groups[g])
+        assert all("intention" not in r["prompt"][1]["content"] and r["k"] == 10 for r in twins)
+    assert {r["intent"]["m"] for r in groups["I2<=20"]} == {0.2}
+
+
+def test_same_seed_gives_byte_identical_files(tiny, sets, tmp_path):
+    again = instructions.build_instruction_sets(tiny[0], tiny[1], CONFIG)
+    a = instructions.write_instruction_sets(sets, tmp_path / "a")
+    b = instructions.write_instruction_sets(again, tmp_path / "b")
+    for name in (*instructions.FILES, "stats"):
+        assert a[name].read_bytes() == b[name].read_bytes(), name
+    assert instructions.read_jsonl(a["sft_valid"]) == sets.files["sft_valid"]
+    other = instructions.build_instruction_sets(tiny[0], tiny[1], instructions.InstructionConfig(seed=1, valid_per_type=12))
+    c = instructions.write_instruction_sets(other, tmp_path / "c")
+    assert c["sft_train"].read_bytes() != a["sft_train"].read_bytes()
+
+
+def test_bad_input_is_skipped_and_counted(tiny):
+    prepared, teacher = tiny
+    users = sorted(teacher["user_id"].unique())[:3]
+    bad = teacher[~((teacher["user_id"].isin(users[:2])) & (teacher["split"] == "train"))].copy()
+    emptied = (bad["user_id"] == users[2]) & (bad["split"] == "train")
+    bad.loc[emptied, "history"] = pd.Series([[]] * int(emptied.sum()), index=bad.index[emptied])
+    with pytest.warns(UserWarning, match="missing_teacher"):
+        sets = instructions.build_instruction_sets(prepared, bad, CONFIG)
+    skipped = sets.stats["skipped"]
+    assert skipped["sft_train"]["I0"] == {"missing_teacher": 2, "empty_history": 1}
+    assert sets.stats["table7"]["I0"] == len(prepared.splits) - 3
+    assert instructions.check_labels(sets.files["sft_train"], prepared.items).columns.tolist() == ["rows"]
+
+
+def test_sharegpt_loader_keeps_usable_conversations(fixtures_dir):
+    rows, skips = load_sharegpt(fixtures_dir / "sharegpt_small.json", 5, np.random.default_rng(0))
+    assert len(rows) == 3 and skips == {"bad_conversation": 4, "sharegpt_short": 2}
+    by_answer = {r["completion"]: r for r in rows}
+    assert set(by_answer) == {"The capital of France is Paris.", "Sorrowful.", "2 + 3 = 5."}
+    assert [m["role"] for m in by_answer["Sorrowful."]["prompt"]] == ["user", "assistant", "user"]
+    assert by_answer["2 + 3 = 5."]["prompt"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert all(r["task"] == "I4" and r["intent"] is None for r in rows)
+    with pytest.raises(FileNotFoundError, match="sharegpt_path"):
+        load_sharegpt(fixtures_dir / "nope.json", 1, np.random.default_rng(0))
+
+
+def test_sharegpt_fraction_mixes_i4_into_sft_train(tiny, fixtures_dir):
+    cfg = instructions.InstructionConfig(valid_per_type=4, sharegpt_path=str(fixtures_dir / "sharegpt_small.json"),
+                                         sharegpt_fraction=0.5)
+    with pytest.warns(UserWarning, match="sharegpt_short"):
+        sets = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
+    assert sets.stats["table7"]["I4"] == 3
+    assert sets.stats["skipped"]["sft_train"]["I4"]["bad_conversation"] == 4
+
+
+class WordTokenizer:
+    """Stand-in for a HF tokenizer: a chat template of `<role> text` lines, one token per word."""
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        assert not tokenize
+        return " ".join(f"<{m['role']}> {m['content']}" for m in messages) + (" <assistant>" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+def test_token_lengths_percentiles_and_long_prompt_warning():
+    prompt = [{"role": "system", "content": "sys"}, {"role": "user", "content": "one two three"}]
+    files = {"f": [{"task": "I0", "prompt": prompt, "completion": "1. A\n2. B"},
+                   {"task": "I0", "prompt": prompt[:1], "completion": ""}]}
+    lengths = instructions.token_lengths(files, WordTokenizer())
+    # "<system> sys <user> one two three <assistant>" = 7 tokens; "<system> sys <assistant>" = 3
+    assert lengths["prompt_tokens"].tolist() == [7, 3] and lengths["completion_tokens"].tolist() == [4, 0]
+    table = instructions.length_percentiles(lengths)
+    assert table.loc["f", "prompt_max"] == 7 and table.loc["f", "prompt_p50"] == 5
+    with pytest.warns(UserWarning, match="1 of 2 prompts exceed max_prompt_tokens=5"):
+        assert instructions.warn_long_prompts(lengths, 5) == 1
+
+
+def test_show_samples_and_stage_metrics(sets):
+    text = instructions.show_samples(sets.files["test_prompts"], per_task=1)
+    assert text.count("[I2~=30_nocontrol]") == 1 and text.count("USER: ") == 12
+    report = pd.DataFrame({"rows": [3], "repeat": [2]}, index=["I0"])
+    metrics = instructions.stage_metrics(sets, report)
+    assert metrics["label_problems"] == 2 and metrics["rows"] == sets.stats["rows"]
