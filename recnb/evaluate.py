@@ -240,3 +240,38 @@ def metrics_dict(summary: pd.DataFrame) -> dict[str, Any]:
         values = {k: v for k, v in rec.items() if k not in ("model", "test_group", "matcher")}
         nested.setdefault(rec["matcher"], {}).setdefault(rec["model"], {})[rec["test_group"]] = values
     return nested
+
+
+def predict_all(specs: list[ModelSpec], test: pd.DataFrame, teacher: pd.DataFrame, items: pd.DataFrame, *,
+                base_model: str, constrained_models: list[str], batch_size: int, max_new_tokens: int,
+                max_prompt_tokens: int, forbid_history: bool = True,
+                generalization: bool = True) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Answers of every model (+ constrained reruns), and per-LLM run facts (seconds, MMLU/GSM8K).
+
+    One model is in memory at a time; SASRec answers from `teacher` without a model.
+    """
+    import time
+
+    from recnb import generalization as gen
+
+    catalog, frames, facts = Catalog(items), [], {}
+    for spec in specs:
+        if spec.source == "sasrec":
+            frames.append(sasrec_predictions(test, teacher, catalog, spec.label))
+            continue
+        model, tok = load_model(spec, base_model)
+        runs = [None] + (["constrained"] if spec.label in constrained_models else [])
+        for run in runs:
+            constraint = make_constraint(tok, items, test, max_new_tokens=max_new_tokens,
+                                         max_prompt_tokens=max_prompt_tokens,
+                                         forbid_history=forbid_history) if run else None
+            t0 = time.perf_counter()
+            frames.append(llm_predictions(spec.label, model, tok, test, batch_size=batch_size,
+                                          max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                                          constraint=constraint))
+            label = frames[-1]["model"].iloc[0]
+            facts[label] = {"seconds": time.perf_counter() - t0, "lists": len(test)}
+        if generalization:
+            facts[spec.label].update(gen.paper_generalization(model, tok))
+        del model
+    return pd.concat(frames, ignore_index=True), facts

@@ -37,10 +37,12 @@ def _hr_ndcg(group: str, k: str = "10") -> list[Column]:
 TABLES: dict[str, tuple[str, list[Column]]] = {
     "table2": ("Table 2 — sequential recommendation (I0, k = 10)", [
         *_hr_ndcg("I0"), Column("I0 HR@5", "I0", "hr5"), Column("I0 NDCG@5", "I0", "ndcg5")]),
-    "table3": ("Table 3 — category control I1 (TCP@10 in % of the 10 positions; (…) = no control sentence)", [
+    "table3": ("Table 3 — category control I1 (TCP@10 in % of the 10 positions; (…) = no control sentence; "
+               "SASRec = its ranking filtered by the intention)", [
         *_hr_ndcg("I1+C"), Column("I1+C TCP@10 (%) ↑", "I1+C", "tcp_pct", True, True, 2),
         *_hr_ndcg("I1-C"), Column("I1-C TCP@10 (%) ↓", "I1-C", "tcp_pct", False, True, 2)]),
-    "table4": ("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence)", [
+    "table4": ("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence; "
+               "SASRec = its ranking filtered by the intention)", [
         col for g in ("I2<=20", "I2~=30", "I2>=30")
         for col in (*_hr_ndcg(g), Column(f"{g} CPA (%) ↑", g, "cpa_pct", True, True, 2))]),
     "table5": ("Table 5 — formatting for k ∈ 11..15 (errors in % of items, CorrectCount in % of lists)", [
@@ -52,12 +54,13 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
 }
 
 
-def build_table(summary: pd.DataFrame, name: str, models: list[str]) -> pd.DataFrame:
+def build_table(summary: pd.DataFrame, name: str, models: list[str], primary: str = "fuzzy") -> pd.DataFrame:
     """One table as numbers: rows (matcher, model), columns of `TABLES[name]` (+ `… (no control)`)."""
     _, columns = TABLES[name]
     index = summary.set_index(["matcher", "model", "test_group"])
     rows = []
-    for matcher in [m for m in MATCHER_ORDER if m in set(summary["matcher"])]:
+    order = sorted(MATCHER_ORDER, key=lambda m: m != primary)
+    for matcher in [m for m in order if m in set(summary["matcher"])]:
         for model in models:
             row = {"matcher": matcher, "model": model}
             for c in columns:
@@ -120,16 +123,18 @@ def _fmt(value, digits: int) -> str:
 
 
 def write_tables(summary: pd.DataFrame, out_dir: Path, models: list[str],
-                 extra: dict[str, dict[str, dict[str, str]]] | None = None) -> dict[str, pd.DataFrame]:
+                 extra: dict[str, dict[str, dict[str, str]]] | None = None,
+                 primary: str = "fuzzy") -> dict[str, pd.DataFrame]:
     """Write `table2..table5` `.csv` + `.md` into `out_dir`; returns the numeric tables.
 
     Args:
         models: row order (labels as in the summary; absent models are left out).
         extra: per table name, text columns for `to_markdown` (also added to the CSV).
+        primary: the matcher shown first ("fuzzy" is the paper's convention, or "exact").
     """
     tables = {}
     for name in TABLES:
-        table = build_table(summary, name, models)
+        table = build_table(summary, name, models, primary)
         md = to_markdown(table, name, (extra or {}).get(name)) if not table.empty else f"### {TABLES[name][0]}\n\nno rows\n"
         for column, by_model in ((extra or {}).get(name) or {}).items() if not table.empty else ():
             table[column] = table["model"].map(by_model)
