@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -158,6 +159,8 @@ class CompletionSFTTrainer(SFTTrainer):
 def sft_config(out_dir: Path, settings: SFTSettings, device: torch.device, progress: bool = True):
     """trl `SFTConfig` for our set-up: completion-only loss, no checkpoints, CPU-aware precision."""
     on_cpu = device.type == "cpu"
+    # trl 1.16 still sets TrainingArguments' `gradient_checkpointing`, which transformers 5.24 renamed.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing` is deprecated", category=FutureWarning)
     return SFTConfig(
         output_dir=str(out_dir), per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=grad_accumulation(settings), learning_rate=settings.learning_rate,
@@ -305,3 +308,23 @@ def evaluate_valid(model, tokenizer: PreTrainedTokenizerBase, records: Sequence[
     answers = llm.generate(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=max_new_tokens,
                            batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)
     return score_answers(records, answers, Catalog(items), fuzzy=fuzzy, label=label)
+
+
+def stage_metrics(result: SFTResult, settings: SFTSettings, n_records: int,
+                  valid: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """metrics.json of stage 04: training figures, valid metrics per model (`sft`, `base`) and units."""
+    log = result.log
+    steps = int(log["step"].max()) if len(log) else 0
+    summaries = {name: summarise_scores(scores) for name, scores in valid.items()}
+    keys = ["hr", "ndcg", "tcp_pct", "cpa_pct", "correct_count_pct", "repeat_item_pct", "non_exist_pct",
+            "in_history_pct"]
+    return {
+        "train": {"records": n_records, "steps": steps, "samples_seen": steps * settings.batch_size
+                  * grad_accumulation(settings), "epochs": float(log["epoch"].max()) if len(log) else 0.0,
+                  "tokens": result.tokens, "seconds": round(result.train_seconds, 1),
+                  "tokens_per_s": round(result.tokens_per_s, 1),
+                  "first_loss": float(log["loss"].iloc[0]) if len(log) else None, "final_loss": result.final_loss},
+        "headline": {name: {k: s["all"][k] for k in keys} for name, s in summaries.items()},
+        "valid": summaries,
+        "units": metrics.UNITS,
+    }
