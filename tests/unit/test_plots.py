@@ -1,0 +1,69 @@
+"""Stage 07: figures written from a fabricated summary, case selection and highlighting by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from recnb import case_study, plots
+from recnb.parse import Catalog
+
+ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4], "title": ["Alpha", "Beta", "Gamma", "Delta"],
+                      "categories": [["Drama"], ["Comedy"], ["Drama"], ["Horror"]], "popularity": [4, 3, 2, 1]})
+
+
+def _summary():
+    rows = []
+    for model, base in (("SASRec", 50.0), ("v2", 30.0), ("full", 70.0)):
+        for group in ("I0", "k11-15", *plots.CONTROL, *(g + "_nocontrol" for g in plots.CONTROL)):
+            rows.append({"model": model, "test_group": group, "matcher": "fuzzy", "tcp_pct": base, "cpa_pct": base / 2,
+                         "hr": base / 100, "ndcg": base / 200, "repeat_item_pct": 1.0, "non_exist_pct": 100 - base,
+                         "in_history_pct": 3.0})
+    return pd.DataFrame(rows)
+
+
+def test_figures_are_written_with_labels(tmp_path):
+    plots.set_style()
+    summary = _summary()
+    figs = {"control": plots.control_metrics(summary), "format": plots.formatting_errors(summary),
+            "teacher": plots.teacher_vs_llm(summary),
+            "ppo": plots.ppo_curves(pd.DataFrame({"step": [1, 2, 3], "reward_mean": [0.1, 0.4, 0.5], "kl": [0, .01, .02]})),
+            "data": plots.dataset_stats({"dataset": "x", "users": 3, "items": 4, "interactions": 9, "sparsity": 0.25},
+                                        pd.Series({"Drama": 2, "Comedy": 1}))}
+    assert len(figs["control"].axes) == 5  # one panel per control group
+    bars = [p.get_height() for p in figs["format"].axes[0].patches if p.get_height() > 0]
+    assert sorted(set(bars)) == [1.0, 3.0, 30.0, 50.0, 70.0]  # repeat, in-history, non-exist of 3 models
+    assert figs["ppo"].axes[0].get_xlabel() == "PPO step" and len(figs["ppo"].axes[1].lines) == 1
+    for name, fig in figs.items():
+        assert all(ax.get_ylabel() for ax in fig.axes if ax.has_data())
+        files = plots.save(fig, tmp_path, name)
+        assert all(f.stat().st_size > 1000 for f in files)
+    with pytest.raises(ValueError, match="no reward or KL"):
+        plots.ppo_curves(pd.DataFrame({"step": [1], "loss": [0.0]}))
+    with pytest.raises(ValueError, match="matcher 'exact'"):
+        plots.teacher_vs_llm(summary, "exact")
+
+
+def test_pick_case_prefers_users_where_models_disagree():
+    scores = pd.DataFrame({
+        "model": ["a", "b", "a", "b", "a", "b"], "user_id": [1, 1, 2, 2, 3, 3], "test_group": "I2~=30",
+        "matcher": "fuzzy", "cpa": [1.0, 1.0, 0.0, 1.0, 1.0, 0.0], "hit": [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]})
+    assert case_study.pick_case(scores, "I2~=30", ["a", "b"]) == 3  # users 2 and 3 differ; 3 also differs in hit
+    with pytest.raises(ValueError, match="no scored answers"):
+        case_study.pick_case(scores, "I1-C", ["a"])
+
+
+def test_case_tags_and_rendering():
+    catalog = Catalog(ITEMS)
+    preds = pd.DataFrame({
+        "model": ["v2", "full"], "user_id": 7, "test_group": "I1-C", "prompt": "Don't recommend me any 'Drama' products.",
+        "intent": json.dumps({"kind": "-C", "category": "Drama", "m": None}), "target": 4, "history": [[2], [2]],
+        "titles": [["Alpha", "Beta", "Omega"], ["Delta"]], "item_ids_fuzzy": [[1, 2, None], [4]]})
+    case = case_study.build_case(preds, catalog, 7, "I1-C", ["full", "v2", "absent"])
+    assert list(case["answers"]) == ["full", "v2"] and case["target"] == "Delta"
+    assert case["answers"]["v2"] == [("Alpha", "in_category"), ("Beta", "history"), ("Omega", "not_in_catalog")]
+    md = case_study.case_markdown(case)
+    assert "| v2 | 1. **Alpha**<br>2. ~~Beta~~<br>3. _Omega_ (?) |" in md and "| full | 1. 🎯 **Delta** |" in md
+    assert "line-through'>Beta</span>" in case_study.case_html(case)
