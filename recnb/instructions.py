@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from recnb.instructions_specs import index_teacher
 from recnb.metrics import cpa, formatting, tcp_at_k
 from recnb.rewards import Intent
 
+if TYPE_CHECKING:
+    from recnb.data import Prepared
+
 __all__ = ["FILES", "InstructionConfig", "InstructionSets", "build_instruction_sets", "check_labels",
            "load_teacher", "read_jsonl", "write_instruction_sets"]
 
@@ -67,7 +70,7 @@ def load_teacher(stage_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def build_instruction_sets(prepared: Any, teacher: pd.DataFrame, config: InstructionConfig) -> InstructionSets:
+def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: InstructionConfig) -> InstructionSets:
     """Build every instruction file in memory.
 
     Args:
