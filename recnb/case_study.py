@@ -19,6 +19,7 @@ CASE_METRIC = {"I2": "cpa", "I1": "tcp"}
 TAGS = ("target", "in_category", "history", "not_in_catalog")
 _HTML_STYLE = {"target": "background:#ffe08a;font-weight:bold", "in_category": "color:#1a7f37;font-weight:bold",
                "history": "color:#b42318;text-decoration:line-through", "not_in_catalog": "color:#888;font-style:italic"}
+MAX_TITLE = 80  # characters shown per entry: a degenerate answer can be one 500-character line
 _MD_MARK = {"target": ("🎯 **", "**"), "in_category": ("**", "**"), "history": ("~~", "~~"), "not_in_catalog": ("_", "_ (?)")}
 
 
@@ -82,7 +83,7 @@ def case_markdown(case: dict) -> str:
         cells = []
         for i, (title, tag) in enumerate(items, start=1):
             left, right = _MD_MARK.get(tag, ("", ""))
-            cells.append(f"{i}. {left}{title.replace('|', '/')}{right}")
+            cells.append(f"{i}. {left}{_short(title).replace('|', '/')}{right}")
         lines.append(f"| {model} | {'<br>'.join(cells) or '(no list)'} |")
     return "\n".join(lines + ["", legend, ""])
 
@@ -91,7 +92,7 @@ def case_html(case: dict) -> str:
     """The case as an HTML table with highlighted items (for the notebook)."""
     rows = []
     for model, items in case["answers"].items():
-        cells = "<br>".join(f"{i}. <span style='{_HTML_STYLE.get(tag, '')}'>{html.escape(title)}</span>"
+        cells = "<br>".join(f"{i}. <span style='{_HTML_STYLE.get(tag, '')}'>{html.escape(_short(title))}</span>"
                             for i, (title, tag) in enumerate(items, start=1)) or "(no list)"
         rows.append(f"<tr><td><b>{html.escape(model)}</b></td><td style='text-align:left'>{cells}</td></tr>")
     legend = " · ".join(f"<span style='{_HTML_STYLE[t]}'>{t.replace('_', ' ')}</span>" for t in TAGS)
@@ -100,3 +101,7 @@ def case_html(case: dict) -> str:
             f"<p><b>Target</b>: {html.escape(str(case['target']))} · <b>Category</b>: "
             f"{html.escape(str(case['intent'].get('category')))}</p>"
             f"<table><tr><th>model</th><th>recommendation list</th></tr>{''.join(rows)}</table><p>{legend}</p>")
+
+
+def _short(title: str) -> str:
+    return title if len(title) <= MAX_TITLE else title[: MAX_TITLE - 1] + "…"
