@@ -15,6 +15,7 @@ import pandas as pd
 
 from recnb.parse import Catalog
 
+CASE_GROUPS = ("I2~=30", "I1-C")  # the paper's two cases: an I2 "about m" prompt and an I1 -C prompt
 CASE_METRIC = {"I2": "cpa", "I1": "tcp"}
 TAGS = ("target", "in_category", "history", "not_in_catalog")
 _HTML_STYLE = {"target": "background:#ffe08a;font-weight:bold", "in_category": "color:#1a7f37;font-weight:bold",
