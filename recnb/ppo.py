@@ -1,0 +1,175 @@
+"""Stage 05: PPO alignment with the paper's item-level and list-level rewards (§2.3, Algorithm 1).
+
+trl's PPO trainer is gone from current trl and only ever paid one scalar per sequence, while the
+paper pays each item's reward on the last token of its line and the list reward on the final
+token; so the loop is ours and kept short. What is reused, and why:
+- peft: LoRA adapters `actor` and `critic` on one copy of the SFT weights, `disable_adapter()` as
+  the frozen reference, `get/set_peft_model_state_dict` for checkpoints (`recnb.ppo_model`);
+- transformers: `generate` with KV cache and left padding for rollouts, fast-tokenizer offset
+  mappings to put item rewards on tokens (`recnb.ppo_rollout`);
+- trl: `selective_log_softmax` and `entropy_from_logits` (memory-frugal log-probs over a 49k
+  vocabulary); trl 1.16 has no masked whitening any more, so `recnb.ppo_objective` holds it;
+- recnb: `parse`, `rewards.score_list`, `sasrec.teacher_rank`, `metrics` — the one definition of
+  every score, shared with stage 06.
+
+Checkpoints (`checkpoint/`: both adapters, value head, optimiser, torch RNG, step) are written
+after every update, so `resume=True` continues where a run stopped with the same prompts and samples.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from recnb import parse
+from recnb.ppo_model import ACTOR, CRITIC, ActorCritic
+from recnb.ppo_rollout import RecScorer, Scorer, sample_rollout
+from recnb.ppo_update import PPOConfig, batch_records, make_optimizer, ppo_update, reward_stats
+
+RL_TASKS = ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=")  # the tasks the paper's rewards are defined for
+LOG_FILE = "ppo_log.csv"
+STATE_FILE = "state.pt"
+
+__all__ = ["ActorCritic", "PPOConfig", "RecScorer", "evaluate", "plot_log", "rl_records", "summarise", "train_ppo",
+           "valid_slice"]
+
+
+def rl_records(rows: list[dict]) -> list[dict]:
+    """The prompts PPO trains on: I0, I1±C and I2 rows (I3 search and I4 chat have no reward rule)."""
+    kept = [r for r in rows if r.get("task") in RL_TASKS]
+    if not kept:
+        raise ValueError(f"no {'/'.join(RL_TASKS)} prompts found; check stage 03's rl_prompts.jsonl")
+    return kept
+
+
+def valid_slice(rows: list[dict], n: int) -> list[dict]:
+    """`n` validation prompts taken round-robin over the RL tasks, so each intention is checked."""
+    by_task: dict[str, list[dict]] = {}
+    for row in rl_records(rows):
+        by_task.setdefault(row["task"], []).append(row)
+    queues = [by_task[t] for t in RL_TASKS if t in by_task]
+    picked = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+    return picked[:n]
+
+
+def summarise(log: pd.DataFrame) -> dict:
+    """metrics.json of stage 05: validation figures at the SFT start, at the best and the last
+    evaluation, and the training reward/KL of the first and last quarter of the updates."""
+    evals = log.dropna(subset=["val_list_reward"]).set_index("update").filter(like="val_")
+    train = log[log["update"] > 0]
+    quarter = max(len(train) // 4, 1)
+    cols = [c for c in ("list_reward", "item_reward", "kl", "illegal_pct", "response_len") if c in train]
+    return {
+        "updates": int(train["update"].max()) if len(train) else 0,
+        "valid_start": evals.iloc[0].to_dict(),
+        "valid_last": evals.iloc[-1].to_dict(),
+        "valid_best": evals.loc[evals["val_list_reward"].idxmax()].to_dict(),
+        "best_update": int(evals["val_list_reward"].idxmax()),
+        "train_first_quarter": train[cols].head(quarter).mean().to_dict(),
+        "train_last_quarter": train[cols].tail(quarter).mean().to_dict(),
+        "seconds": {k: float(train[k].sum()) for k in ("t_generate", "t_score", "t_train") if k in train},
+    }
+
+
+@torch.no_grad()
+def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cfg: PPOConfig,
+             batch_size: int = 16) -> dict[str, float]:
+    """Greedy answers of the actor on `records`: mean rewards and stage 06's metrics (keys `val_*`)."""
+    results, rows = [], []
+    ac.use_actor()
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in chunk], do_sample=False,
+                                 max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens)
+        for rec, text in zip(chunk, rollout.texts):
+            titles = parse.parse_titles(text)
+            results.append(scorer(rec, titles))
+            if hasattr(scorer, "measure"):
+                rows.append(scorer.measure(rec, titles))
+    out = reward_stats(results)
+    if rows:
+        from recnb import metrics
+
+        out.update(metrics.aggregate(rows))
+    return {f"val_{k}": v for k, v in out.items()}
+
+
+def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict], scorer: Scorer,
+              cfg: PPOConfig, out_dir: Path, resume: bool = False) -> pd.DataFrame:
+    """Run `cfg.updates` PPO updates, evaluating every `eval_every`; returns the `ppo_log.csv` frame.
+
+    Writes `adapter/` (best actor by mean validation list reward, the SFT start included),
+    `adapter_last/`, `critic/` (LoRA + value head), `ppo_log.csv` and `checkpoint/`.
+    """
+    out_dir = Path(out_dir)
+    opt = make_optimizer(ac, cfg)
+    valid = valid[: cfg.eval_size]
+    start, best, rows = (load_checkpoint(ac, opt, out_dir) if resume else (0, -math.inf, []))
+    if start == 0:  # evaluate the SFT start: "best" must beat it to replace it
+        rows = [{"update": 0, **evaluate(ac, tokenizer, valid, scorer, cfg)}]
+        best = _keep_best(ac, rows[0], best, out_dir)
+    bar = tqdm(range(start, cfg.updates), desc="ppo", initial=start, total=cfg.updates)
+    for update in bar:
+        row = {"update": update + 1, **ppo_update(ac, opt, tokenizer, batch_records(prompts, cfg.batch_size,
+                                                                                    cfg.seed, update), scorer, cfg)}
+        if (update + 1) % cfg.eval_every == 0 or update + 1 == cfg.updates:
+            row.update(evaluate(ac, tokenizer, valid, scorer, cfg))
+            best = _keep_best(ac, row, best, out_dir)
+        rows.append(row)
+        bar.set_postfix(reward=f"{row['list_reward']:.3f}", kl=f"{row['kl']:.3f}")
+        save_checkpoint(ac, opt, out_dir, update + 1, best, rows)
+    ac.save_adapter(ACTOR, out_dir / "adapter_last")
+    ac.save_adapter(CRITIC, out_dir / "critic")
+    return pd.DataFrame(rows)
+
+
+def _keep_best(ac: ActorCritic, row: dict, best: float, out_dir: Path) -> float:
+    if row["val_list_reward"] > best:
+        ac.save_adapter(ACTOR, out_dir / "adapter")
+        return row["val_list_reward"]
+    return best
+
+
+def save_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path, step: int, best: float,
+                    rows: list[dict]) -> None:
+    """Adapters, value head, optimiser, torch RNG, step and best score, plus the log so far."""
+    ckpt = out_dir / "checkpoint"
+    ac.save_adapter(ACTOR, ckpt / ACTOR)
+    ac.save_adapter(CRITIC, ckpt / CRITIC)
+    torch.save({"step": step, "best": best, "optimizer": opt.state_dict(), "rng": torch.get_rng_state()},
+               ckpt / (STATE_FILE + ".tmp"))
+    (ckpt / (STATE_FILE + ".tmp")).replace(ckpt / STATE_FILE)  # the state names a complete checkpoint
+    pd.DataFrame(rows).to_csv(out_dir / LOG_FILE, index=False)
+
+
+def load_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path) -> tuple[int, float, list[dict]]:
+    """Restore a `save_checkpoint`; returns (next update, best validation list reward, log rows)."""
+    ckpt = out_dir / "checkpoint"
+    if not (ckpt / STATE_FILE).exists():
+        raise FileNotFoundError(f"{ckpt / STATE_FILE} not found: nothing to resume; set resume = False")
+    state = torch.load(ckpt / STATE_FILE, weights_only=True)
+    ac.load_adapter(ACTOR, ckpt / ACTOR)
+    ac.load_adapter(CRITIC, ckpt / CRITIC)
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    log = pd.read_csv(out_dir / LOG_FILE)
+    rows = [{k: v for k, v in r.items() if not pd.isna(v)} for r in log[log["update"] <= state["step"]].to_dict("records")]
+    return int(state["step"]), float(state["best"]), rows
+
+
+def plot_log(log: pd.DataFrame):
+    """A seaborn panel of the `ppo_log.csv` curves against the update number."""
+    import seaborn as sns
+
+    cols = [c for c in ("list_reward", "item_reward", "kl", "entropy", "policy_loss", "value_loss", "clip_frac",
+                        "explained_var", "response_len", "illegal_pct", "val_list_reward", "val_illegal_pct")
+            if c in log]
+    long = log.melt(id_vars="update", value_vars=cols, var_name="curve").dropna()
+    grid = sns.relplot(data=long, x="update", y="value", col="curve", col_wrap=4, kind="line", marker="o",
+                       height=2.2, aspect=1.3, facet_kws={"sharey": False})
+    grid.set_titles("{col_name}")
+    return grid
