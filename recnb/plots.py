@@ -102,7 +102,7 @@ def teacher_vs_llm(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure:
 
 def ppo_curves(log: pd.DataFrame) -> plt.Figure:
     """Every reward and KL column of stage 05's `ppo_log.csv` against the PPO step."""
-    step = "step" if "step" in log else log.columns[0]
+    step = next((c for c in ("update", "step") if c in log), log.columns[0])  # stage 05 logs "update"
     reward_cols = [c for c in log.columns if "reward" in c.lower() and pd.api.types.is_numeric_dtype(log[c])]
     kl_cols = [c for c in log.columns if "kl" in c.lower() and pd.api.types.is_numeric_dtype(log[c])]
     if not reward_cols and not kl_cols:
@@ -111,7 +111,7 @@ def ppo_curves(log: pd.DataFrame) -> plt.Figure:
     for ax, cols, title in ((axes[0], reward_cols, "reward"), (axes[1], kl_cols, "KL to the SFT reference")):
         for c in cols:
             sns.lineplot(data=log, x=step, y=c, ax=ax, label=c)
-        ax.set(title=f"PPO {title}", xlabel="PPO step", ylabel=title)
+        ax.set(title=f"PPO {title}", xlabel="PPO update", ylabel=title)
     fig.tight_layout()
     return fig
 

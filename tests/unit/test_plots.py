@@ -29,19 +29,21 @@ def test_figures_are_written_with_labels(tmp_path):
     summary = _summary()
     figs = {"control": plots.control_metrics(summary), "format": plots.formatting_errors(summary),
             "teacher": plots.teacher_vs_llm(summary),
-            "ppo": plots.ppo_curves(pd.DataFrame({"step": [1, 2, 3], "reward_mean": [0.1, 0.4, 0.5], "kl": [0, .01, .02]})),
+            "ppo": plots.ppo_curves(pd.DataFrame({"update": [1, 2, 3], "list_reward": [0.1, 0.4, 0.5],
+                                                  "item_reward": [0.2, 0.1, 0.3], "kl": [0, .01, .02]})),
             "data": plots.dataset_stats({"dataset": "x", "users": 3, "items": 4, "interactions": 9, "sparsity": 0.25},
                                         pd.Series({"Drama": 2, "Comedy": 1}))}
     assert len(figs["control"].axes) == 5  # one panel per control group
     bars = [p.get_height() for p in figs["format"].axes[0].patches if p.get_height() > 0]
     assert sorted(set(bars)) == [1.0, 3.0, 30.0, 50.0, 70.0]  # repeat, in-history, non-exist of 3 models
-    assert figs["ppo"].axes[0].get_xlabel() == "PPO step" and len(figs["ppo"].axes[1].lines) == 1
+    assert figs["ppo"].axes[0].get_xlabel() == "PPO update"
+    assert len(figs["ppo"].axes[0].lines) == 2 and len(figs["ppo"].axes[1].lines) == 1  # 2 rewards, 1 KL
     for name, fig in figs.items():
         assert all(ax.get_ylabel() for ax in fig.axes if ax.has_data())
         files = plots.save(fig, tmp_path, name)
         assert all(f.stat().st_size > 1000 for f in files)
     with pytest.raises(ValueError, match="no reward or KL"):
-        plots.ppo_curves(pd.DataFrame({"step": [1], "loss": [0.0]}))
+        plots.ppo_curves(pd.DataFrame({"update": [1], "loss": [0.0]}))
     with pytest.raises(ValueError, match="matcher 'exact'"):
         plots.teacher_vs_llm(summary, "exact")
 
