@@ -1,0 +1,88 @@
+"""Seconds per PPO update of stage 05, split into generate / score / forward-backward, and peak RSS.
+
+SmolLM2-135M-Instruct (the CPU default) with `--batch` prompts per update (16 in the issue), on
+the RL prompts, catalog and teacher of a finished run (`outputs/ml-100k` if present, else
+`outputs/tiny`: `--run`). The comparison: the scoring share against its 5% budget, and how many
+updates a 15-minute PPO stage buys at this speed. Run once, under `nice`, on an idle machine:
+
+    nice .venv/bin/python benchmarks/ppo_step.py --updates 2 --batch 16 --threads 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import pandas as pd
+import torch
+
+from recnb import data, instructions, llm, parse, paths, ppo, record, sasrec
+
+SCORE_BUDGET = 0.05  # the issue: scoring must stay under 5% of an update
+STAGE_BUDGET_S = 15 * 60  # ml-100k PPO stage budget in the pipeline
+
+
+def pick_run(run: str | None) -> str:
+    """The requested run, else ml-100k when its stage 03 finished, else tiny."""
+    if run:
+        return run
+    ready = (paths.run_dir("outputs", "ml-100k") / "03_instructions" / "metrics.json").exists()
+    return "ml-100k" if ready else "tiny"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default=None, help="outputs/<run> with stages 01-03 (default: ml-100k, else tiny)")
+    ap.add_argument("--base-model", default=llm.SMOLLM2)
+    ap.add_argument("--updates", type=int, default=2, help="timed updates (after one warm-up update)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--ppo-epochs", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core this process may use")
+    args = ap.parse_args()
+
+    run = pick_run(args.run)
+    n_threads = record.seed_everything(0, args.threads)
+    items = data.load_prepared(paths.input_dir("outputs", run, "01_data_duckdb")).items
+    teacher = sasrec.load_sasrec(paths.input_dir("outputs", run, "02_sasrec") / "sasrec.pt")
+    scorer = ppo.RecScorer(parse.Catalog(items), teacher)
+    prompts = ppo.rl_records(instructions.read_jsonl(paths.input_dir("outputs", run, "03_instructions") / "rl_prompts.jsonl"))
+    model, tokenizer = llm.load_base(args.base_model, device="cpu")
+    ac = ppo.ActorCritic(model, lora_r=4, lora_alpha=2, seed=0)
+    cfg = ppo.PPOConfig(batch_size=args.batch, minibatch_size=args.minibatch, ppo_epochs=args.ppo_epochs,
+                        max_new_tokens=args.max_new_tokens, lr=5e-6, critic_lr=5e-6)
+    opt = ppo.make_optimizer(ac, cfg)
+    rows = []
+    for update in range(args.updates + 1):  # update 0 warms caches and allocators, not timed
+        records = ppo.batch_records(prompts, cfg.batch_size, cfg.seed, update)
+        t0 = time.perf_counter()
+        row = ppo.ppo_update(ac, opt, tokenizer, records, scorer, cfg)
+        row["t_total"] = time.perf_counter() - t0
+        if update:
+            rows.append(row)
+        print(f"update {update}: {row['t_total']:.1f}s (generate {row['t_generate']:.1f}, score {row['t_score']:.2f}, "
+              f"train {row['t_train']:.1f}); {row['response_len']:.0f} answer tokens", flush=True)
+    report(pd.DataFrame(rows), run, n_threads, args)
+
+
+def report(log: pd.DataFrame, run: str, n_threads: int, args: argparse.Namespace) -> None:
+    """Print the per-phase table, the budget comparison and the one key=value line."""
+    mean = log[["t_generate", "t_score", "t_train", "t_total"]].mean()
+    share = mean / mean["t_total"]
+    print(pd.DataFrame({"s/update": mean.round(2), "share": share.round(3)}).to_string())
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    fits = int(STAGE_BUDGET_S // mean["t_total"])
+    verdict = "within" if share["t_score"] <= SCORE_BUDGET else "OVER"
+    print(f"scoring {share['t_score']:.1%} of an update: {verdict} the {SCORE_BUDGET:.0%} budget")
+    print(f"a {STAGE_BUDGET_S // 60}-minute PPO stage buys {fits} updates = {fits * args.batch} sampled answers")
+    print(f"run={run} model={args.base_model} batch={args.batch} threads={n_threads} cores={len(os.sched_getaffinity(0))} "
+          f"s_per_update={mean['t_total']:.2f} generate_s={mean['t_generate']:.2f} score_s={mean['t_score']:.3f} "
+          f"train_s={mean['t_train']:.2f} score_share={share['t_score']:.4f} answer_tokens={log['response_len'].mean():.1f} "
+          f"peak_rss_mb={peak_mb:.0f} updates_in_15min={fits}")
+
+
+if __name__ == "__main__":
+    main()
