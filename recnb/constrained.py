@@ -15,8 +15,8 @@ only allowed when a complete title still fits, so no list ends in a cut-off (non
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -28,7 +28,7 @@ _NUM_PREFIX = "1."  # how a line starts; its tokenisation decides how titles are
 class TrieNode:
     """One node of the title trie: children by token id, the item ending here, subtree facts."""
 
-    children: dict[int, "TrieNode"] = field(default_factory=dict)
+    children: dict[int, TrieNode] = field(default_factory=dict)
     item: int | None = None  # item id whose title ends exactly here
     items: list[int] = field(default_factory=list)  # every item in this subtree
     min_rest: int = 0  # fewest further tokens to reach a complete title

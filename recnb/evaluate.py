@@ -12,6 +12,7 @@ rule-following baseline the LLMs do not get.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -198,7 +199,7 @@ def match_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     bounds = np.cumsum([0] + [len(t) for t in out["titles"]])
     for name, fuzzy in (("item_ids", False), ("item_ids_fuzzy", True)):
         ids = catalog.match_many(flat, fuzzy=fuzzy)
-        out[name] = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        out[name] = [ids[a:b] for a, b in itertools.pairwise(bounds)]
     return out
 
 

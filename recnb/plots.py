@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")  # figures are files first; notebooks still display the returned Figure
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from recnb import paths  # noqa: E402
+from recnb import paths
 
 CONTROL = {"I1+C": ("tcp_pct", "TCP@10 (%) ↑"), "I1-C": ("tcp_pct", "TCP@10 (%) ↓"),
            "I2<=20": ("cpa_pct", "CPA (%) ↑"), "I2~=30": ("cpa_pct", "CPA (%) ↑"), "I2>=30": ("cpa_pct", "CPA (%) ↑")}

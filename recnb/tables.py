@@ -37,12 +37,12 @@ def _hr_ndcg(group: str, k: str = "10") -> list[Column]:
 TABLES: dict[str, tuple[str, list[Column]]] = {
     "table2": ("Table 2 — sequential recommendation (I0, k = 10)", [
         *_hr_ndcg("I0"), Column("I0 HR@5", "I0", "hr5"), Column("I0 NDCG@5", "I0", "ndcg5")]),
-    "table3": ("Table 3 — category control I1 (TCP@10 in % of the 10 positions; (…) = no control sentence; "
-               "SASRec = its ranking filtered by the intention)", [
+    "table3": (("Table 3 — category control I1 (TCP@10 in % of the 10 positions; (…) = no control sentence; "
+                "SASRec = its ranking filtered by the intention)"), [
         *_hr_ndcg("I1+C"), Column("I1+C TCP@10 (%) ↑", "I1+C", "tcp_pct", True, True, 2),
         *_hr_ndcg("I1-C"), Column("I1-C TCP@10 (%) ↓", "I1-C", "tcp_pct", False, True, 2)]),
-    "table4": ("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence; "
-               "SASRec = its ranking filtered by the intention)", [
+    "table4": (("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence; "
+                "SASRec = its ranking filtered by the intention)"), [
         col for g in ("I2<=20", "I2~=30", "I2>=30")
         for col in (*_hr_ndcg(g), Column(f"{g} CPA (%) ↑", g, "cpa_pct", True, True, 2))]),
     "table5": ("Table 5 — formatting for k ∈ 11..15 (errors in % of items, CorrectCount in % of lists)", [

@@ -3,10 +3,8 @@ tiny-random model decoding under the catalog constraint."""
 
 from __future__ import annotations
 
-import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
