@@ -100,3 +100,27 @@ def test_random_model_writes_only_catalog_titles(tok):
         if banned:
             assert TITLES[banned - 1] not in titles
     assert c.unmatched_prompts == 0
+
+
+@pytest.mark.slow  # real SmolLM2-135M weights, ~1 min on one core
+def test_smollm2_constrained_lists_are_catalog_titles():
+    import pandas as pd
+
+    from recnb import data, evaluate, llm
+    from recnb.parse import Catalog
+
+    items = data.build_dataset("tiny", seed=0).items
+    catalog = Catalog(items)
+    model, tok = llm.load_base("smollm2-135m")
+    titles = items["title"].tolist()
+    test = pd.DataFrame({"history": [[1, 2, 3], [4, 5, 6]], "prompt": [
+        [{"role": "system", "content": "You are an expert recommender engine."},
+         {"role": "user", "content": f"Here are the user's historical interactions: {', '.join(titles[h - 1] for h in hist)}. "
+                                     "You need to generate a recommendation list with 5 different items."}]
+        for hist in ([1, 2, 3], [4, 5, 6])]})
+    constraint = evaluate.make_constraint(tok, items, test, max_new_tokens=80, max_prompt_tokens=512)
+    raw = llm.generate(model, tok, list(test["prompt"]), max_new_tokens=80, batch_size=2,
+                       logits_processor=LogitsProcessorList([constraint]), progress=False)
+    for text, hist in zip(raw, test["history"]):
+        ids = catalog.match_many([line.split(". ", 1)[1] for line in text.splitlines()])
+        assert len(ids) >= 2 and None not in ids and not set(ids) & set(hist), text
