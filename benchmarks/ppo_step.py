@@ -2,8 +2,9 @@
 
 SmolLM2-135M-Instruct (the CPU default) with `--batch` prompts per update (16 in the issue), on
 the RL prompts, catalog and teacher of a finished run (`outputs/ml-100k` if present, else
-`outputs/tiny`: `--run`). The comparison: the scoring share against its 5% budget, and how many
-updates a 15-minute PPO stage buys at this speed. Run once, under `nice`, on an idle machine:
+`outputs/tiny`: `--run`). The comparison: fp32 against bf16 autocast (each mode in its own
+process, so peak RSS is per mode), the scoring share against its 5% budget, and how many
+updates a 15-minute PPO stage buys. Run once, under `nice`, on an idle machine:
 
     nice .venv/bin/python benchmarks/ppo_step.py --updates 2 --batch 16 --threads 0
 """
@@ -13,10 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
+import sys
 import time
 
 import pandas as pd
-import torch
 
 from recnb import data, instructions, llm, parse, paths, ppo, record, sasrec
 
@@ -42,8 +44,37 @@ def main() -> None:
     ap.add_argument("--ppo-epochs", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core this process may use")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed updates first (allocator and cache warm-up)")
+    ap.add_argument("--modes", default="fp32,bf16", help="comma list of fp32, bf16 (bf16 autocast over fp32 weights)")
     args = ap.parse_args()
+    modes = args.modes.split(",")
+    if len(modes) > 1:
+        compare(modes, sys.argv[1:])
+        return
+    measure(args, modes[0])
 
+
+def compare(modes: list[str], argv: list[str]) -> None:
+    """Run each mode in a fresh process (own peak RSS) and print them side by side."""
+    rest = [a for i, a in enumerate(argv) if a != "--modes" and (i == 0 or argv[i - 1] != "--modes")]
+    lines = {}
+    for mode in modes:
+        out = subprocess.run([sys.executable, __file__, *rest, "--modes", mode], check=True, text=True,
+                             stdout=subprocess.PIPE).stdout
+        print(out, end="", flush=True)
+        lines[mode] = dict(kv.split("=", 1) for kv in out.strip().splitlines()[-1].split())
+    table = pd.DataFrame(lines).T
+    print(table[["s_per_update", "generate_s", "score_s", "train_s", "score_share", "peak_rss_mb",
+                 "updates_in_15min"]].to_string())
+    best = min(lines, key=lambda m: float(lines[m]["s_per_update"]))
+    speedup = float(lines[modes[0]]["s_per_update"]) / float(lines[best]["s_per_update"])
+    print(" ".join(f"{k}={v}" for k, v in lines[best].items()) + f" best_mode={best} speedup_vs_{modes[0]}={speedup:.2f}")
+
+
+def measure(args: argparse.Namespace, mode: str) -> None:
+    """Time `args.updates` PPO updates in one precision mode and print its report."""
+    if mode not in ("fp32", "bf16"):
+        raise SystemExit(f"--modes: unknown mode {mode!r}; use fp32 and/or bf16")
     run = pick_run(args.run)
     n_threads = record.seed_everything(0, args.threads)
     items = data.load_prepared(paths.input_dir("outputs", run, "01_data_duckdb")).items
@@ -51,24 +82,24 @@ def main() -> None:
     scorer = ppo.RecScorer(parse.Catalog(items), teacher)
     prompts = ppo.rl_records(instructions.read_jsonl(paths.input_dir("outputs", run, "03_instructions") / "rl_prompts.jsonl"))
     model, tokenizer = llm.load_base(args.base_model, device="cpu")
-    ac = ppo.ActorCritic(model, lora_r=4, lora_alpha=2, seed=0)
+    ac = ppo.ActorCritic(model, lora_r=4, lora_alpha=2, seed=0, bf16=mode == "bf16")
     cfg = ppo.PPOConfig(batch_size=args.batch, minibatch_size=args.minibatch, ppo_epochs=args.ppo_epochs,
                         max_new_tokens=args.max_new_tokens, lr=5e-6, critic_lr=5e-6)
     opt = ppo.make_optimizer(ac, cfg)
     rows = []
-    for update in range(args.updates + 1):  # update 0 warms caches and allocators, not timed
+    for update in range(args.warmup + args.updates):
         records = ppo.batch_records(prompts, cfg.batch_size, cfg.seed, update)
         t0 = time.perf_counter()
         row = ppo.ppo_update(ac, opt, tokenizer, records, scorer, cfg)
         row["t_total"] = time.perf_counter() - t0
-        if update:
+        if update >= args.warmup:
             rows.append(row)
-        print(f"update {update}: {row['t_total']:.1f}s (generate {row['t_generate']:.1f}, score {row['t_score']:.2f}, "
+        print(f"{mode} update {update}: {row['t_total']:.1f}s (generate {row['t_generate']:.1f}, score {row['t_score']:.2f}, "
               f"train {row['t_train']:.1f}); {row['response_len']:.0f} answer tokens", flush=True)
-    report(pd.DataFrame(rows), run, n_threads, args)
+    report(pd.DataFrame(rows), run, n_threads, args, mode)
 
 
-def report(log: pd.DataFrame, run: str, n_threads: int, args: argparse.Namespace) -> None:
+def report(log: pd.DataFrame, run: str, n_threads: int, args: argparse.Namespace, mode: str) -> None:
     """Print the per-phase table, the budget comparison and the one key=value line."""
     mean = log[["t_generate", "t_score", "t_train", "t_total"]].mean()
     share = mean / mean["t_total"]
@@ -78,7 +109,7 @@ def report(log: pd.DataFrame, run: str, n_threads: int, args: argparse.Namespace
     verdict = "within" if share["t_score"] <= SCORE_BUDGET else "OVER"
     print(f"scoring {share['t_score']:.1%} of an update: {verdict} the {SCORE_BUDGET:.0%} budget")
     print(f"a {STAGE_BUDGET_S // 60}-minute PPO stage buys {fits} updates = {fits * args.batch} sampled answers")
-    print(f"run={run} model={args.base_model} batch={args.batch} threads={n_threads} cores={len(os.sched_getaffinity(0))} "
+    print(f"mode={mode} run={run} model={args.base_model} batch={args.batch} threads={n_threads} cores={len(os.sched_getaffinity(0))} "
           f"s_per_update={mean['t_total']:.2f} generate_s={mean['t_generate']:.2f} score_s={mean['t_score']:.3f} "
           f"train_s={mean['t_train']:.2f} score_share={share['t_score']:.4f} answer_tokens={log['response_len'].mean():.1f} "
           f"peak_rss_mb={peak_mb:.0f} updates_in_15min={fits}")

@@ -12,6 +12,11 @@ token; so the loop is ours and kept short. What is reused, and why:
 - recnb: `parse`, `rewards.score_list`, `sasrec.teacher_rank`, `metrics` — the one definition of
   every score, shared with stage 06.
 
+Where things live: `ppo_model` (actor, critic, reference on one copy of the weights; optional bf16
+autocast), `ppo_rollout` (sampling, reward placement, `RecScorer`), `ppo_objective` (GAE,
+whitening, clipped losses), `ppo_update` (one update and its log row), and this module (the loop,
+validation, checkpoints, `ppo_log.csv`, metrics and the plot).
+
 Checkpoints (`checkpoint/`: both adapters, value head, optimiser, torch RNG, step) are written
 after every update, so `resume=True` continues where a run stopped with the same prompts and samples.
 """
@@ -34,8 +39,8 @@ RL_TASKS = ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=")  # the tasks the paper
 LOG_FILE = "ppo_log.csv"
 STATE_FILE = "state.pt"
 
-__all__ = ["ActorCritic", "PPOConfig", "RecScorer", "evaluate", "plot_log", "rl_records", "summarise", "train_ppo",
-           "valid_slice"]
+__all__ = ["ActorCritic", "PPOConfig", "RecScorer", "batch_records", "evaluate", "make_optimizer", "plot_log",
+           "ppo_update", "rl_records", "summarise", "train_ppo", "valid_slice"]
 
 
 def rl_records(rows: list[dict]) -> list[dict]:
@@ -83,8 +88,9 @@ def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cf
     ac.use_actor()
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
-        rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in chunk], do_sample=False,
-                                 max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens)
+        with ac.autocast():
+            rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in chunk], do_sample=False,
+                                     max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens)
         for rec, text in zip(chunk, rollout.texts):
             titles = parse.parse_titles(text)
             results.append(scorer(rec, titles))

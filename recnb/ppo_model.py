@@ -35,10 +35,14 @@ class ActorCritic(nn.Module):
         lora_r: LoRA rank of both adapters.
         lora_alpha: LoRA alpha of both adapters.
         seed: initialises the adapters and the value head without touching the global RNG.
+        bf16: run forward passes and generation under bf16 autocast (weights stay fp32). On CPUs
+            with AMX/AVX512-bf16 the matmuls get several times faster; log-probs are taken in fp32.
     """
 
-    def __init__(self, sft_model: PreTrainedModel, lora_r: int = 4, lora_alpha: int = 2, seed: int = 0):
+    def __init__(self, sft_model: PreTrainedModel, lora_r: int = 4, lora_alpha: int = 2, seed: int = 0,
+                 bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16
         cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                          bias="none", task_type="CAUSAL_LM")
         with torch.random.fork_rng(devices=[]):
@@ -53,6 +57,11 @@ class ActorCritic(nn.Module):
         self.model.set_adapter(ACTOR)
         self.model.eval()  # no dropout anywhere: rollout and update log-probs must agree exactly
 
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on the model's device when `bf16`, else a no-op context."""
+        device = next(self.model.parameters()).device.type
+        return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.bf16)
+
     def adapter_params(self, name: str) -> list[nn.Parameter]:
         """The LoRA parameters of one adapter (`actor` or `critic`)."""
         return [p for n, p in self.model.named_parameters() if f".{name}." in n and "lora_" in n]
@@ -62,13 +71,16 @@ class ActorCritic(nn.Module):
         # Same positions as generate() computes for left-padded prompts.
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         decoder = self.model.get_base_model().get_decoder()
-        out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        with self.autocast():
+            out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state[:, -resp_len - 1:-1]
 
     def _token_logps(self, input_ids, attention_mask, response_ids, temperature, entropy: bool):
         hidden = self._hidden(input_ids, attention_mask, response_ids.shape[1])
         # lm_head only on response positions: the prompt's logits are never needed.
-        logits = self.model.get_base_model().get_output_embeddings()(hidden).float() / temperature
+        with self.autocast():
+            logits = self.model.get_base_model().get_output_embeddings()(hidden)
+        logits = logits.float() / temperature
         logp = selective_log_softmax(logits, response_ids)
         return logp, (entropy_from_logits(logits) if entropy else None)
 
