@@ -4,7 +4,8 @@ A token trie over the tokenised catalog titles drives a `LogitsProcessor`: at ea
 the batch is replayed through a small automaton (line number -> title trie -> newline or EOS) and
 all tokens the automaton cannot take are masked to -inf. Hence every complete line is a catalog
 title and NonExist = 0 by construction. Optionally, items already written (repeats) and the items
-shown in the prompt (history, registered per prompt) are forbidden too.
+shown in the prompt (history, registered per prompt) are forbidden too, and a registered prompt's
+answer ends after the k lines it asked for.
 
 Why a LogitsProcessor and not `prefix_allowed_tokens_fn`: the processor sees the whole batch, so
 the mask is built with one tensor op per step; `allowed_tokens` offers the per-row function form.
@@ -114,14 +115,25 @@ class CatalogConstraint(LogitsProcessor):
         self.pad_id = tokenizer.pad_token_id
         self._number_ids: dict[int, list[int]] = {}
         self._forbidden: dict[tuple, frozenset] = {}
+        self._limits: dict[tuple, int] = {}
         self._states: dict[tuple, _RowState] = {}
         self.unmatched_prompts = 0  # rows whose prompt was never registered (no history forbidding)
 
-    def register(self, rendered_prompts: Sequence[str], forbidden_items: Sequence[Iterable[int]]) -> None:
-        """Forbid items per prompt (e.g. its history); prompts as rendered by the chat template."""
-        for text, items in zip(rendered_prompts, forbidden_items, strict=True):
-            ids = self.tokenizer.encode(text, add_special_tokens=False)
-            self._forbidden[self._prompt_key(ids)] = frozenset(int(i) for i in items)
+    def register(self, rendered_prompts: Sequence[str], forbidden_items: Sequence[Iterable[int]],
+                 max_items: Sequence[int] | None = None) -> None:
+        """Per-prompt rules, prompts as rendered by the chat template (what `generate` tokenises).
+
+        Args:
+            rendered_prompts: the chat-template text of each prompt.
+            forbidden_items: items each answer may not list (e.g. its history).
+            max_items: the k each prompt asks for: after k lines only EOS is allowed.
+        """
+        limits = max_items if max_items is not None else [None] * len(rendered_prompts)
+        for text, items, limit in zip(rendered_prompts, forbidden_items, limits, strict=True):
+            key = self._prompt_key(self.tokenizer.encode(text, add_special_tokens=False))
+            self._forbidden[key] = frozenset(int(i) for i in items)
+            if limit is not None:
+                self._limits[key] = int(limit)
 
     def _prompt_key(self, ids: Sequence[int]) -> tuple:
         start = 0
@@ -186,6 +198,7 @@ class CatalogConstraint(LogitsProcessor):
         if state.node is None:
             number = self.number_ids(state.line)
             fits = len(number) - state.pos + self.root.min_rest <= budget
+            fits = fits and state.line <= self._limits.get(prompt_key, state.line)
             can_end = state.pos == 0 and state.line > 1
             allowed = [number[state.pos]] if fits or state.pos > 0 else []
             return allowed + (self.eos if can_end or not allowed else [])

@@ -151,7 +151,7 @@ def generation_suffix(tokenizer) -> str:
 
 def make_constraint(tokenizer, items: pd.DataFrame, test: pd.DataFrame, *, max_new_tokens: int,
                     max_prompt_tokens: int, forbid_history: bool = True):
-    """A `CatalogConstraint` for these prompts (history items forbidden per prompt if asked)."""
+    """A `CatalogConstraint` for these prompts: at most k lines each, history items forbidden if asked."""
     from recnb import llm
     from recnb.constrained import CatalogConstraint
 
@@ -160,9 +160,9 @@ def make_constraint(tokenizer, items: pd.DataFrame, test: pd.DataFrame, *, max_n
         generation_suffix=generation_suffix(tokenizer), eos_token_ids=[tokenizer.eos_token_id],
         max_new_tokens=max_new_tokens, forbid_repeats=True,
     )
-    if forbid_history:
-        rendered = llm.render_prompts(tokenizer, list(test["prompt"]), max_prompt_tokens)
-        constraint.register(rendered, [list(h) for h in test["history"]])
+    rendered = llm.render_prompts(tokenizer, list(test["prompt"]), max_prompt_tokens)
+    forbidden = [list(h) for h in test["history"]] if forbid_history else [[] for _ in rendered]
+    constraint.register(rendered, forbidden, [int(k) for k in test["k"]] if "k" in test else None)
     return constraint
 
 

@@ -73,6 +73,17 @@ def test_registered_history_is_forbidden_and_budget_respected(tok):
     assert len(gen) == 10 and c.allowed_tokens(key, gen) == [tok.eos_token_id]
 
 
+def test_registered_k_ends_the_answer_after_k_lines(tok):
+    c = _constraint(tok, max_new_tokens=200)
+    text = _prompt(tok, "two items please")
+    c.register([text], [[]], max_items=[2])
+    key = c._prompt_key(tok.encode(text, add_special_tokens=False))
+    one = tok.encode("1. Up (2009)\n", add_special_tokens=False)
+    assert c.allowed_tokens(key, one) == tok.encode("2", add_special_tokens=False) + [tok.eos_token_id]
+    two = tok.encode("1. Up (2009)\n2. Heat (1995)\n", add_special_tokens=False)
+    assert c.allowed_tokens(key, two) == [tok.eos_token_id]
+
+
 def test_random_model_writes_only_catalog_titles(tok):
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -113,7 +124,7 @@ def test_smollm2_constrained_lists_are_catalog_titles():
     catalog = Catalog(items)
     model, tok = llm.load_base("smollm2-135m")
     titles = items["title"].tolist()
-    test = pd.DataFrame({"history": [[1, 2, 3], [4, 5, 6]], "prompt": [
+    test = pd.DataFrame({"history": [[1, 2, 3], [4, 5, 6]], "k": [5, 5], "prompt": [
         [{"role": "system", "content": "You are an expert recommender engine."},
          {"role": "user", "content": f"Here are the user's historical interactions: {', '.join(titles[h - 1] for h in hist)}. "
                                      "You need to generate a recommendation list with 5 different items."}]
@@ -123,4 +134,4 @@ def test_smollm2_constrained_lists_are_catalog_titles():
                        logits_processor=LogitsProcessorList([constraint]), progress=False)
     for text, hist in zip(raw, test["history"]):
         ids = catalog.match_many([line.split(". ", 1)[1] for line in text.splitlines()])
-        assert len(ids) >= 2 and None not in ids and not set(ids) & set(hist), text
+        assert 2 <= len(ids) <= 5 and None not in ids and not set(ids) & set(hist), text

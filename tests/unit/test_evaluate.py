@@ -163,6 +163,7 @@ def test_tiny_random_constrained_answers_are_catalog_titles():
     assert all(i is not None for ids in con["item_ids"] for i in ids)  # NonExist = 0
     for ids in con["item_ids"]:
         assert len(set(ids)) == len(ids) and not set(ids) & {1, 2, 3}  # no repeats, no history
+        assert len(ids) <= 5  # k = 5 asked
     assert constraint.unmatched_prompts == 0
 
 
