@@ -7,7 +7,7 @@ rankings do; "unmasked" ones rank all items, as RecBole scores SASRec.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from recnb import columns as col
-from recnb.sasrec import SASRec, SASRecConfig, load_sasrec, save_sasrec, score_histories, teacher_rank, teacher_rank_batch
+from recnb.sasrec import (
+    SASRec,
+    SASRecConfig,
+    load_sasrec,
+    save_sasrec,
+    score_histories,
+    teacher_rank,
+    teacher_rank_batch,
+)
 from recnb.sasrec_eval import (
     build_teacher_topk,
     evaluate_all,
