@@ -5,8 +5,8 @@
 - ours-fp32: `recnb.sft` (batch `--batch`, length-grouped batches, loss on answer tokens only).
 - ours-bf16: the same under CPU bf16 autocast (the stage-04 default).
 
-Each configuration runs in its own process (so peak RSS is its own) for the same number of
-optimizer steps over the same records; tokens/s counts real (non-padding) tokens. The loss
+Each configuration runs in its own process (so peak RSS is its own) for the same records
+(the naive one, being slow, for its first `--naive-steps` steps only); tokens/s counts real (non-padding) tokens. The loss
 columns compare the curves (same seed, same records): bf16 must track fp32.
 
     nice .venv/bin/python benchmarks/sft_throughput.py --model smollm2-135m --steps 4
@@ -63,10 +63,11 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     from recnb import record, sft
 
     record.seed_everything(0, args.threads)
-    records = load_records(args.records, args.steps * args.effective_batch, seed=0)
     naive = name == "naive"
+    steps = args.naive_steps if naive else args.steps
+    records = load_records(args.records, steps * args.effective_batch, seed=0)
     settings = sft.SFTSettings(batch_size=1 if naive else args.batch, effective_batch=args.effective_batch,
-                               max_steps=args.steps, bf16=name == "ours-bf16", group_by_length=not naive,
+                               max_steps=steps, bf16=name == "ours-bf16", group_by_length=not naive,
                                learning_rate=1e-3, warmup=0.0, logging_steps=1)
     model, tok, wrapped = sft.load_trainable(args.model, settings)
     trainer = sft.build_trainer(model, tok, records, settings, Path("/tmp/sft_bench"), wrapped, progress=False)
@@ -86,7 +87,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m", help="base model (smollm2-135m, tiny-random, HF id)")
     ap.add_argument("--records", default="", help="a stage-03 sft_train.jsonl (default: fabricated I0 records)")
-    ap.add_argument("--steps", type=int, default=4, help="optimizer steps per configuration")
+    ap.add_argument("--steps", type=int, default=4, help="optimizer steps of our configurations")
+    ap.add_argument("--naive-steps", type=int, default=1,
+                    help="optimizer steps of the naive one (its first ones run over the same records; it is slow)")
     ap.add_argument("--effective-batch", type=int, default=16, help="sequences per optimizer step")
     ap.add_argument("--batch", type=int, default=8, help="sequences per forward pass (ours)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
@@ -104,7 +107,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<10} {r['tokens_per_s']:>9.0f} {r['seconds']:>8.1f} {r['tokens']:>7} {r['peak_rss_gib']:>12.2f}  {r['losses']}")
     naive, fp32, bf16 = (results[n] for n in CONFIGS)
-    loss_gap = max(abs(a - b) for a, b in zip(fp32["losses"], bf16["losses"]))
+    loss_gap = max(abs(a - b) for a, b in zip(fp32["losses"], bf16["losses"]))  # same records, same order
     print(f"model={args.model} threads={bf16['threads']} steps={args.steps} effective_batch={args.effective_batch} "
           f"naive_tok_s={naive['tokens_per_s']:.0f} ours_fp32_tok_s={fp32['tokens_per_s']:.0f} "
           f"ours_bf16_tok_s={bf16['tokens_per_s']:.0f} speedup_vs_naive={bf16['tokens_per_s'] / naive['tokens_per_s']:.2f} "
