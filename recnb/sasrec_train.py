@@ -87,7 +87,9 @@ def train_sasrec(model: SASRec, splits: pd.DataFrame, cfg: TrainConfig,
 
     Returns:
         The model (best weights, eval mode) and a log with one row per epoch:
-        `epoch`, `loss`, `valid_ndcg@10`, `valid_hr@10`, `seconds` (training time of that epoch).
+        `epoch`, `loss`, `valid_ndcg@10`, `valid_hr@10`, `seconds` (wall-clock training time of
+        that epoch) and `cpu_seconds` (its CPU time over all threads: on a shared machine the one
+        that does not grow with other people's load).
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -96,12 +98,12 @@ def train_sasrec(model: SASRec, splits: pd.DataFrame, cfg: TrainConfig,
     best, best_state, since_best, log = -1.0, None, 0, []
     bar = tqdm(range(1, cfg.epochs + 1), desc="SASRec", unit="epoch", disable=not progress)
     for epoch in bar:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         loss = train_epoch(model, windows, opt, cfg.batch_size, gen)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         valid = evaluate_split(model, splits, "valid", ks=(10,))
         log.append({"epoch": epoch, "loss": loss, "valid_ndcg@10": valid["ndcg@10"],
-                    "valid_hr@10": valid["hr@10"], "seconds": seconds})
+                    "valid_hr@10": valid["hr@10"], "seconds": seconds, "cpu_seconds": cpu_seconds})
         bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}", best=f"{max(best, valid['ndcg@10']):.4f}")
         if valid["ndcg@10"] > best:
             best, best_state, since_best = valid["ndcg@10"], copy.deepcopy(model.state_dict()), 0
