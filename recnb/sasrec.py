@@ -144,14 +144,14 @@ def pad_histories(histories: Sequence[Sequence[int]], max_len: int, n_items: int
     """Left-pad the last `max_len` items of each history into a (B, max_len) id tensor.
 
     Raises:
-        ValueError: an item id outside 1..n_items (the message names the history and the id).
+        ValueError: an item id outside 1..n_items (the message names the id and the valid range).
     """
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
-    for row, hist in enumerate(histories):  # cheap: one slice per history, not per item
-        tail = np.asarray(hist, dtype=np.int64)[-max_len:] if len(hist) else np.empty(0, np.int64)
+    arrays = [np.asarray(hist, dtype=np.int64).ravel() for hist in histories]
+    _check_ids(np.concatenate([*arrays, np.empty(0, np.int64)]), n_items, "a history")
+    out = np.zeros((len(arrays), max_len), dtype=np.int64)
+    for row, hist in enumerate(arrays):  # one slice per history, not per item
+        tail = hist[-max_len:] if len(hist) else hist
         out[row, max_len - len(tail):] = tail
-    _check_ids(np.concatenate([np.asarray(h, dtype=np.int64).ravel() for h in histories] + [np.empty(0, np.int64)]),
-               n_items, "a history")
     return torch.from_numpy(out)
 
 
