@@ -8,6 +8,7 @@ reads a local JSONL file, so the wiring is tested offline (tests/fixtures/lm_eva
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import socket
@@ -25,6 +26,12 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     """Whether the dataset hub answers (False at once when HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set)."""
     if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
+    return _connects(host, timeout)
+
+
+@functools.lru_cache(maxsize=8)
+def _connects(host: str, timeout: float) -> bool:
+    """One TCP connect per process and host (stage 06 asks once per model)."""
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
