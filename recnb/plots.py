@@ -25,9 +25,13 @@ def set_style() -> None:
     plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
 
 
-def figures_dir(run: str) -> Path:
-    """`paper_figures/<run>/` at the repository root (created)."""
-    path = paths.REPO_ROOT / "paper_figures" / run
+def figures_dir(outputs_dir: str | Path, run: str) -> Path:
+    """`paper_figures/<run>/` next to the outputs root (created).
+
+    With the default `outputs_dir` ("outputs") that is `<repo>/paper_figures/<run>/`; a run into
+    another root (tests, `--outputs-dir`) keeps its figures beside it instead of in the repository.
+    """
+    path = paths.run_dir(outputs_dir, run).parent.parent / "paper_figures" / run
     path.mkdir(parents=True, exist_ok=True)
     return path
 

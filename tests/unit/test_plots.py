@@ -48,6 +48,14 @@ def test_figures_are_written_with_labels(tmp_path):
         plots.teacher_vs_llm(summary, "exact")
 
 
+def test_figures_dir_sits_beside_the_outputs_root(tmp_path):
+    from recnb import paths
+
+    assert plots.figures_dir(tmp_path / "outputs", "r1") == tmp_path / "paper_figures" / "r1"
+    assert plots.figures_dir(tmp_path / "outputs", "r1").is_dir()
+    assert paths.run_dir("outputs", "r1").parent.parent / "paper_figures" == paths.REPO_ROOT / "paper_figures"
+
+
 def test_pick_case_prefers_users_where_models_disagree():
     scores = pd.DataFrame({
         "model": ["a", "b", "a", "b", "a", "b"], "user_id": [1, 1, 2, 2, 3, 3], "test_group": "I2~=30",
