@@ -66,8 +66,12 @@ def control_metrics(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure
     for ax, group in zip(axes[0], groups):
         sns.barplot(data=frame[frame["group"] == group], x="model", y="value", hue="prompt", ax=ax)
         ax.set(title=group, xlabel="model", ylabel="% (control metric)")
-        ax.tick_params(axis="x", rotation=45)
-        ax.legend_.remove() if ax is not axes[0][0] and ax.legend_ else None
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+        handles, labels = ax.get_legend_handles_labels()
+        if ax.legend_:
+            ax.legend_.remove()  # one legend for the figure, below the panels, covering no bar
+    if groups:
+        fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.suptitle(f"Control metrics by model ({matcher} title matching)")
     fig.tight_layout()
     return fig
@@ -82,7 +86,8 @@ def formatting_errors(summary: pd.DataFrame, matcher: str = "fuzzy", group: str 
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.barplot(data=frame, x="model", y="pct", hue="error", ax=ax)
     ax.set(title=f"Formatting errors, k ∈ 11..15 ({matcher} matching)", xlabel="model", ylabel="% of items ↓")
-    ax.tick_params(axis="x", rotation=30)
+    ax.set_ylim(bottom=0)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     fig.tight_layout()
     return fig
 
@@ -96,7 +101,7 @@ def teacher_vs_llm(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.barplot(data=frame, x="model", y="value", hue="metric", ax=ax)
     ax.set(title="Teacher vs LLM accuracy (I0, k = 10)", xlabel="model", ylabel="score")
-    ax.tick_params(axis="x", rotation=30)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     fig.tight_layout()
     return fig
 
@@ -109,10 +114,10 @@ def ppo_curves(log: pd.DataFrame) -> plt.Figure:
     if not reward_cols and not kl_cols:
         raise ValueError(f"ppo_log.csv has no reward or KL column (columns: {list(log.columns)}); check stage 05")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, cols, title in ((axes[0], reward_cols, "reward"), (axes[1], kl_cols, "KL to the SFT reference")):
+    for ax, cols, title in ((axes[0], reward_cols, "reward"), (axes[1], kl_cols, "KL")):
         for c in cols:
             sns.lineplot(data=log, x=step, y=c, ax=ax, label=c)
-        ax.set(title=f"PPO {title}", xlabel="PPO update", ylabel=title)
+        ax.set(title=f"PPO {title} (as logged by stage 05)", xlabel="PPO update", ylabel=title)
     fig.tight_layout()
     return fig
 
