@@ -3,6 +3,7 @@ tiny-random model decoding under the catalog constraint."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -181,3 +182,15 @@ def test_lm_eval_wiring_on_local_task(fixtures_dir, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     assert generalization.paper_generalization(model, tok) == {
         "MMLU": generalization.SKIPPED_OFFLINE, "GSM8K": generalization.SKIPPED_OFFLINE}
+
+
+def test_load_test_prompts_keeps_the_same_users_in_every_group(tmp_path):
+    recs = [_record(g, "I0", "I0", 10, 1, [2], user=u) for g in ("I0", "k11-15") for u in range(1, 11)]
+    path = tmp_path / "test_prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    test = evaluate.load_test_prompts(path, max_test_users=3, seed=0)
+    users = test.groupby("test_group")["user_id"].apply(sorted)
+    assert len(test) == 6 and users["I0"] == users["k11-15"] and len(set(users["I0"])) == 3
+    assert evaluate.load_test_prompts(path, 3, seed=0).equals(test)  # seeded: same subset again
+    with pytest.raises(FileNotFoundError, match="run stage 03_instructions"):
+        evaluate.load_test_prompts(tmp_path / "missing.jsonl")
