@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = ("naive", "ours-fp32", "ours-bf16")
+CONFIGS = ("ours-bf16", "ours-fp32", "naive")
 
 
 def fabricate_records(n: int, seed: int) -> list[dict]:
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--naive-steps", type=int, default=1,
                     help="optimizer steps of the naive one (its first ones run over the same records; it is slow)")
     ap.add_argument("--effective-batch", type=int, default=16, help="sequences per optimizer step")
-    ap.add_argument("--batch", type=int, default=8, help="sequences per forward pass (ours)")
+    ap.add_argument("--batch", type=int, default=4, help="sequences per forward pass (ours)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
     ap.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -103,10 +103,11 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", name] + sys.argv[1:]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"# {name}: {results[name]}", flush=True)  # partial results survive a later failure
     print(f"{'config':<10} {'tokens/s':>9} {'seconds':>8} {'tokens':>7} {'peak RSS GiB':>12}  loss per step")
     for name, r in results.items():
         print(f"{name:<10} {r['tokens_per_s']:>9.0f} {r['seconds']:>8.1f} {r['tokens']:>7} {r['peak_rss_gib']:>12.2f}  {r['losses']}")
-    naive, fp32, bf16 = (results[n] for n in CONFIGS)
+    naive, fp32, bf16 = results["naive"], results["ours-fp32"], results["ours-bf16"]
     loss_gap = max(abs(a - b) for a, b in zip(fp32["losses"], bf16["losses"]))  # same records, same order
     print(f"model={args.model} threads={bf16['threads']} steps={args.steps} effective_batch={args.effective_batch} "
           f"naive_tok_s={naive['tokens_per_s']:.0f} ours_fp32_tok_s={fp32['tokens_per_s']:.0f} "

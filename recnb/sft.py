@@ -47,7 +47,7 @@ class SFTSettings:
     learning_rate: float = 1e-3
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8  # per forward pass
+    batch_size: int = 4  # per forward pass; SmolLM2 at 512 tokens: ~1.3 GiB of activations per sequence
     effective_batch: int = 64  # reached by gradient accumulation
     max_length: int = 512  # prompt + answer tokens; longer records are cut at the end
     warmup: float = 0.03  # < 1: fraction of the steps, >= 1: steps
