@@ -133,6 +133,13 @@ def _smollm2_model_dir() -> Path:
     return _publish(tmp, dest)
 
 
+def model_source(name: str) -> str | Path:
+    """What `from_pretrained` should load for a base model name (SmolLM2: the converted cache folder)."""
+    if name == TINY_RANDOM:
+        raise ValueError(f"'{TINY_RANDOM}' is built in code (llm.load_base), it has no folder to load")
+    return _smollm2_model_dir() if name == SMOLLM2 else name
+
+
 def _tokenizer_source(name: str) -> str | Path:
     if name in (SMOLLM2, TINY_RANDOM):
         return _smollm2_tokenizer_dir()
@@ -194,7 +201,7 @@ def load_base(name: str = SMOLLM2, *, dtype: str = "auto", device: str | None = 
     if name == TINY_RANDOM:
         model = _tiny_random_model(tokenizer, seed)
     else:
-        source = _smollm2_model_dir() if name == SMOLLM2 else name
+        source = model_source(name)
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
         except OSError as err:

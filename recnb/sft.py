@@ -178,8 +178,7 @@ def _load_unsloth(base_model: str, settings: SFTSettings):
     """unsloth's LoRA model on a CUDA GPU (unsloth cannot even be imported without one)."""
     from unsloth import FastLanguageModel  # GPU only: see module docstring
 
-    source = str(llm._smollm2_model_dir()) if base_model == llm.SMOLLM2 else base_model
-    model, _ = FastLanguageModel.from_pretrained(model_name=source, max_seq_length=settings.max_length,
+    model, _ = FastLanguageModel.from_pretrained(model_name=str(llm.model_source(base_model)), max_seq_length=settings.max_length,
                                                  dtype=None, load_in_4bit=False)
     model = FastLanguageModel.get_peft_model(
         model, r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
