@@ -13,7 +13,8 @@ token; so the loop is ours and kept short. What is reused, and why:
   every score, shared with stage 06.
 
 Where things live: `ppo_model` (actor, critic, reference on one copy of the weights; optional bf16
-autocast), `ppo_rollout` (sampling, reward placement, `RecScorer`), `ppo_objective` (GAE,
+autocast for the log-prob/value passes, which cuts peak memory ~40%; generation stays fp32, as
+autocast re-casts every frozen weight at each decoding step: 2.2x slower in benchmarks/ppo_step.py), `ppo_rollout` (sampling, reward placement, `RecScorer`), `ppo_objective` (GAE,
 whitening, clipped losses), `ppo_update` (one update and its log row), and this module (the loop,
 validation, checkpoints, `ppo_log.csv`, metrics and the plot).
 
@@ -88,9 +89,8 @@ def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cf
     ac.use_actor()
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
-        with ac.autocast():
-            rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in chunk], do_sample=False,
-                                     max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens)
+        rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in chunk], do_sample=False,
+                                 max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens)
         for rec, text in zip(chunk, rollout.texts):
             titles = parse.parse_titles(text)
             results.append(scorer(rec, titles))

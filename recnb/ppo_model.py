@@ -35,8 +35,9 @@ class ActorCritic(nn.Module):
         lora_r: LoRA rank of both adapters.
         lora_alpha: LoRA alpha of both adapters.
         seed: initialises the adapters and the value head without touching the global RNG.
-        bf16: run forward passes and generation under bf16 autocast (weights stay fp32). On CPUs
-            with AMX/AVX512-bf16 the matmuls get several times faster; log-probs are taken in fp32.
+        bf16: run the log-prob and value passes under bf16 autocast (weights stay fp32; log-probs
+            are taken in fp32): ~40% less peak memory on CPU, not faster there. Generation stays
+            fp32: autocast re-casts the frozen weights at every decoding step.
     """
 
     def __init__(self, sft_model: PreTrainedModel, lora_r: int = 4, lora_alpha: int = 2, seed: int = 0,

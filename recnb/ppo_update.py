@@ -168,9 +168,8 @@ def ppo_update(ac: ActorCritic, opt: torch.optim.Optimizer, tokenizer, records: 
     """One PPO update on a batch of prompts; returns the `ppo_log.csv` row (timings in seconds)."""
     t0 = time.perf_counter()
     ac.use_actor()
-    with ac.autocast():
-        rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in records], max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature, top_k=cfg.top_k, max_prompt_tokens=cfg.max_prompt_tokens)
+    rollout = sample_rollout(ac.model, tokenizer, [r["prompt"] for r in records], max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, top_k=cfg.top_k, max_prompt_tokens=cfg.max_prompt_tokens)
     t1 = time.perf_counter()
     scores, results = score_rollout(rollout, records, tokenizer, scorer, item_rewards=cfg.reward == "full",
                                     list_reward_scale=cfg.list_reward_scale)

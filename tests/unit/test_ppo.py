@@ -192,8 +192,7 @@ def test_first_minibatch_has_ratio_one_and_policy_loss_minus_mean_advantage(warm
     ac.use_actor()
     from recnb.ppo_rollout import sample_rollout
 
-    with ac.autocast():
-        rollout = sample_rollout(ac.model, tok, [r["prompt"] for r in RECORDS[:4]], max_new_tokens=16)
+    rollout = sample_rollout(ac.model, tok, [r["prompt"] for r in RECORDS[:4]], max_new_tokens=16)
     scores, _ = score_rollout(rollout, RECORDS[:4], tok, FruitScorer(), item_rewards=True, list_reward_scale=10.0)
     batch = prepare_batch(ac, rollout, scores, cfg)
     assert batch.old_logp.abs().max() > 0 and torch.allclose(batch.old_logp, batch.ref_logp, atol=1e-2 if bf16 else 1e-5)  # B = 0
