@@ -6,9 +6,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 
