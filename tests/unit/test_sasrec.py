@@ -183,3 +183,16 @@ def test_ml100k_beats_recbole_unmasked():
     model, _ = train_sasrec(model, prepared.splits, TrainConfig(lr=3e-3, patience=10), progress=False)
     result = evaluate_all(model, prepared.splits)["test_unmasked"]
     assert result["hr@10"] > 0.1198 and result["ndcg@10"] > 0.0561
+
+
+def test_rank_form_metrics_agree_with_the_list_form_used_by_eval():
+    """SASRec's vectorised HR/NDCG (0-based target ranks) equal recnb.metrics on the same rankings."""
+    from recnb import metrics, sasrec_eval
+
+    rng = np.random.default_rng(0)
+    rankings = [list(rng.permutation(30) + 1) for _ in range(200)]
+    targets = [int(rng.integers(1, 31)) for _ in rankings]
+    ranks = np.array([r.index(t) for r, t in zip(rankings, targets)])
+    for k in (5, 10):
+        assert sasrec_eval.hit_rate_at_k(ranks, k) == pytest.approx(np.mean([metrics.hit_at_k(r, t, k) for r, t in zip(rankings, targets)]))
+        assert sasrec_eval.ndcg_at_k(ranks, k) == pytest.approx(np.mean([metrics.ndcg_at_k(r, t, k) for r, t in zip(rankings, targets)]))
