@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from recnb import columns as col
 from recnb import metrics, prompts
+from recnb.instructions import read_jsonl
 from recnb.instructions_labels import proportion_bounds
 from recnb.parse import Catalog, parse_titles
 from recnb.rewards import Intent
@@ -53,9 +54,7 @@ def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: in
     Every group keeps the same users, so tables compare models on identical prompts.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; run stage 03_instructions first")
-    frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    frame = pd.DataFrame(read_jsonl(path))
     if frame.empty or "test_group" not in frame:
         raise ValueError(f"{path} has no records with 'test_group'; rerun stage 03_instructions")
     if max_test_users and frame[col.USER].nunique() > max_test_users:

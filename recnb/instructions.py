@@ -158,6 +158,8 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"{path} not found; run stage 03_instructions first")
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
