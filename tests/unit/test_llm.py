@@ -1,7 +1,5 @@
 """recnb.llm: base models, prompt rendering with history truncation, batched generation, adapters."""
 
-import time
-
 import pytest
 import torch
 
@@ -20,10 +18,8 @@ def tiny():
     return llm.load_base(llm.TINY_RANDOM)
 
 
-def test_tiny_random_loads_fast_seeded_and_small(tiny):
-    start = time.perf_counter()
+def test_tiny_random_is_seeded_and_small(tiny):
     model, _ = llm.load_base(llm.TINY_RANDOM)
-    assert time.perf_counter() - start < 1.0
     n_params = sum(p.numel() for p in model.parameters())
     assert 1_000_000 < n_params < 2_000_000
     assert len(model.model.layers) == 2
