@@ -1,6 +1,7 @@
 """recnb.sft: record selection, completion-only masking, LoRA training, adapter round trip, scoring."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -68,6 +69,39 @@ def trained(tmp_path_factory):
     trainer = sft.build_trainer(model, tok, FIXED, settings, tmp_path_factory.mktemp("sft"), wrapped, progress=False)
     trainer.train()
     return trainer, tok, before, settings
+
+
+def _long_record(i: int) -> dict:
+    rec = _record(i, "I3-C")
+    rec["prompt"][1]["content"] += " Candidates: " + ", ".join(f"Candidate film {j}" for j in range(40))
+    return rec
+
+
+def _first_steps(seed: int, steps: int = 2) -> list[list[str]]:
+    """Tasks of the samples of the first optimizer steps (each a list over its micro-batches)."""
+    records = [_long_record(i) for i in range(160)] + [_record(i) for i in range(160, 480)]
+    settings = sft.SFTSettings(batch_size=2, effective_batch=8, max_steps=4, seed=seed, **{
+        k: v for k, v in FAST.items() if k not in ("batch_size", "effective_batch")})
+    model, tok, _ = sft.load_trainable(llm.TINY_RANDOM, settings)
+    trainer = sft.build_trainer(model, tok, records, settings, Path("unused"), progress=False)
+    loader = iter(trainer.get_train_dataloader())
+    out = []
+    for _ in range(steps):
+        micro = [next(loader) for _ in range(sft.grad_accumulation(settings))]
+        # a micro-batch is padded to its longest record: tell the two kinds apart by unpadded length
+        out.append(["I3" if m > 250 else "I0" for b in micro for m in b["attention_mask"].sum(1).tolist()])
+    return out
+
+
+def test_each_optimizer_step_is_a_random_draw_not_the_longest_records():
+    steps = _first_steps(seed=0, steps=4)
+    # A third of the 480 records are long. transformers' group_by_length sorts up to 50 steps' worth by
+    # length (15 here), so its first 4 steps would hold only long records; a random draw, about a third
+    assert [len(tasks) for tasks in steps] == [8, 8, 8, 8]  # micro-batch sizes vary, steps do not
+    drawn = sum(tasks.count("I3") for tasks in steps)
+    assert 4 <= drawn <= 14 and steps[0] != ["I3"] * 8
+    assert _first_steps(seed=0, steps=4) == steps
+    assert any(_first_steps(seed=s, steps=4) != steps for s in (1, 2))
 
 
 def test_completion_only_masking_on_a_rendered_example(trained):
