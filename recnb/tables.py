@@ -2,7 +2,10 @@
 
 CSV holds one row per (matcher, model) and one plain number per column, so it can be read back
 without parsing; the markdown mirrors the paper: uncontrolled values in parentheses, best value of
-each column in **bold** (highest, or lowest for "↓" columns), units in the headers. Fuzzy matching
+each column in **bold** (highest, or lowest for "↓" columns), units in the headers. A "↓" value of a
+model whose items in that group are mostly (≥ 50 %) not catalog titles is marked † and never bold: an
+answer of invented titles has no history items, repeats of real items or items of the excluded
+category, so its low "errors" would otherwise win the column. Fuzzy matching
 (Levenshtein ≤ 3) is the paper's convention and comes first; exact matching follows.
 """
 
@@ -15,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 NOCONTROL = "_nocontrol"
+UNRELIABLE_NON_EXIST_PCT = 50.0  # ↓ columns: a model with at least this NonExist (% items) is not ranked
 MATCHER_ORDER = ("fuzzy", "exact")
 
 
@@ -69,7 +73,12 @@ def build_table(summary: pd.DataFrame, name: str, models: list[str], primary: st
                     row[c.name + " (no control)"] = _lookup(index, matcher, model, c.group + NOCONTROL, c.metric)
             if any(not _missing(v) for k, v in row.items() if k not in ("matcher", "model")):
                 rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # NonExist per (matcher, model, group) of the ↓ columns, for to_markdown's † rule (not a CSV column)
+    table.attrs["non_exist_pct"] = {
+        (r["matcher"], r["model"], c.group): _lookup(index, r["matcher"], r["model"], c.group, "non_exist_pct")
+        for r in rows for c in columns if not c.higher_is_better}
+    return table
 
 
 def _lookup(index: pd.DataFrame, matcher: str, model: str, group: str, metric: str) -> float:
@@ -91,16 +100,26 @@ def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]]
     """
     title, columns = TABLES[name]
     lines = [f"### {title}", ""]
+    non_exist = table.attrs.get("non_exist_pct", {})
+    daggers = False
     for matcher, part in table.groupby("matcher", sort=False):
         lines += [f"Title matching: **{matcher}**" + (" (paper convention)" if matcher == "fuzzy" else ""), ""]
         headers = ["model", *[c.name for c in columns], *(extra or {})]
         lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        best = {c.name: _best(part[c.name], c.higher_is_better) for c in columns}
+
+        def unreliable(model: str, c: Column) -> bool:
+            value = non_exist.get((matcher, model, c.group), math.nan)
+            return not c.higher_is_better and not _missing(value) and value >= UNRELIABLE_NON_EXIST_PCT
+
+        best = {c.name: _best(part.loc[[not unreliable(m, c) for m in part["model"]], c.name], c.higher_is_better)
+                for c in columns}
         for rec in part.to_dict("records"):
             cells = [rec["model"]]
             for c in columns:
                 text = _fmt(rec[c.name], c.digits)
-                if not _missing(rec[c.name]) and rec[c.name] == best[c.name]:
+                if unreliable(rec["model"], c) and not _missing(rec[c.name]):
+                    text, daggers = text + "†", True
+                elif not _missing(rec[c.name]) and rec[c.name] == best[c.name]:
                     text = f"**{text}**"
                 if c.paired:
                     text += f" ({_fmt(rec[c.name + ' (no control)'], c.digits)})"
@@ -108,6 +127,9 @@ def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]]
             cells += [extra[k].get(rec["model"], "–") for k in (extra or {})]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if daggers:
+        lines += [f"† at least {UNRELIABLE_NON_EXIST_PCT:.0f} % of this model's items in the group are not catalog "
+                  "titles, so a low value here is no merit: not ranked for bold.", ""]
     return "\n".join(lines)
 
 

@@ -143,6 +143,18 @@ def test_table3_numbers_bold_and_parentheses(tmp_path):
     assert "no rows" in (tmp_path / "table2.md").read_text()
 
 
+def test_mostly_invented_titles_do_not_win_a_lower_is_better_column():
+    summary = _summary()
+    summary["non_exist_pct"] = 10.0
+    summary.loc[(summary["model"] == "A") & (summary["test_group"] == "I1-C"), "non_exist_pct"] = 80.0
+    md = tables.to_markdown(tables.build_table(summary, "table3", ["A", "B"]), "table3")
+    # A's I1-C TCP of 20 % comes from lists of mostly invented titles: marked, and B's 40 % is bold
+    assert "| A | 0.2000 | 0.1000 | **80.00** (10.00) | 0.2000 | 0.0667 | 20.00† (–) |" in md
+    assert "**40.00** (–)" in md and md.count("† at least 50 %") == 1
+    summary["non_exist_pct"] = 49.0  # below the threshold: ranked as usual
+    assert "†" not in tables.to_markdown(tables.build_table(summary, "table3", ["A", "B"]), "table3")
+
+
 def test_tiny_random_constrained_answers_are_catalog_titles():
     """A random 2-layer model: free decoding writes no catalog title, constrained decoding only those."""
     from recnb import data, llm
