@@ -31,9 +31,11 @@ install-gpu: ## CUDA machines: unsloth's pins (transformers 5.17, trl 1.15) + a 
 run: $(STAMP)
 	$(PY) -m recnb.run $(PARAMS) $(ARGS)
 
-## make paper DATASET=ml-100k: the main path plus the ablation grid (v1, PALR, v3), then tables.
+## make paper DATASET=ml-100k: the main path (skipped where `make run` left it up to date) plus the
+## ablation grid (v1, PALR, v3), then stages 06-07 over every model. --force: 06/07 of the main run
+## are replaced by the grid's (a superset of its models).
 paper: $(STAMP)
-	$(PY) -m recnb.run params/$(DATASET).yaml --paper $(ARGS)
+	$(PY) -m recnb.run params/$(DATASET).yaml --paper --force $(ARGS)
 
 ## make test: unit + pipeline tests (tiny batch through papermill), then nbval on the notebooks.
 test: $(STAMP)

@@ -6,12 +6,17 @@ has those parameters, and one block per stage (`02_sasrec:`) or stage variant
 run only with `--paper`; a block there with the same key as a main one replaces it.
 
 Every key is checked against the notebook's real parameters (`papermill.inspect_notebook`) before
-anything runs; a stage directory that already exists is never written into without `--force`.
+anything runs. Like `make`, a run skips stages that are up to date: complete (`metrics.json`
+written), recorded with the same parameters, and fed by no stage that runs now. A stage directory
+that exists but is stale (incomplete, other parameters, or an upstream stage reruns) is never
+written into without `--force`; `--rerun` reruns every selected stage. So `make paper` after
+`make run` reuses the main path and runs only the ablations and the evaluation over them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -138,16 +143,63 @@ def select_jobs(jobs: list[Job], only: str | None = None, start: str | None = No
     return jobs
 
 
-def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool = False, log_output: bool = False) -> None:
-    """Run the jobs in order; stop at the first failure with the stage, cell and error."""
+EVAL_STAGES = ("06_eval", "07_case_study")  # they read every variant's outputs, not only the main path's
+
+
+def feeds(upstream: Job, job: Job) -> bool:
+    """Whether `job` may read `upstream`'s outputs: main-path stages feed every later stage,
+    variants (`04_sft_unsloth:v1`) feed only the evaluation stages."""
+    earlier = paths.STAGES.index(upstream.stage) < paths.STAGES.index(job.stage)
+    return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
+
+
+def stage_state(target: Path, params: dict[str, Any]) -> str:
+    """`missing`, `incomplete` (no metrics.json: never finished), `changed` (recorded parameters
+    differ from `params`) or `done`."""
+    if not target.exists():
+        return "missing"
+    if not (target / col.METRICS_FILE).exists():
+        return "incomplete"
+    try:
+        recorded = json.loads((target / col.PARAMS_FILE).read_text())
+    except (OSError, ValueError):
+        return "changed"
+    same = all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items())
+    return "done" if same else "changed"
+
+
+def plan(jobs: list[Job], out_root: Path, force: bool = False, rerun: bool = False) -> tuple[list[Job], list[Job]]:
+    """Split `jobs` into (to run, up to date); raise if a stale stage directory would be overwritten
+    without `force`. A stage reruns when it is missing, stale, or fed by a stage that runs now."""
+    todo, fresh, blocked = [], [], []
+    for job in jobs:
+        state = stage_state(out_root / job.name, job.params)
+        upstream = [j.name for j in todo if feeds(j, job)]
+        if state == "done" and not upstream and not rerun:
+            fresh.append(job)
+            continue
+        if state != "missing" and not (force or rerun):
+            why = f"{upstream[0]} reruns" if state == "done" else ("params changed" if state == "changed" else state)
+            blocked.append(f"{job.name} ({why})")
+        todo.append(job)
+    if blocked:
+        raise ParamsError(f"{out_root}: {', '.join(blocked)} already exist(s); pass --force to rerun them, "
+                          "or pick another 'run' name")
+    return todo, fresh
+
+
+def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool = False, log_output: bool = False,
+            rerun: bool = False) -> None:
+    """Run the jobs that are not up to date, in order; stop at the first failure with the stage, cell and error."""
     import papermill
     from tqdm.auto import tqdm
 
     out_root = paths.run_dir(outputs_dir, run)
-    for job in jobs:  # refuse before running anything
-        target = out_root / job.name
-        if target.exists() and not force:
-            raise ParamsError(f"{target} already exists; pass --force to write into it, or pick another 'run' name")
+    jobs, fresh = plan(jobs, out_root, force, rerun)  # refuse before running anything
+    for job in fresh:
+        print(f"{job.name}: up to date, skipped ({out_root / job.name}; --rerun to run it again)")
+    if not jobs:
+        return
     nb_dir = out_root / "notebooks"
     nb_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(jobs, desc=f"run {run}", unit="stage")
@@ -182,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("params", help="params/<name>.yaml")
     ap.add_argument("--only", help="run one stage (e.g. 02_sasrec, 02, or 04_sft_unsloth:v1)")
     ap.add_argument("--from", dest="start", help="run from this stage to the end")
-    ap.add_argument("--force", action="store_true", help="write into stage directories that already exist")
+    ap.add_argument("--force", action="store_true",
+                    help="rerun stale stages whose directories exist (up-to-date stages are still skipped)")
+    ap.add_argument("--rerun", action="store_true", help="rerun every selected stage, even when up to date")
     ap.add_argument("--paper", action="store_true", help="also run the 'paper:' ablation blocks")
     ap.add_argument("--outputs-dir", default="outputs", help="root of all runs (default: outputs/)")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
@@ -190,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run, jobs = load_jobs(args.params, paper=args.paper, outputs_dir=args.outputs_dir)
         jobs = select_jobs(jobs, args.only, args.start)
-        execute(jobs, run, args.outputs_dir, force=args.force, log_output=args.log_output)
+        execute(jobs, run, args.outputs_dir, force=args.force, log_output=args.log_output, rerun=args.rerun)
     except (ParamsError, StageFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

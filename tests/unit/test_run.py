@@ -1,4 +1,7 @@
-"""The papermill runner: merge of common + stage blocks, validation before running, refusal, errors."""
+"""The papermill runner: merge of common + stage blocks, validation before running, up-to-date skips,
+refusal to overwrite stale stages, errors."""
+
+import json
 
 import pytest
 
@@ -63,16 +66,54 @@ def test_paper_blocks_only_with_flag(tmp_path):
     assert run.load_jobs(f, paper=True)[1][0].params["user_core"] == 2
 
 
-def test_runs_stage_then_refuses_to_overwrite(tmp_path, capsys):
+def test_runs_stage_then_skips_it_and_refuses_to_overwrite_when_stale(tmp_path, capsys):
     f = write(tmp_path, "run: r\ncommon: {dataset: tiny, threads: 1}\n01_data_duckdb: {}\n")
     out = str(tmp_path / "outputs")
     assert run.main([str(f), "--outputs-dir", out]) == 0
     stage = paths.stage_dir(out, "r", "01_data_duckdb", create=False)
     assert (stage / "metrics.json").exists() and (tmp_path / "outputs/r/notebooks/01_data_duckdb.ipynb").exists()
     before = (stage / "items.parquet").stat().st_mtime_ns
+    capsys.readouterr()
+    assert run.main([str(f), "--outputs-dir", out]) == 0  # same params: up to date
+    assert "01_data_duckdb: up to date, skipped" in capsys.readouterr().out
+    assert (stage / "items.parquet").stat().st_mtime_ns == before
+    f = write(tmp_path, "run: r\ncommon: {dataset: tiny, threads: 1}\n01_data_duckdb: {user_core: 3}\n")
     assert run.main([str(f), "--outputs-dir", out]) == 2
-    assert "already exists; pass --force" in capsys.readouterr().err
+    assert "01_data_duckdb (params changed) already exist(s); pass --force" in capsys.readouterr().err
     assert (stage / "items.parquet").stat().st_mtime_ns == before  # nothing touched
+    assert run.main([str(f), "--outputs-dir", out, "--force"]) == 0
+    assert (stage / "items.parquet").stat().st_mtime_ns != before
+    assert json.loads((stage / "params.json").read_text())["user_core"] == 3
+
+
+def _done(root, name, params):
+    (root / name).mkdir(parents=True)
+    (root / name / "params.json").write_text(json.dumps(params))
+    (root / name / "metrics.json").write_text("{}")
+
+
+def test_plan_reruns_what_a_rerun_stage_feeds_and_nothing_else(tmp_path):
+    jobs = [run.Job("04_sft_unsloth", "", {"a": 1}), run.Job("04_sft_unsloth", "v1", {"a": 1}),
+            run.Job("05_ppo", "", {"b": [1, 2]}), run.Job("06_eval", "", {"models": {"x": "y"}}),
+            run.Job("07_case_study", "", {})]
+    _done(tmp_path, "04_sft_unsloth", {"a": 1, "seed": 0})
+    _done(tmp_path, "05_ppo", {"b": [1, 2]})
+    _done(tmp_path, "06_eval", {"models": {"x": "y"}})
+    _done(tmp_path, "07_case_study", {})
+    # the new variant feeds only the evaluation stages: 04 and 05 stay, 06 and 07 are stale
+    with pytest.raises(run.ParamsError, match=r"06_eval \(04_sft_unsloth-v1 reruns\), 07_case_study"):
+        run.plan(jobs, tmp_path)
+    todo, fresh = run.plan(jobs, tmp_path, force=True)
+    assert [j.name for j in todo] == ["04_sft_unsloth-v1", "06_eval", "07_case_study"]
+    assert [j.name for j in fresh] == ["04_sft_unsloth", "05_ppo"]
+    # a main-path stage with other params reruns, and so does everything after it
+    (tmp_path / "04_sft_unsloth" / "params.json").write_text(json.dumps({"a": 2}))
+    assert len(run.plan(jobs, tmp_path, force=True)[0]) == 5
+    (tmp_path / "04_sft_unsloth" / "params.json").write_text(json.dumps({"a": 1}))
+    (tmp_path / "05_ppo" / "metrics.json").unlink()  # a failed or interrupted stage is incomplete
+    with pytest.raises(run.ParamsError, match=r"05_ppo \(incomplete\)"):
+        run.plan(jobs[:3], tmp_path)
+    assert [j.name for j in run.plan(jobs, tmp_path, rerun=True)[0]] == [j.name for j in jobs]
 
 
 def test_failed_stage_names_stage_and_cell_and_leaves_it_incomplete(tmp_path, capsys):
