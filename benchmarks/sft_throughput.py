@@ -2,7 +2,7 @@
 
 - naive: stock trl `SFTTrainer`, batch 1 (accumulated to the same effective batch), random order,
   fp32, trl's own loss path (its tiled fused-LM-head kernel).
-- ours-fp32: `recnb.sft` (batch `--batch`, length-grouped batches, loss on answer tokens only).
+- ours-fp32: `recnb.sft` (batch `--batch`, each step a random draw cut into micro-batches of similar length, loss on answer tokens only).
 - ours-bf16: the same under CPU bf16 autocast (the stage-04 default).
 
 Each configuration runs in its own process (so peak RSS is its own) for the same records
