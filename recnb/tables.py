@@ -2,10 +2,11 @@
 
 CSV holds one row per (matcher, model) and one plain number per column, so it can be read back
 without parsing; the markdown mirrors the paper: uncontrolled values in parentheses, best value of
-each column in **bold** (highest, or lowest for "↓" columns), units in the headers. A "↓" value of a
-model whose items in that group are mostly (≥ 50 %) not catalog titles is marked † and never bold: an
-answer of invented titles has no history items, repeats of real items or items of the excluded
-category, so its low "errors" would otherwise win the column. Fuzzy matching
+each column in **bold** (highest, or lowest for "↓" columns), units in the headers. Where invented
+titles flatter a column (the "↓" ones but NonExist, and I2 "≤ 20 %" CPA), the value of a model whose
+items in that group are mostly (≥ 50 %) not catalog titles is marked † and never bold: an answer of
+invented titles has no history items and no items of the excluded category, so its low "errors"
+would otherwise win the column. Fuzzy matching
 (Levenshtein ≤ 3) is the paper's convention and comes first; exact matching follows.
 """
 
@@ -32,6 +33,11 @@ class Column:
     higher_is_better: bool = True
     paired: bool = False  # show the `<group>_nocontrol` value in parentheses
     digits: int = 4
+    invented_flatters: bool | None = None  # invented titles make it look good (default: the "↓" columns)
+
+    @property
+    def flattered(self) -> bool:
+        return (not self.higher_is_better) if self.invented_flatters is None else self.invented_flatters
 
 
 def _hr_ndcg(group: str, k: str = "10") -> list[Column]:
@@ -48,11 +54,12 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
     "table4": (("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence; "
                 "SASRec = its ranking filtered by the intention)"), [
         col for g in ("I2<=20", "I2~=30", "I2>=30")
-        for col in (*_hr_ndcg(g), Column(f"{g} CPA (%) ↑", g, "cpa_pct", True, True, 2))]),
+        # "at most 20 %" is met by a list of invented titles (none in C), so that CPA is flattered too
+        for col in (*_hr_ndcg(g), Column(f"{g} CPA (%) ↑", g, "cpa_pct", True, True, 2, g.startswith("I2<=")))]),
     "table5": ("Table 5 — formatting for k ∈ 11..15 (errors in % of items, CorrectCount in % of lists)", [
         Column("CorrectCount (% lists) ↑", "k11-15", "correct_count_pct", True, False, 2),
         Column("RepeatItem@K (% items) ↓", "k11-15", "repeat_item_pct", False, False, 2),
-        Column("NonExist@K (% items) ↓", "k11-15", "non_exist_pct", False, False, 2),
+        Column("NonExist@K (% items) ↓", "k11-15", "non_exist_pct", False, False, 2, False),
         Column("InHistory@K (% items) ↓", "k11-15", "in_history_pct", False, False, 2),
         Column("HR@K ↑", "k11-15", "hr"), Column("NDCG@K ↑", "k11-15", "ndcg")]),
 }
@@ -77,7 +84,7 @@ def build_table(summary: pd.DataFrame, name: str, models: list[str], primary: st
     # NonExist per (matcher, model, group) of the ↓ columns, for to_markdown's † rule (not a CSV column)
     table.attrs["non_exist_pct"] = {
         (r["matcher"], r["model"], c.group): _lookup(index, r["matcher"], r["model"], c.group, "non_exist_pct")
-        for r in rows for c in columns if not c.higher_is_better}
+        for r in rows for c in columns if c.flattered}
     return table
 
 
@@ -109,7 +116,7 @@ def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]]
 
         def unreliable(model: str, c: Column) -> bool:
             value = non_exist.get((matcher, model, c.group), math.nan)
-            return not c.higher_is_better and not _missing(value) and value >= UNRELIABLE_NON_EXIST_PCT
+            return c.flattered and not _missing(value) and value >= UNRELIABLE_NON_EXIST_PCT
 
         best = {c.name: _best(part.loc[[not unreliable(m, c) for m in part["model"]], c.name], c.higher_is_better)
                 for c in columns}

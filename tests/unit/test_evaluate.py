@@ -151,6 +151,15 @@ def test_mostly_invented_titles_do_not_win_a_lower_is_better_column():
     # A's I1-C TCP of 20 % comes from lists of mostly invented titles: marked, and B's 40 % is bold
     assert "| A | 0.2000 | 0.1000 | **80.00** (10.00) | 0.2000 | 0.0667 | 20.00† (–) |" in md
     assert "**40.00** (–)" in md and md.count("† at least 50 %") == 1
+    five = pd.DataFrame([{"model": m, "test_group": "k11-15", "matcher": "fuzzy", "non_exist_pct": ne,
+                          "in_history_pct": ih} for m, ne, ih in (("A", 90.0, 0.0), ("B", 20.0, 5.0))])
+    md5 = tables.to_markdown(tables.build_table(five, "table5", ["A", "B"]), "table5")
+    # NonExist is itself the measure of invented titles: shown plainly; InHistory is flattered by them
+    assert "| A | – | – | 90.00 | 0.00† | – | – |" in md5 and "| B | – | – | **20.00** | **5.00** | – | – |" in md5
+    four = pd.DataFrame([{"model": m, "test_group": "I2<=20", "matcher": "fuzzy", "non_exist_pct": ne, "cpa_pct": cpa}
+                         for m, ne, cpa in (("A", 90.0, 100.0), ("B", 10.0, 60.0))])
+    md4 = tables.to_markdown(tables.build_table(four, "table4", ["A", "B"]), "table4")
+    assert "100.00† (–)" in md4 and "**60.00** (–)" in md4  # "at most 20 %" is met by invented titles
     summary["non_exist_pct"] = 49.0  # below the threshold: ranked as usual
     assert "†" not in tables.to_markdown(tables.build_table(summary, "table3", ["A", "B"]), "table3")
 
