@@ -114,7 +114,7 @@ def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]]
         headers = ["model", *[c.name for c in columns], *(extra or {})]
         lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
 
-        def unreliable(model: str, c: Column) -> bool:
+        def unreliable(model: str, c: Column, matcher: str = matcher) -> bool:
             value = non_exist.get((matcher, model, c.group), math.nan)
             return c.flattered and not _missing(value) and value >= UNRELIABLE_NON_EXIST_PCT
 
@@ -135,8 +135,8 @@ def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if daggers:
-        lines += [f"† at least {UNRELIABLE_NON_EXIST_PCT:.0f} % of this model's items in the group are not catalog "
-                  "titles, so a low value here is no merit: not ranked for bold.", ""]
+        lines += [(f"† at least {UNRELIABLE_NON_EXIST_PCT:.0f} % of this model's items in the group are not catalog "
+                   "titles, so a low value here is no merit: not ranked for bold."), ""]
     return "\n".join(lines)
 
 
