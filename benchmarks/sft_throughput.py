@@ -67,7 +67,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     steps = args.naive_steps if naive else args.steps
     records = load_records(args.records, steps * args.effective_batch, seed=0)
     settings = sft.SFTSettings(batch_size=1 if naive else args.batch, effective_batch=args.effective_batch,
-                               max_steps=steps, bf16=name == "ours-bf16", group_by_length=not naive,
+                               max_steps=steps, bf16=name == "ours-bf16", length_balanced=not naive,
                                learning_rate=1e-3, warmup=0.0, logging_steps=1, lora_dropout=args.lora_dropout)
     model, tok, wrapped = sft.load_trainable(args.model, settings)
     trainer = sft.build_trainer(model, tok, records, settings, Path("/tmp/sft_bench"), wrapped, progress=False)

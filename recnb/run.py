@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from recnb import columns as col
-from recnb import paths
+from recnb import paths, record
 
 RESERVED = ("run", "outputs_dir", "variant")
 
@@ -161,8 +161,8 @@ def stage_state(target: Path, params: dict[str, Any]) -> str:
     if not (target / col.METRICS_FILE).exists():
         return "incomplete"
     try:
-        recorded = json.loads((target / col.PARAMS_FILE).read_text())
-    except (OSError, ValueError):
+        recorded = record.read_json(target / col.PARAMS_FILE)
+    except (OSError, ValueError):  # missing or malformed: nothing says these params made it
         return "changed"
     same = all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items())
     return "done" if same else "changed"

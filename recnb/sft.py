@@ -52,7 +52,7 @@ class SFTSettings:
     max_length: int = 512  # prompt + answer tokens; longer records are cut at the end
     warmup: float = 0.03  # < 1: fraction of the steps, >= 1: steps
     bf16: bool = True  # CPU: bf16 autocast over fp32 weights; CUDA: bf16 weights
-    group_by_length: bool = True  # each step: a random draw, cut into micro-batches of similar length
+    length_balanced: bool = True  # each step: a random draw, cut into micro-batches of similar length
     gradient_checkpointing: bool = False  # trades ~30% speed for memory; off on CPU
     use_unsloth: bool = False
     logging_steps: int = 1
@@ -178,7 +178,7 @@ def sft_config(out_dir: Path, settings: SFTSettings, device: torch.device, progr
         # "batch_rebalance" draws each optimizer step's samples at random, then cuts them into micro-batches of
         # similar length. "group_by_length" sorts 50 steps' worth by length, so a short run trained only on the
         # longest records (the candidate-list tasks) first: on ml-100k its first 7 of 15 steps were all I3.
-        train_sampling_strategy="batch_rebalance" if settings.group_by_length else "random",
+        train_sampling_strategy="batch_rebalance" if settings.length_balanced else "random",
         seed=settings.seed, data_seed=settings.seed, dataloader_num_workers=0, disable_tqdm=not progress,
     )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 NOCONTROL = "_nocontrol"
-UNRELIABLE_NON_EXIST_PCT = 50.0  # ↓ columns: a model with at least this NonExist (% items) is not ranked
+UNRELIABLE_NON_EXIST_PCT = 50.0  # columns invented titles flatter: a model with this NonExist (% items) is not ranked
 MATCHER_ORDER = ("fuzzy", "exact")
 
 

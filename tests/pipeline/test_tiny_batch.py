@@ -1,7 +1,6 @@
 """The tiny batch 01→07 through papermill (as CI and `make run` drive it), then the file contracts
 of every stage (CONTRACTS.md)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,8 @@ import pandas as pd
 import pytest
 
 from recnb import paths
+from recnb.instructions import read_jsonl
+from recnb.record import read_json
 
 RUN = "tiny"
 
@@ -24,13 +25,13 @@ def run_root(tmp_path_factory):
 
 
 def metrics(run_root, stage):
-    return json.loads((run_root / stage / "metrics.json").read_text())
+    return read_json(run_root / stage / "metrics.json")
 
 
 def test_every_stage_finished_with_params_and_metrics(run_root):
     for stage in paths.STAGES:
         assert (run_root / stage / "metrics.json").exists(), stage
-        params = json.loads((run_root / stage / "params.json").read_text())
+        params = read_json(run_root / stage / "params.json")
         assert params["run"] == RUN and params["dataset"] == "tiny"
         assert (run_root / "notebooks" / f"{stage}.ipynb").exists()
 
@@ -64,10 +65,11 @@ def test_stage02_teacher_contract(run_root):
 def test_stage03_instruction_files(run_root):
     d = run_root / "03_instructions"
     fields = {"task", "user_id", "split", "candidates", "prompt", "completion", "k", "intent", "target", "history", "label"}
-    for name in ("sft_train", "sft_train_palr", "sft_valid", "rl_prompts", "test_prompts"):
-        rows = [json.loads(line) for line in (d / f"{name}.jsonl").read_text().splitlines()]
+    files = {name: read_jsonl(d / f"{name}.jsonl")
+             for name in ("sft_train", "sft_train_palr", "sft_valid", "rl_prompts", "test_prompts")}
+    for name, rows in files.items():
         assert rows and all(fields <= set(r) for r in rows), name
-    test = [json.loads(line) for line in (d / "test_prompts.jsonl").read_text().splitlines()]
+    test = files["test_prompts"]
     assert {"I0", "I1+C", "I1-C", "I2<=20", "I2~=30", "I2>=30", "k11-15"} <= {r["test_group"] for r in test}
     assert all(r["target"] not in r["history"] for r in test if r["target"] is not None)
     assert metrics(run_root, "03_instructions")["label_problems"] == 0
