@@ -107,8 +107,30 @@ def _read_ml100k_recbole(wheel: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _movie_title(title: str, year: object) -> str:
-    year = str(year).strip()
-    return f"{str(title).strip()} ({year})" if year and year != "nan" else str(title).strip()
+    year, title = str(year).strip(), natural_title(str(title).strip())
+    return f"{title} ({year})" if year and year != "nan" else title
+
+
+# MovieLens files the article at the end, as a library index does ("Shining, The (1980)"). An LLM
+# read and writes "The Shining (1980)": the indexed form turns titles it knows into strings it has
+# never seen, so its answers miss the catalog (and fuzzy matching, ≤ 3 edits, cannot bridge a moved
+# word). Titles are therefore put back in reading order before anything downstream sees them.
+_ARTICLES = ("The", "A", "An", "La", "Le", "Les", "L'", "Il", "El", "Das", "Der", "Die")
+_FILED_ARTICLE = re.compile(r"^(?P<body>.+), (?P<article>" + "|".join(map(re.escape, _ARTICLES))
+                            + r")(?P<tail>(?: \([^()]*\))*)$")
+
+
+def natural_title(title: str) -> str:
+    """`"Shawshank Redemption, The (1994)"` → `"The Shawshank Redemption (1994)"`.
+
+    Moves one trailing article (English, French, Italian, Spanish, German) back to the front, keeping
+    any parenthesised tails (alternative titles, the year) where they are; other titles pass unchanged.
+    """
+    match = _FILED_ARTICLE.match(title)
+    if not match:
+        return title
+    article, body, tail = match["article"], match["body"], match["tail"]
+    return f"{article}{'' if article.endswith(chr(39)) else ' '}{body}{tail}"
 
 
 def _parse_grouplens(data: bytes, item: bytes, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,7 +143,7 @@ def _parse_grouplens(data: bytes, item: bytes, source: str) -> tuple[pd.DataFram
         if len(fields) != 5 + len(ML100K_GENRES):
             raise DataError(f"{source}: u.item line {n} has {len(fields)} fields, expected 24")
         genres = [g for g, flag in zip(ML100K_GENRES, fields[5:]) if flag == "1"]
-        rows.append((fields[0], fields[1].strip(), genres))
+        rows.append((fields[0], natural_title(fields[1].strip()), genres))
     items = pd.DataFrame(rows, columns=["item", "title", "categories"])
     interactions = pd.DataFrame(
         {"user": inter["user"].astype(str), "item": inter["item"].astype(str), "timestamp": inter["timestamp"].astype("int64")}

@@ -18,7 +18,7 @@ def test_grouplens_folder_and_zip_agree(fixtures_dir, tmp_path):
     assert len(inter) == 8 * 7 + 1 and len(items) == 12
     toy = items.set_index("item").loc["1"]
     assert toy.title == "Toy Story (1995)" and toy.categories == ["Animation", "Children's", "Comedy"]
-    assert items.set_index("item").loc["11"].title == "Misérables, Les (1995)"  # latin-1 decoded
+    assert items.set_index("item").loc["11"].title == "Les Misérables (1995)"  # latin-1 decoded, article in front
     archive = tmp_path / "ml-100k.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for name in ("u.data", "u.item"):
@@ -26,6 +26,31 @@ def test_grouplens_folder_and_zip_agree(fixtures_dir, tmp_path):
     inter2, items2 = sources.read_ml100k(archive)
     pd.testing.assert_frame_equal(inter, inter2)
     pd.testing.assert_frame_equal(items, items2)
+
+
+@pytest.mark.parametrize("filed, natural", [
+    ("Shawshank Redemption, The (1994)", "The Shawshank Redemption (1994)"),
+    ("Time to Kill, A (1996)", "A Time to Kill (1996)"),
+    ("Postino, Il (1994)", "Il Postino (1994)"),
+    ("Homme, L' (1990)", "L'Homme (1990)"),
+    ("Good, the Bad and the Ugly, The (1966)", "The Good, the Bad and the Ugly (1966)"),  # only the last comma
+    ("City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+     "The City of Lost Children (Cité des enfants perdus, La) (1995)"),  # tails stay behind the title
+    ("Shining, The", "The Shining"),  # no year
+    ("Sex, Lies, and Videotape (1989)", "Sex, Lies, and Videotape (1989)"),  # "and" is no article
+    ("Hate (Haine, La) (1995)", "Hate (Haine, La) (1995)"),  # article only inside the alternative title
+    ("Theatre, Then (1990)", "Theatre, Then (1990)"),
+    ("Net, the (1995)", "Net, the (1995)"),  # articles are matched case-sensitively, as MovieLens writes them
+])
+def test_natural_title_moves_a_filed_article_to_the_front(filed, natural):
+    assert sources.natural_title(filed) == natural
+
+
+def test_recbole_titles_read_in_natural_order():
+    inter, items = sources.read_ml100k()
+    titles = set(items["title"])
+    assert {"The Shawshank Redemption (1994)", "The Usual Suspects (1995)", "Il Postino (1994)"} <= titles
+    assert not any(t.split(" (")[0].endswith(", The") for t in titles)
 
 
 def test_duplicate_titles_made_unique(fixtures_dir):
