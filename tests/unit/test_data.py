@@ -47,7 +47,7 @@ def test_natural_title_moves_a_filed_article_to_the_front(filed, natural):
 
 
 def test_recbole_titles_read_in_natural_order():
-    inter, items = sources.read_ml100k()
+    _, items = sources.read_ml100k()
     titles = set(items["title"])
     assert {"The Shawshank Redemption (1994)", "The Usual Suspects (1995)", "Il Postino (1994)"} <= titles
     assert not any(t.split(" (")[0].endswith(", The") for t in titles)
