@@ -57,7 +57,13 @@ def recbole_wheel(cache_dir: Path = CACHE_DIR) -> Path:
 
 
 def read_ml100k(raw_path: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """MovieLens-100k from the recbole wheel (default), a GroupLens `ml-100k.zip`, or its folder."""
+    """MovieLens-100k from the recbole wheel (default), a GroupLens `ml-100k.zip`, or its folder,
+    with titles in reading order (`natural_title`) whichever format they came in."""
+    interactions, items = _read_ml100k_raw(raw_path)
+    return interactions, items.assign(title=items["title"].map(natural_title))
+
+
+def _read_ml100k_raw(raw_path: str | Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     if raw_path is None or str(raw_path) == "":
         return _read_ml100k_recbole(recbole_wheel())
     path = Path(raw_path)
@@ -107,12 +113,12 @@ def _read_ml100k_recbole(wheel: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _movie_title(title: str, year: object) -> str:
-    year, title = str(year).strip(), natural_title(str(title).strip())
-    return f"{title} ({year})" if year and year != "nan" else title
+    year = str(year).strip()
+    return f"{str(title).strip()} ({year})" if year and year != "nan" else str(title).strip()
 
 
 # MovieLens files the article at the end, as a library index does ("Shining, The (1980)"). An LLM
-# read and writes "The Shining (1980)": the indexed form turns titles it knows into strings it has
+# reads and writes "The Shining (1980)": the indexed form turns titles it knows into strings it has
 # never seen, so its answers miss the catalog (and fuzzy matching, ≤ 3 edits, cannot bridge a moved
 # word). Titles are therefore put back in reading order before anything downstream sees them.
 _ARTICLES = ("The", "A", "An", "La", "Le", "Les", "L'", "Il", "El", "Das", "Der", "Die")
@@ -130,7 +136,8 @@ def natural_title(title: str) -> str:
     if not match:
         return title
     article, body, tail = match["article"], match["body"], match["tail"]
-    return f"{article}{'' if article.endswith(chr(39)) else ' '}{body}{tail}"
+    gap = "" if article.endswith("'") else " "  # "L'Homme", "The Shining"
+    return f"{article}{gap}{body}{tail}"
 
 
 def _parse_grouplens(data: bytes, item: bytes, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -143,7 +150,7 @@ def _parse_grouplens(data: bytes, item: bytes, source: str) -> tuple[pd.DataFram
         if len(fields) != 5 + len(ML100K_GENRES):
             raise DataError(f"{source}: u.item line {n} has {len(fields)} fields, expected 24")
         genres = [g for g, flag in zip(ML100K_GENRES, fields[5:]) if flag == "1"]
-        rows.append((fields[0], natural_title(fields[1].strip()), genres))
+        rows.append((fields[0], fields[1].strip(), genres))
     items = pd.DataFrame(rows, columns=["item", "title", "categories"])
     interactions = pd.DataFrame(
         {"user": inter["user"].astype(str), "item": inter["item"].astype(str), "timestamp": inter["timestamp"].astype("int64")}
