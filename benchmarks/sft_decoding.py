@@ -10,7 +10,8 @@ with the untuned base and the SFT model (the stage's adapter merged), under each
   (`RepetitionPenaltyLogitsProcessor(prompt_ignore_length=...)`);
 - `rep-all:P`: the same penalty over prompt and answer (transformers' `repetition_penalty=P`);
 - `constrained`: stage 06's catalog trie (catalog titles only, no repeats, no history items, at
-  most k lines).
+  most k lines);
+- `beam:N`: beam search with N beams (whole-answer likelihood instead of one token at a time).
 
 Scores every answer with stage 04's scorer (its `fuzzy` setting). Penalty modes decode all prompts in
 one left-padded batch so that one prompt length holds for every row. Prints a table and ends with
@@ -36,7 +37,7 @@ def processors(mode: str, tokenizer, records: list[dict], items: pd.DataFrame, m
                max_prompt_tokens: int) -> tuple[LogitsProcessorList | None, bool]:
     """(logits processors, whether all prompts must share one batch) for a decoding mode."""
     name, _, value = mode.partition(":")
-    if name == "free":
+    if name in ("free", "beam"):
         return None, False
     if name == "constrained":
         frame = pd.DataFrame({"prompt": [r["prompt"] for r in records], "history": [r["history"] for r in records],
@@ -50,14 +51,14 @@ def processors(mode: str, tokenizer, records: list[dict], items: pd.DataFrame, m
             texts = llm.render_prompts(tokenizer, [r["prompt"] for r in records], max_prompt_tokens)
             ignore = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         return LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=ignore)]), True
-    raise SystemExit(f"--modes: unknown mode {mode!r}; use free, constrained, rep-answer:P or rep-all:P")
+    raise SystemExit(f"--modes: unknown mode {mode!r}; use free, constrained, beam:N, rep-answer:P or rep-all:P")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default="outputs/ml-100k", help="a finished run (stages 01, 03 and 04)")
     ap.add_argument("--stage", default="04_sft_unsloth", help="the SFT stage dir inside --run-dir")
-    ap.add_argument("--modes", default="free,rep-answer:1.15,rep-all:1.2,constrained")
+    ap.add_argument("--modes", default="free,rep-answer:1.15,rep-all:1.2,constrained,beam:4")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -80,7 +81,8 @@ def main() -> None:
         for mode in args.modes.split(","):
             procs, one_batch = processors(mode, tok, records, items, **kw)
             t0 = time.perf_counter()
-            answers = llm.generate(model, tok, [r["prompt"] for r in records], logits_processor=procs,
+            beams = int(mode.partition(":")[2]) if mode.startswith("beam:") else 1
+            answers = llm.generate(model, tok, [r["prompt"] for r in records], logits_processor=procs, num_beams=beams,
                                    batch_size=len(records) if one_batch else args.batch_size, progress=False, **kw)
             seconds = time.perf_counter() - t0
             scores = sft.score_answers(records, answers, catalog, fuzzy=fuzzy, label=label)

@@ -264,12 +264,15 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
              max_new_tokens: int = 160, batch_size: int = 16, do_sample: bool = False,
              temperature: float = 1.0, top_k: int = 0, max_prompt_tokens: int = 512,
              logits_processor: Any = None, prefix_allowed_tokens_fn: Callable | None = None,
-             progress: bool = True) -> list[str]:
+             num_beams: int = 1, progress: bool = True) -> list[str]:
     """Answer each conversation; returns the decoded completions in input order.
 
     Batched with left padding and the KV cache; prompts are sorted by length so a batch wastes
     little on padding. Sampling uses torch's global RNG (seed it for reproducible samples).
+    `num_beams` > 1 (greedy only) scores whole continuations instead of one token at a time.
     """
+    if num_beams > 1 and do_sample:
+        raise ValueError("generate: num_beams > 1 is beam search, which needs do_sample=False")
     texts = render_prompts(tokenizer, messages_list, max_prompt_tokens)
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
@@ -286,7 +289,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
         out = model.generate(**batch, max_new_tokens=max_new_tokens, use_cache=True,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              logits_processor=logits_processor,
-                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, **sampling)
+                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=num_beams, **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             answers[i] = text.strip()

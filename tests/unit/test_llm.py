@@ -64,6 +64,23 @@ def test_generate_batched_equals_one_by_one_and_keeps_order(tiny):
     assert batched == single
 
 
+def test_generate_passes_num_beams_to_greedy_generation_and_refuses_it_with_sampling(tiny, monkeypatch):
+    model, tok = tiny
+    seen = []
+    real = model.generate
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs.get(k) for k in ("num_beams", "do_sample")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    convs = [_messages(["A", "B"] * n) for n in (1, 3)]
+    answers = llm.generate(model, tok, convs, max_new_tokens=4, num_beams=3, batch_size=2, progress=False)
+    assert len(answers) == 2 and seen == [{"num_beams": 3, "do_sample": False}]
+    with pytest.raises(ValueError, match="do_sample=False"):
+        llm.generate(model, tok, convs, num_beams=2, do_sample=True, max_new_tokens=4, progress=False)
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="base model '/nonexistent/model'"):
         llm.load_base("/nonexistent/model")
