@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--run-dir", default="outputs/ml-100k", help="a finished run (stages 01, 03 and 04)")
     ap.add_argument("--stage", default="04_sft_unsloth", help="the SFT stage dir inside --run-dir")
     ap.add_argument("--modes", default="free,rep-answer:1.15,rep-all:1.2,constrained,beam:4")
+    ap.add_argument("--models", default="base,sft", help="base (untuned), sft (the stage's adapter), or both")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -75,7 +76,10 @@ def main() -> None:
     print(f"{run / args.stage}: {len(records)} valid prompts, {'fuzzy' if fuzzy else 'exact'} matching, "
           f"{args.threads} thread(s)")
     rows = []
-    for label in ("base", "sft"):
+    labels = args.models.split(",")
+    if not labels or set(labels) - {"base", "sft"}:
+        raise SystemExit(f"--models {args.models!r}: use base, sft or base,sft")
+    for label in labels:
         model, tok = (llm.load_base(params["base_model"]) if label == "base"
                       else llm.load_for_inference(run / args.stage))
         for mode in args.modes.split(","):
