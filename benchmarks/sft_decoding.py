@@ -33,24 +33,25 @@ from recnb import evaluate, llm, record, sft
 from recnb.parse import Catalog
 
 
-def processors(mode: str, tokenizer, records: list[dict], items: pd.DataFrame, max_new_tokens: int,
-               max_prompt_tokens: int) -> tuple[LogitsProcessorList | None, bool]:
-    """(logits processors, whether all prompts must share one batch) for a decoding mode."""
+def decoding(mode: str, tokenizer, records: list[dict], items: pd.DataFrame, *, batch_size: int,
+             max_new_tokens: int, max_prompt_tokens: int) -> dict:
+    """The `llm.generate` keyword arguments (batch size, logits processors, beams) of a decoding mode."""
     name, _, value = mode.partition(":")
-    if name in ("free", "beam"):
-        return None, False
-    if name == "constrained":
-        frame = pd.DataFrame({"prompt": [r["prompt"] for r in records], "history": [r["history"] for r in records],
-                              "k": [int(r["k"]) for r in records]})
-        return LogitsProcessorList([evaluate.make_constraint(
-            tokenizer, items, frame, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)]), False
+    if name == "free":
+        return {"batch_size": batch_size}
+    if name == "beam" and value:
+        return {"batch_size": batch_size, "num_beams": int(value)}
+    if name == "constrained":  # the valid records carry the prompt, history and k make_constraint reads
+        constraint = evaluate.make_constraint(tokenizer, items, pd.DataFrame(records), max_new_tokens=max_new_tokens,
+                                              max_prompt_tokens=max_prompt_tokens)
+        return {"batch_size": batch_size, "logits_processor": LogitsProcessorList([constraint])}
     if name in ("rep-answer", "rep-all") and value:
-        penalty = float(value)
         ignore = None
-        if name == "rep-answer":  # left padding: every row's prompt ends at the longest prompt's length
+        if name == "rep-answer":  # one left-padded batch: every row's prompt ends at the longest prompt's length
             texts = llm.render_prompts(tokenizer, [r["prompt"] for r in records], max_prompt_tokens)
             ignore = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-        return LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=ignore)]), True
+        processor = RepetitionPenaltyLogitsProcessor(float(value), prompt_ignore_length=ignore)
+        return {"batch_size": len(records), "logits_processor": LogitsProcessorList([processor])}
     raise SystemExit(f"--modes: unknown mode {mode!r}; use free, constrained, beam:N, rep-answer:P or rep-all:P")
 
 
@@ -83,11 +84,9 @@ def main() -> None:
         model, tok = (llm.load_base(params["base_model"]) if label == "base"
                       else llm.load_for_inference(run / args.stage))
         for mode in args.modes.split(","):
-            procs, one_batch = processors(mode, tok, records, items, **kw)
+            how = decoding(mode, tok, records, items, batch_size=args.batch_size, **kw)
             t0 = time.perf_counter()
-            beams = int(mode.partition(":")[2]) if mode.startswith("beam:") else 1
-            answers = llm.generate(model, tok, [r["prompt"] for r in records], logits_processor=procs, num_beams=beams,
-                                   batch_size=len(records) if one_batch else args.batch_size, progress=False, **kw)
+            answers = llm.generate(model, tok, [r["prompt"] for r in records], progress=False, **how, **kw)
             seconds = time.perf_counter() - t0
             scores = sft.score_answers(records, answers, catalog, fuzzy=fuzzy, label=label)
             summary = sft.summarise_scores(scores)["all"]

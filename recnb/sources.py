@@ -113,8 +113,8 @@ def _read_ml100k_recbole(wheel: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _movie_title(title: str, year: object) -> str:
-    year = str(year).strip()
-    return f"{str(title).strip()} ({year})" if year and year != "nan" else str(title).strip()
+    title, year = str(title).strip(), str(year).strip()
+    return f"{title} ({year})" if year and year != "nan" else title
 
 
 # MovieLens files the article at the end, as a library index does ("Shining, The (1980)"). An LLM
