@@ -9,8 +9,9 @@ learning-rate decay spans `--steps`, so step 70 here is not the 70-step model of
 
     nice .venv/bin/python benchmarks/sft_budget.py --steps 280 --eval-at 70,140,280 --out /tmp/sft_budget
 
-Writes `<out>/curve.csv` (one row per evaluation) and `<out>/train_log.csv`; ends with one line of
-key=value figures.
+Writes `<out>/curve.csv` (one row per evaluation), `<out>/train_log.csv` and, like a stage-04 dir,
+`<out>/adapter/` with `<out>/params.json` (the stage's params, `max_steps` replaced), so stage 05 or
+`llm.load_for_inference` can start from the longer-trained model. Ends with one line of key=value figures.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main() -> None:
     trainer.train()
     seconds = time.perf_counter() - t0
     sft.train_log(trainer).to_csv(out / "train_log.csv", index=False)
+    sft.save_adapter(trainer.model, tokenizer, out, settings)
+    record.write_json(out / "params.json", {**p, "max_steps": args.steps})
     table = pd.DataFrame(curve.rows)
     table.to_csv(out / "curve.csv", index=False)
     print(table.round(3).to_string(index=False))
