@@ -10,7 +10,8 @@ learning-rate decay spans `--steps`, so step 70 here is not the 70-step model of
     nice .venv/bin/python benchmarks/sft_budget.py --steps 280 --eval-at 70,140,280 --out /tmp/sft_budget
 
 Writes `<out>/curve.csv` (one row per evaluation), `<out>/train_log.csv` and, like a stage-04 dir,
-`<out>/adapter/` with `<out>/params.json` (the stage's params, `max_steps` replaced), so stage 05 or
+`<out>/adapter/` with `<out>/params.json` (the stage's params, `max_steps` replaced) and `metrics.json`
+(training figures and the curve), so stage 05 (`sft_dir`, via a run folder that links it) or
 `llm.load_for_inference` can start from the longer-trained model. Ends with one line of key=value figures.
 """
 
@@ -104,6 +105,9 @@ def main() -> None:
     table.to_csv(out / "curve.csv", index=False)
     print(table.round(3).to_string(index=False))
     eval_s = float(table["eval_seconds"].sum())
+    record.write_json(out / "metrics.json", {
+        "train": {"records": len(train), "steps": args.steps, "seconds": round(seconds - eval_s, 1)},
+        "valid_curve": table.to_dict("records")})
     figures = " ".join(f"step{int(r.step)}_hr={r.hr:.3f} step{int(r.step)}_tcp={r.tcp_pct:.1f} "
                        f"step{int(r.step)}_repeat={r.repeat_item_pct:.1f}" for r in table.itertuples())
     print(f"sft_budget run={run.name} steps={args.steps} train_s={seconds - eval_s:.0f} "
