@@ -7,9 +7,10 @@ LoRA, lr, batches, seed) but `--steps` optimizer steps, and at each of `--eval-a
 answers to the same valid prompts stage 04 scores (the stage-06 metric functions). The linear
 learning-rate decay spans `--steps`, so step 70 here is not the 70-step model of stage 04.
 
-    nice .venv/bin/python benchmarks/sft_budget.py --steps 280 --eval-at 70,140,280 --out /tmp/sft_budget
+    nice .venv/bin/python benchmarks/sft_budget.py --steps 280 --eval-at 70,140,210,280
 
-Writes `<out>/curve.csv` (one row per evaluation), `<out>/train_log.csv` and, like a stage-04 dir,
+Writes (by default into `<run-dir>/04_sft_unsloth-long`, which `params/ml-100k-ppo-long.yaml` reads)
+`<out>/curve.csv` (one row per evaluation), `<out>/train_log.csv` and, like a stage-04 dir,
 `<out>/adapter/` with `<out>/params.json` (the stage's params, `max_steps` replaced) and `metrics.json`
 (training figures and the curve), so stage 05 (`sft_dir`, via a run folder that links it) or
 `llm.load_for_inference` can start from the longer-trained model. Ends with one line of key=value figures.
@@ -48,7 +49,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=280, help="optimizer steps to train")
     ap.add_argument("--eval-at", default="70,140,280", help="comma-separated optimizer steps to evaluate at")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
-    ap.add_argument("--out", default="outputs/sft_budget", help="where curve.csv and train_log.csv go")
+    ap.add_argument("--out", default="", help="output dir (default: <run-dir>/04_sft_unsloth-long)")
+    ap.add_argument("--force", action="store_true", help="overwrite an --out dir that already holds a result")
     args = ap.parse_args()
     run = Path(args.run_dir)
     params_file = run / args.stage / "params.json"
@@ -62,7 +64,9 @@ def main() -> None:
         raise SystemExit(f"--eval-at {args.eval_at!r}: steps must lie in 1..--steps ({args.steps})")
     p = record.read_json(params_file)
     n_threads = record.seed_everything(int(p["seed"]), args.threads)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else run / "04_sft_unsloth-long"
+    if (out / "metrics.json").exists() and not args.force:
+        raise SystemExit(f"{out} already holds a finished run (metrics.json); pass --force to overwrite it or pick --out")
     out.mkdir(parents=True, exist_ok=True)
 
     items = data.load_prepared(run / "01_data_duckdb", p["dataset"]).items
