@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 from transformers import TrainerCallback
 
-from recnb import data, record, sft
+from recnb import columns as col
+from recnb import data, paths, record, sft
 
 
 class EvalAtSteps(TrainerCallback):
@@ -52,10 +54,11 @@ def main() -> None:
     ap.add_argument("--out", default="", help="output dir (default: <run-dir>/04_sft_unsloth-long)")
     ap.add_argument("--force", action="store_true", help="overwrite an --out dir that already holds a result")
     args = ap.parse_args()
-    run = Path(args.run_dir)
-    params_file = run / args.stage / "params.json"
-    if not params_file.exists():
-        raise SystemExit(f"{params_file} missing: run stage 04 first (make run)")
+    run = Path(args.run_dir).resolve()  # relative to the working directory, as before
+    try:
+        params_file = paths.input_dir(run.parent, run.name, args.stage) / col.PARAMS_FILE
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
     try:
         eval_at = {int(s) for s in args.eval_at.split(",") if s.strip()}
     except ValueError:
@@ -65,7 +68,7 @@ def main() -> None:
     p = record.read_json(params_file)
     n_threads = record.seed_everything(int(p["seed"]), args.threads)
     out = Path(args.out) if args.out else run / "04_sft_unsloth-long"
-    if (out / "metrics.json").exists() and not args.force:
+    if (out / col.METRICS_FILE).exists() and not args.force:
         raise SystemExit(f"{out} already holds a finished run (metrics.json); pass --force to overwrite it or pick --out")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -73,10 +76,9 @@ def main() -> None:
     instr = run / "03_instructions"
     train = sft.load_train_records(instr, p["tasks"], p["label_source"], int(p["max_train_samples"]), int(p["seed"]))
     valid = sft.valid_slice(sft.read_jsonl(instr / sft.VALID_FILE), int(p["n_valid_per_task"]))
-    settings = sft.SFTSettings(
-        lora_r=p["lora_r"], lora_alpha=p["lora_alpha"], lora_dropout=p["lora_dropout"], learning_rate=p["learning_rate"],
-        epochs=p["epochs"], max_steps=args.steps, batch_size=p["batch_size"], effective_batch=p["effective_batch"],
-        max_length=p["max_length"], warmup=p["warmup"], bf16=p["bf16"], use_unsloth=False, seed=int(p["seed"]))
+    # The stage's own settings (every SFTSettings field its params.json records), with our step count.
+    settings = sft.SFTSettings(**{f.name: p[f.name] for f in fields(sft.SFTSettings) if f.name in p}
+                               | {"max_steps": args.steps, "use_unsloth": False})
     print(f"{params_file}: {len(train)} training records, {len(valid)} valid prompts, {args.steps} steps "
           f"(stage 04 ran {p['max_steps']}), {n_threads} thread(s)", flush=True)
 
@@ -104,12 +106,11 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     sft.train_log(trainer).to_csv(out / "train_log.csv", index=False)
     sft.save_adapter(trainer.model, tokenizer, out, settings)
-    record.write_json(out / "params.json", {**p, "max_steps": args.steps})
     table = pd.DataFrame(curve.rows)
     table.to_csv(out / "curve.csv", index=False)
     print(table.round(3).to_string(index=False))
     eval_s = float(table["eval_seconds"].sum())
-    record.write_json(out / "metrics.json", {
+    record.record_results(out, {**p, "max_steps": args.steps}, {
         "train": {"records": len(train), "steps": args.steps, "seconds": round(seconds - eval_s, 1)},
         "valid_curve": table.to_dict("records")})
     figures = " ".join(f"step{int(r.step)}_hr={r.hr:.3f} step{int(r.step)}_tcp={r.tcp_pct:.1f} "

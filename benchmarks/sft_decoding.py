@@ -29,7 +29,8 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
-from recnb import evaluate, llm, record, sft
+from recnb import columns as col
+from recnb import evaluate, llm, paths, record, sft
 from recnb.parse import Catalog
 
 
@@ -65,10 +66,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    run = Path(args.run_dir)
-    params_file = run / args.stage / "params.json"
-    if not params_file.exists():
-        raise SystemExit(f"{params_file} missing: run stage 04 first (make run)")
+    run = Path(args.run_dir).resolve()  # relative to the working directory, as before
+    try:
+        params_file = paths.input_dir(run.parent, run.name, args.stage) / col.PARAMS_FILE
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
     params = record.read_json(params_file)
     records = sft.valid_slice(sft.read_jsonl(run / "03_instructions" / sft.VALID_FILE), int(params["n_valid_per_task"]))
     items = pd.read_parquet(run / "01_data_duckdb" / "items.parquet")
