@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from recnb.data import Prepared
 
 __all__ = ["FILES", "InstructionConfig", "InstructionSets", "build_instruction_sets", "check_labels",
-           "load_teacher", "read_jsonl", "write_instruction_sets"]
+           "load_teacher", "read_jsonl", "select_tasks", "write_instruction_sets"]
 
 TEACHER_FILE = "teacher_topk.parquet"
 TABLE7_ROWS = ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=", "I3+C", "I3-C", "I4")
@@ -165,6 +165,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{n} is not valid JSON ({err}); rerun stage 03_instructions") from None
     return rows
+
+
+def select_tasks(records: list[dict], tasks: str | list[str]) -> list[dict]:
+    """Records whose task is in `tasks` (`"all"`, or names/prefixes: `"I1"` keeps `I1+C` and `I1-C`)."""
+    if tasks == "all":
+        return list(records)
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    kept = [r for r in records if any(r["task"] == t or r["task"].startswith(t) for t in tasks)]
+    if not kept:
+        found = sorted({r["task"] for r in records})
+        raise ValueError(f"param 'tasks'={tasks} matches no record; tasks present: {', '.join(found)}")
+    return kept
 
 
 def label_problems(row: dict[str, Any], catalog: parse.Catalog) -> list[str]:

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recnb import parse
+from recnb.instructions import select_tasks
 from recnb.ppo_model import ACTOR, CRITIC, ActorCritic
 from recnb.ppo_rollout import RecScorer, Scorer, sample_rollout
 from recnb.ppo_update import PPOConfig, batch_records, make_optimizer, ppo_update, reward_stats
@@ -44,12 +45,13 @@ __all__ = ["ActorCritic", "PPOConfig", "RecScorer", "batch_records", "evaluate",
            "ppo_update", "rl_records", "summarise", "train_ppo", "valid_slice"]
 
 
-def rl_records(rows: list[dict]) -> list[dict]:
-    """The prompts PPO trains on: I0, I1±C and I2 rows (I3 search and I4 chat have no reward rule)."""
+def rl_records(rows: list[dict], tasks: str | list[str] = "all") -> list[dict]:
+    """The prompts PPO trains on: I0, I1±C and I2 rows (I3 search and I4 chat have no reward rule),
+    narrowed to `tasks` ("all", or names/prefixes as in stage 04: `["I1+C", "I2"]`)."""
     kept = [r for r in rows if r.get("task") in RL_TASKS]
     if not kept:
         raise ValueError(f"no {'/'.join(RL_TASKS)} prompts found; check stage 03's rl_prompts.jsonl")
-    return kept
+    return select_tasks(kept, tasks)
 
 
 def valid_slice(rows: list[dict], n: int) -> list[dict]:

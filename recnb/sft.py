@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from trl import SFTConfig, SFTTrainer
 
 from recnb import llm, metrics
-from recnb.instructions import read_jsonl
+from recnb.instructions import read_jsonl, select_tasks
 from recnb.parse import Catalog, parse_titles
 from recnb.rewards import Intent
 
@@ -57,19 +57,6 @@ class SFTSettings:
     use_unsloth: bool = False
     logging_steps: int = 1
     seed: int = 0
-
-
-def select_tasks(records: list[dict], tasks: str | list[str]) -> list[dict]:
-    """Records whose task is in `tasks` (`"all"`, or names/prefixes: `"I1"` keeps `I1+C` and `I1-C`)."""
-    if tasks == "all":
-        return list(records)
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    kept = [r for r in records if any(r["task"] == t or r["task"].startswith(t) for t in tasks)]
-    if not kept:
-        found = sorted({r["task"] for r in records})
-        raise ValueError(f"param 'tasks'={tasks} matches no record; tasks present: {', '.join(found)}")
-    return kept
 
 
 def load_train_records(instructions_dir: Path, tasks: str | list[str], label_source: str = "teacher",

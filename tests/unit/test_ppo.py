@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recnb import llm
-from recnb.ppo import evaluate, load_checkpoint, save_checkpoint, train_ppo
+from recnb.ppo import evaluate, load_checkpoint, rl_records, save_checkpoint, train_ppo
 from recnb.ppo_model import ACTOR, CRITIC, ActorCritic
 from recnb.ppo_objective import gae, masked_mean, masked_var, masked_whiten, policy_loss, value_loss
 from recnb.ppo_rollout import Rollout, place_scores, response_mask, score_rollout, token_char_ends
@@ -247,6 +247,16 @@ def test_batch_records_is_a_seeded_stateless_shuffle():
     picks = [r["i"] for u in range(5) for r in batch_records(records, 2, seed=3, update=u)]
     assert sorted(picks[:4]) == sorted(set(picks[:4])) and sorted(picks[:5]) == [0, 1, 2, 3, 4]
     assert batch_records(records, 2, 3, 4) == batch_records(records, 2, 3, 4)
+
+
+def test_rl_records_keeps_rewarded_tasks_and_narrows_to_the_tasks_param():
+    rows = [{"task": t} for t in ("I0", "I1+C", "I1-C", "I2<=", "I2~=", "I3", "I4")]
+    assert [r["task"] for r in rl_records(rows)] == ["I0", "I1+C", "I1-C", "I2<=", "I2~="]
+    assert [r["task"] for r in rl_records(rows, ["I1+C", "I2"])] == ["I1+C", "I2<=", "I2~="]
+    with pytest.raises(ValueError, match="param 'tasks'.*tasks present: I0, I1"):
+        rl_records(rows, ["I3"])  # no reward rule for search prompts: dropped before the tasks filter
+    with pytest.raises(ValueError, match="rl_prompts.jsonl"):
+        rl_records([{"task": "I4"}])
 
 
 def test_ppo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path):
