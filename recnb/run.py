@@ -148,8 +148,11 @@ EVAL_STAGES = ("06_eval", "07_case_study")  # they read every variant's outputs,
 
 def feeds(upstream: Job, job: Job) -> bool:
     """Whether `job` may read `upstream`'s outputs: main-path stages feed every later stage,
-    variants (`04_sft_unsloth:v1`) feed only the evaluation stages."""
+    model variants (`04_sft_unsloth:v1`) feed only the evaluation stages, and an evaluation variant
+    (`06_eval:long`, a side table) feeds nothing (stage 07 reads the main `06_eval/`)."""
     earlier = paths.STAGES.index(upstream.stage) < paths.STAGES.index(job.stage)
+    if upstream.variant and upstream.stage in EVAL_STAGES:
+        return False
     return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
 
 
@@ -164,7 +167,9 @@ def stage_state(target: Path, params: dict[str, Any]) -> str:
         recorded = record.read_json(target / col.PARAMS_FILE)
     except (OSError, ValueError):  # missing or malformed: nothing says these params made it
         return "changed"
-    same = all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items())
+    # `variant` names the directory itself (checked by its name), so a params.json written before a
+    # stage took variants still matches its main-path run
+    same = all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k != "variant")
     return "done" if same else "changed"
 
 

@@ -123,3 +123,16 @@ def test_failed_stage_names_stage_and_cell_and_leaves_it_incomplete(tmp_path, ca
     err = capsys.readouterr().err
     assert "stage 01_data_duckdb failed in cell" in err and "unknown dataset 'nosuch'" in err
     assert not (tmp_path / "outputs/r/01_data_duckdb/metrics.json").exists()
+
+
+def test_eval_variant_is_a_side_table_and_variant_is_not_compared_as_a_param(tmp_path):
+    jobs = [run.Job("05_ppo", "long", {"b": 1, "variant": "long"}), run.Job("06_eval", "", {"m": 1, "variant": ""}),
+            run.Job("06_eval", "long", {"m": 2, "variant": "long"}), run.Job("07_case_study", "", {"variant": ""})]
+    _done(tmp_path, "06_eval", {"m": 1})  # written before 06 took variants: no "variant" key
+    _done(tmp_path, "07_case_study", {})
+    todo, fresh = run.plan(jobs[1:], tmp_path)
+    # the old 06_eval/ is up to date; the side table 06_eval-long runs and feeds nothing (07 reads 06_eval/)
+    assert [j.name for j in todo] == ["06_eval-long"]
+    assert [j.name for j in fresh] == ["06_eval", "07_case_study"]
+    # a PPO variant feeds both evaluations, so both tables rerun (and 07 after the main one)
+    assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == [j.name for j in jobs]
