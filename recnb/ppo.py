@@ -86,7 +86,11 @@ def summarise(log: pd.DataFrame) -> dict:
 @torch.no_grad()
 def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cfg: PPOConfig,
              batch_size: int = 16) -> dict[str, float]:
-    """Greedy answers of the actor on `records`: mean rewards and stage 06's metrics (keys `val_*`)."""
+    """Greedy answers of the actor on `records`: mean rewards and stage 06's metrics (keys `val_*`).
+
+    `val_tcp_pct` averages TCP over all control prompts, where +C wants it high, -C low and I2 near
+    m; `val_tcp_plus_c_pct` and `val_tcp_minus_c_pct` are the paper's TCP(+C)↑ and TCP(-C)↓.
+    """
     results, rows = [], []
     ac.use_actor()
     for start in range(0, len(records), batch_size):
@@ -102,7 +106,10 @@ def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cf
     if rows:
         from recnb import metrics
 
-        out.update(metrics.aggregate(rows))
+        out.update(metrics.aggregate(rows))  # tcp_pct: over every control prompt (+C, -C and I2 alike)
+        for kind, name in (("+C", "tcp_plus_c_pct"), ("-C", "tcp_minus_c_pct")):  # the paper's TCP columns
+            part = [row for rec, row in zip(records, rows) if (rec.get("intent") or {}).get("kind") == kind]
+            out[name] = metrics.aggregate(part)["tcp_pct"]
     return {f"val_{k}": v for k, v in out.items()}
 
 

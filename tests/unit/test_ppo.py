@@ -249,6 +249,25 @@ def test_batch_records_is_a_seeded_stateless_shuffle():
     assert batch_records(records, 2, 3, 4) == batch_records(records, 2, 3, 4)
 
 
+class MeasureScorer(FruitScorer):
+    """Also writes a stage-06 metric row, whose TCP the record dictates (None for I0, as measure_list)."""
+
+    def measure(self, record, titles):
+        return {"tcp": record["tcp"], "n_items": 3}
+
+
+def test_validation_splits_tcp_into_plus_c_and_minus_c(warm_model):
+    """The mixed TCP averages +C (want high), -C (want low) and I2 prompts; the split keeps them apart."""
+    ac, tok = _actor_critic(warm_model), warm_model[1]
+    cases = [("+C", 1.0), ("-C", 0.2), ("I0", None), ("+C", 0.5)]
+    records = [{**RECORDS[0], "tcp": tcp, "intent": {"kind": k, "category": None if k == "I0" else "fruit", "m": None}}
+               for k, tcp in cases]
+    out = evaluate(ac, tok, records, MeasureScorer(), PPOConfig(max_new_tokens=8))
+    assert out["val_tcp_plus_c_pct"] == pytest.approx(75.0)
+    assert out["val_tcp_minus_c_pct"] == pytest.approx(20.0)
+    assert out["val_tcp_pct"] == pytest.approx(100 * 1.7 / 3)
+
+
 def test_rl_records_keeps_rewarded_tasks_and_narrows_to_the_tasks_param():
     rows = [{"task": t} for t in ("I0", "I1+C", "I1-C", "I2<=", "I2~=", "I3", "I4")]
     assert [r["task"] for r in rl_records(rows)] == ["I0", "I1+C", "I1-C", "I2<=", "I2~="]
