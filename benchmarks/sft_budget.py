@@ -92,7 +92,7 @@ def main() -> None:
         summary = sft.summarise_scores(scores)["all"]
         firsts = {a.splitlines()[0].strip() for a in scores["raw"] if a.strip()}
         hits = int(scores["hit"].fillna(0).astype(bool).sum())
-        row = {"hits": hits, **{k: summary[k] for k in ("hr", "ndcg", "tcp_pct", "cpa_pct", "correct_count_pct",
+        row = {"hits": hits, **{k: summary[k] for k in ("hr", "ndcg", "tcp_pct", "tcp_plus_c_pct", "tcp_minus_c_pct", "cpa_pct", "correct_count_pct",
                                                          "repeat_item_pct", "non_exist_pct", "in_history_pct")},
                "distinct_first_lines": len(firsts), "eval_seconds": round(time.perf_counter() - t0, 1)}
         print(f"  eval: {row}", flush=True)
@@ -113,7 +113,7 @@ def main() -> None:
     record.record_results(out, {**p, "max_steps": args.steps}, {
         "train": {"records": len(train), "steps": args.steps, "seconds": round(seconds - eval_s, 1)},
         "valid_curve": table.to_dict("records")})
-    figures = " ".join(f"step{int(r.step)}_hr={r.hr:.3f} step{int(r.step)}_tcp={r.tcp_pct:.1f} "
+    figures = " ".join(f"step{int(r.step)}_hr={r.hr:.3f} step{int(r.step)}_tcp_plus_c={r.tcp_plus_c_pct:.1f} "
                        f"step{int(r.step)}_repeat={r.repeat_item_pct:.1f}" for r in table.itertuples())
     print(f"sft_budget run={run.name} steps={args.steps} train_s={seconds - eval_s:.0f} "
           f"s_per_step={(seconds - eval_s) / args.steps:.1f} {figures}")

@@ -93,7 +93,8 @@ def main() -> None:
             scores = sft.score_answers(records, answers, catalog, fuzzy=fuzzy, label=label)
             summary = sft.summarise_scores(scores)["all"]
             firsts = {a.splitlines()[0].strip() for a in answers if a.strip()}
-            rows.append({"model": label, "mode": mode, "HR@10": summary["hr"], "TCP %": summary["tcp_pct"],
+            rows.append({"model": label, "mode": mode, "HR@10": summary["hr"], "TCP(+C) %": summary["tcp_plus_c_pct"],
+                         "TCP(-C) %": summary["tcp_minus_c_pct"],
                          "CPA %": summary["cpa_pct"], "CorrectCount %": summary["correct_count_pct"],
                          "RepeatItem %": summary["repeat_item_pct"], "NonExist %": summary["non_exist_pct"],
                          "InHistory %": summary["in_history_pct"], "distinct first lines": len(firsts),
@@ -104,7 +105,7 @@ def main() -> None:
     print(table.round(3).to_string())
     figures = " ".join(
         f"{m}_{mode.replace(':', '')}_{key}={table.loc[(m, mode), col]:.3f}"
-        for m, mode in table.index for key, col in (("hr", "HR@10"), ("tcp", "TCP %"), ("repeat", "RepeatItem %"),
+        for m, mode in table.index for key, col in (("hr", "HR@10"), ("tcp_plus_c", "TCP(+C) %"), ("repeat", "RepeatItem %"),
                                                     ("nonexist", "NonExist %")))
     print(f"sft_decoding run={run.name} n={len(records)} {figures}")
 

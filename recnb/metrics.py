@@ -22,6 +22,8 @@ UNITS = {
     "hr": "HR@K, mean over lists, fraction in [0, 1]",
     "ndcg": "NDCG@K, mean over lists, in [0, 1]",
     "tcp_pct": "TCP@K, % of the first K positions in C, mean over lists",
+    "tcp_plus_c_pct": "TCP@K of the I1+C lists (want high), % as tcp_pct",
+    "tcp_minus_c_pct": "TCP@K of the I1-C lists (want low), % as tcp_pct",
     "cpa_pct": "CPA, % of lists meeting the proportion rule",
     "correct_count_pct": "CorrectCount, % of lists with exactly k items",
     "repeat_item_pct": "RepeatItem@K, % of items",
@@ -140,6 +142,18 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         total = sum(int(r.get(key, 0)) for r in rows)
         out[name] = 100 * total / n_items if n_items else math.nan
     return out
+
+
+TCP_COLUMNS = {"I1+C": "tcp_plus_c_pct", "I1-C": "tcp_minus_c_pct"}  # the paper's TCP(+C)↑ and TCP(-C)↓
+
+
+def tcp_by_task(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> dict[str, float]:
+    """TCP(+C) and TCP(-C) in %: `aggregate`'s `tcp_pct` over the rows of the I1+C and of the I1-C
+    task (`tasks[i]` is row i's task; NaN when there is none). Over mixed tasks `tcp_pct` averages
+    lists where a high TCP is wanted (+C), a low one (-C) and one near m (I2), so it says little alone.
+    """
+    return {name: aggregate([r for r, t in zip(rows, tasks) if t == task])["tcp_pct"]
+            for task, name in TCP_COLUMNS.items()}
 
 
 def _count_in(items: Sequence[int | None], category_items: Collection[int], k: int) -> int:

@@ -106,10 +106,8 @@ def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cf
     if rows:
         from recnb import metrics
 
-        out.update(metrics.aggregate(rows))  # tcp_pct: over every control prompt (+C, -C and I2 alike)
-        for kind, name in (("+C", "tcp_plus_c_pct"), ("-C", "tcp_minus_c_pct")):  # the paper's TCP columns
-            part = [row for rec, row in zip(records, rows) if (rec.get("intent") or {}).get("kind") == kind]
-            out[name] = metrics.aggregate(part)["tcp_pct"]
+        out.update(metrics.aggregate(rows))
+        out.update(metrics.tcp_by_task(rows, [r.get("task") for r in records]))
     return {f"val_{k}": v for k, v in out.items()}
 
 

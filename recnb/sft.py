@@ -289,8 +289,10 @@ def score_answers(records: Sequence[dict], answers: Sequence[str], catalog: Cata
 
 
 def summarise_scores(scores: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """`metrics.aggregate` over all answers (`all`) and per task; HR/NDCG are @K with K = k = 10 in valid."""
-    out = {"all": metrics.aggregate(scores.to_dict("records"))}
+    """`metrics.aggregate` over all answers (`all`, with TCP(+C) and TCP(-C) apart) and per task;
+    HR/NDCG are @K with K = k = 10 in valid."""
+    rows = scores.to_dict("records")
+    out = {"all": metrics.aggregate(rows) | metrics.tcp_by_task(rows, list(scores["task"]))}
     for task, part in scores.groupby("task", sort=True):
         out[task] = metrics.aggregate(part.to_dict("records"))
     return out

@@ -6,7 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recnb.metrics import UNITS, aggregate, cpa, formatting, hit_at_k, measure_list, ndcg_at_k, tcp_at_k
+from recnb.metrics import (
+    UNITS,
+    aggregate,
+    cpa,
+    formatting,
+    hit_at_k,
+    measure_list,
+    ndcg_at_k,
+    tcp_at_k,
+    tcp_by_task,
+)
 from recnb.rewards import Intent
 
 C = frozenset(range(1, 10))  # ids 1..9 are in the target category
@@ -135,6 +145,8 @@ def test_measure_list_and_aggregate_by_hand():
     assert agg["non_exist_pct"] == pytest.approx(200 / 9)
     assert agg["in_history_pct"] == 0.0
     assert set(agg) <= set(UNITS)
+    split = tcp_by_task(rows, ["I2<=", "I1+C", "I0"])  # the mixed 62.5% holds the <= list's 100%
+    assert split["tcp_plus_c_pct"] == 25.0 and math.isnan(split["tcp_minus_c_pct"]) and set(split) <= set(UNITS)
 
 
 def test_aggregate_of_nothing_is_nan():

@@ -260,8 +260,8 @@ def test_validation_splits_tcp_into_plus_c_and_minus_c(warm_model):
     """The mixed TCP averages +C (want high), -C (want low) and I2 prompts; the split keeps them apart."""
     ac, tok = _actor_critic(warm_model), warm_model[1]
     cases = [("+C", 1.0), ("-C", 0.2), ("I0", None), ("+C", 0.5)]
-    records = [{**RECORDS[0], "tcp": tcp, "intent": {"kind": k, "category": None if k == "I0" else "fruit", "m": None}}
-               for k, tcp in cases]
+    records = [{**RECORDS[0], "tcp": tcp, "task": "I0" if k == "I0" else f"I1{k}",
+                "intent": {"kind": k, "category": None if k == "I0" else "fruit", "m": None}} for k, tcp in cases]
     out = evaluate(ac, tok, records, MeasureScorer(), PPOConfig(max_new_tokens=8))
     assert out["val_tcp_plus_c_pct"] == pytest.approx(75.0)
     assert out["val_tcp_minus_c_pct"] == pytest.approx(20.0)

@@ -1,6 +1,7 @@
 """recnb.sft: record selection, completion-only masking, LoRA training, adapter round trip, scoring."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -172,11 +173,12 @@ def test_score_answers_hand_computed():
     answer = "1. Beta (1991)\n2. Gamma (1992)\n3. Nope (2000)\n4. Alpha (1990)"
     scores = sft.score_answers([rec], [answer], Catalog(items))
     row = scores.iloc[0]
-    assert row["hit"] == 1.0 and row["ndcg"] == pytest.approx(1 / __import__("math").log2(3))
+    assert row["hit"] == 1.0 and row["ndcg"] == pytest.approx(1 / math.log2(3))
     assert row["tcp"] == pytest.approx(0.5)  # Gamma and Alpha are Drama: 2 of K=4
     summary = sft.summarise_scores(scores)["all"]
     assert summary["non_exist_pct"] == pytest.approx(25.0) and summary["in_history_pct"] == pytest.approx(25.0)
     assert summary["correct_count_pct"] == 100.0
+    assert summary["tcp_plus_c_pct"] == pytest.approx(50.0) and math.isnan(summary["tcp_minus_c_pct"])
 
 
 def test_valid_slice_keeps_the_first_n_of_each_task():
