@@ -150,10 +150,11 @@ class RecScorer:
         catalog: `recnb.parse.Catalog` of stage 01's items.
         teacher: stage 02's SASRec (`recnb.sasrec.load_sasrec`).
         fuzzy: the title matcher (the same setting stage 06 uses).
+        control_weight: `score_list`'s weight of the control scores (paper: 0.5).
     """
 
-    def __init__(self, catalog: parse.Catalog, teacher, fuzzy: bool = False):
-        self.catalog, self.teacher, self.fuzzy = catalog, teacher, fuzzy
+    def __init__(self, catalog: parse.Catalog, teacher, fuzzy: bool = False, control_weight: float = 0.5):
+        self.catalog, self.teacher, self.fuzzy, self.control_weight = catalog, teacher, fuzzy, control_weight
 
     def items(self, titles: list[str]) -> list[int | None]:
         """Catalog ids of parsed titles (None = not in the catalog)."""
@@ -174,7 +175,7 @@ class RecScorer:
         return rewards.score_list(
             items, k=int(record["k"]), target=record.get("target"), history=record["history"],
             rank=dict(zip(known, (int(r) for r in ranks))), intent=rewards.Intent(**record["intent"]),
-            category_items=self.category_items(record),
+            category_items=self.category_items(record), control_weight=self.control_weight,
         )
 
     def measure(self, record: dict, titles: list[str]) -> dict:

@@ -85,6 +85,7 @@ def score_list(
     rank: Mapping[int, int],
     intent: Intent,
     category_items: Collection[int],
+    control_weight: float = 0.5,
 ) -> ListScore:
     """Item- and list-level rewards of one generated list.
 
@@ -96,12 +97,18 @@ def score_list(
         rank: Teacher's 0-based full-ranking position (history masked) of each legal id.
         intent: The prompt's control intention.
         category_items: Ids in `intent.category` (empty for I0).
+        control_weight: w in R_item = (1 - w)·Scores + w·Scores^ctl (Eq. 2) and R_list =
+            (1 - w)·sum(Scores*) + w·Score^ctl_list (Eq. 5); the paper's 0.5 weighs both halves
+            alike. Not a paper knob: a larger w pays more for following the intention than for
+            the teacher's preference and the list-level illegal penalty (no effect on I0).
 
     Returns:
         The `ListScore`; PPO scales `list_reward` by its own factor (10 in the paper).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if not 0 <= control_weight <= 1:
+        raise ValueError(f"control_weight must be in [0, 1], got {control_weight}")
     history = set(history)
     legal = legality(items, k=k, history=history)
     scores = [_preference(item, ok, target, rank) for item, ok in zip(items, legal)]
@@ -110,16 +117,17 @@ def score_list(
     )
     discounted = [s / math.log2(i + 2) if ok else -1.0 for i, (s, ok) in enumerate(zip(scores, legal), 1)]
     list_control = _list_control(intent, k, count_in, count_out, sum(discounted))
+    w = control_weight
     return ListScore(
         legal=legal,
         scores=scores,
         control=control,
-        item_rewards=[0.5 * s + 0.5 * c for s, c in zip(scores, control)],
+        item_rewards=[(1 - w) * s + w * c for s, c in zip(scores, control)],
         discounted=discounted,
         count_in=count_in,
         count_out=count_out,
         list_control=list_control,
-        list_reward=0.5 * sum(discounted) + 0.5 * list_control,
+        list_reward=(1 - w) * sum(discounted) + w * list_control,
     )
 
 

@@ -116,6 +116,21 @@ def test_i2_list_reward_and_item_rewards():
     assert s.list_reward == pytest.approx(0.8916315, abs=1e-7)  # 0.5·1.1523332 + 0.5·0.6309298
 
 
+def test_control_weight_reweights_eq2_and_eq5_but_not_i0():
+    # the <= list above at w = 0.8: Scores = 0.5 each, Scores^ctl = [0.5, 0, 0, 1, 1]
+    s = score_list([1, 2, 3, 11, 12], k=5, target=None, history=(), rank=RANK1, intent=Intent("<=", "C", 0.4),
+                   category_items=IN_C, control_weight=0.8)
+    assert s.item_rewards == pytest.approx([0.1 + 0.4, 0.1, 0.1, 0.1 + 0.8, 0.1 + 0.8])
+    disc = 0.5 / L(3) + 0.5 / L(4) + 0.5 / L(5) + 0.5 / L(6) + 0.5 / L(7)
+    assert s.list_reward == pytest.approx(0.2 * disc + 0.8 / L(3))
+    i0 = score_list([11, 12], k=2, target=None, history=(), rank=RANK1, intent=Intent("I0"), category_items=(),
+                    control_weight=0.9)  # I0: Scores^ctl = Scores, so any w gives the paper's reward
+    assert i0.item_rewards == pytest.approx(i0.scores) and i0.list_reward == pytest.approx(sum(i0.discounted))
+    with pytest.raises(ValueError, match="control_weight must be in"):
+        score_list([11], k=1, target=None, history=(), rank=RANK1, intent=Intent("I0"), category_items=(),
+                   control_weight=1.5)
+
+
 @pytest.mark.parametrize(
     "kind, items, length", [("I0", [11, 12, 13], 3), ("I0", [11, 12, 13, 14], 4), ("I0", [11, 12], 2)]
 )
