@@ -31,7 +31,7 @@ def legal_counts(predictions: pd.DataFrame, catalog: parse.Catalog) -> pd.DataFr
     """One row per free-decoded answer: k, illegal items among the first k, legal items in / out of C."""
     rows = []
     for r in predictions[~predictions["constrained"]].itertuples():
-        intent = json.loads(r.intent) if isinstance(r.intent, str) else r.intent
+        intent = json.loads(r.intent)  # stored as JSON text (CONTRACTS.md, 06_eval)
         ids = [None if pd.isna(i) else int(i) for i in r.item_ids_fuzzy][: r.k]
         legal = rewards.legality(ids, k=r.k, history=set(r.history))
         in_c = catalog.items_in(intent["category"]) if intent.get("category") else frozenset()
@@ -67,6 +67,7 @@ def main() -> None:
     figures = " ".join(f"{m}_illegal_pct={illegal[m]:.1f} {m}_plus_c_legal_in_c={per_list.loc[m, ('legal_in_c', 'I1+C')]:.2f} "
                        f"{m}_minus_c_legal_out_c={per_list.loc[m, ('legal_out_c', 'I1-C')]:.2f}" for m in illegal.index)
     print(f"legal_control eval={eval_dir.name} {figures}")
+
 
 if __name__ == "__main__":
     main()
