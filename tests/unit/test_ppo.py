@@ -242,6 +242,30 @@ def test_resume_restores_adapters_optimiser_and_rng(warm_model, tmp_path):
     assert other_opt.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
 
 
+def test_resuming_with_more_updates_equals_one_uninterrupted_run(warm_model, tmp_path):
+    """Run 2 updates, then resume with updates=3 from a fresh model: the same log and adapter as 3 updates
+    in one go (what lets a finished run be extended, e.g. params/ml-100k-ppo-long.yaml's ctl32)."""
+    cfg = PPOConfig(updates=3, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, lr=1e-2,
+                    critic_lr=1e-2, eval_every=2, eval_size=2)
+    timings = ["t_generate", "t_score", "t_train"]
+
+    def run(updates, out, resume=False):
+        ac = _actor_critic(warm_model)
+        torch.manual_seed(0)
+        cfg.updates = updates
+        log = train_ppo(ac, warm_model[1], RECORDS, RECORDS, FruitScorer(), cfg, out, resume=resume)
+        return ac, log.drop(columns=timings)
+
+    whole, whole_log = run(3, tmp_path / "whole")
+    run(2, tmp_path / "split")
+    split, split_log = run(3, tmp_path / "split", resume=True)
+    pd.testing.assert_frame_equal(split_log, whole_log)
+    assert list(split_log["update"]) == [0, 1, 2, 3] and split_log["val_list_reward"].notna().sum() == 3
+    mine, theirs = dict(whole.model.named_parameters()), dict(split.model.named_parameters())
+    assert all(torch.equal(p, theirs[n]) for n, p in mine.items() if "lora_" in n)
+    assert torch.equal(whole.value_head.weight, split.value_head.weight)
+
+
 def test_batch_records_is_a_seeded_stateless_shuffle():
     records = [{"i": i} for i in range(5)]
     picks = [r["i"] for u in range(5) for r in batch_records(records, 2, seed=3, update=u)]
