@@ -17,6 +17,7 @@ vocabulary has one (SmolLM2: `<|endoftext|>`), so padding can never be read as e
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import shutil
@@ -295,6 +296,48 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
             answers[i] = text.strip()
     model.train(was_training)
     return answers
+
+
+@torch.no_grad()
+def continuation_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix: str,
+                          continuations: list[str], batch_size: int = 64) -> list[tuple[float, int]]:
+    """Teacher-forced log P(continuation | prefix) for each continuation: (sum of token log-probs, tokens).
+
+    The prefix runs once per batch and its KV cache is shared by the batch, so scoring many short
+    continuations (titles) of one long prompt costs little more than the prompt. A continuation is
+    the tokens of `prefix + continuation` after those of `prefix`; end the prefix where a token
+    boundary falls (e.g. "1." before " Title"), else this raises.
+    """
+    device = next(model.parameters()).device
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    tails = []
+    for cont in continuations:
+        ids = tokenizer(prefix + cont, add_special_tokens=False)["input_ids"]
+        if ids[: len(prefix_ids)] != prefix_ids or len(ids) == len(prefix_ids):
+            raise ValueError(f"continuation {cont!r} changes the prefix's last tokens (or is empty); "
+                             "end the prefix at a token boundary, e.g. before a space")
+        tails.append(ids[len(prefix_ids):])
+    # transformers renamed `past_key_values` to `cache` (5.2x); the [gpu] extra pins an older one
+    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    was_training = model.training
+    model.eval()
+    out: list[tuple[float, int]] = []
+    for start in range(0, len(tails), batch_size):
+        chunk = tails[start:start + batch_size]
+        head = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True)
+        cache = getattr(head, cache_key)
+        cache.batch_repeat_interleave(len(chunk))
+        width = max(map(len, chunk))
+        ids = torch.tensor([t + [tokenizer.pad_token_id] * (width - len(t)) for t in chunk], device=device)
+        mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in chunk], device=device)
+        attention = torch.cat([torch.ones(len(chunk), len(prefix_ids), dtype=mask.dtype, device=device), mask], 1)
+        logits = model(input_ids=ids, attention_mask=attention, **{cache_key: cache}).logits
+        # token j is predicted by the prefix's last position (j = 0) or by continuation position j - 1
+        logits = torch.cat([head.logits[:, -1:].expand(len(chunk), 1, -1), logits[:, :-1]], 1)
+        token_lp = logits.float().log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * mask
+        out += [(float(lp), len(t)) for lp, t in zip(token_lp.sum(1), chunk)]
+    model.train(was_training)
+    return out
 
 
 def load_for_inference(stage_dir: Path, *, device: str | None = None,

@@ -64,6 +64,24 @@ def test_generate_batched_equals_one_by_one_and_keeps_order(tiny):
     assert batched == single
 
 
+def test_continuation_logprobs_equal_a_full_forward_pass(tiny):
+    """The shared-prefix KV cache, right padding and chunking give the log-probs of one plain pass."""
+    model, tok = tiny
+    prefix = llm.render_prompts(tok, [_messages(["Heat (1995)", "Fargo (1996)"])], 512)[0] + "1."
+    conts = [" Toy Story (1995)\n", " Babe (1995)\n", " The Usual Suspects (1995)\n"]
+    got = llm.continuation_logprobs(model, tok, prefix, conts, batch_size=2)
+    n_prefix = len(tok(prefix, add_special_tokens=False)["input_ids"])
+    for cont, (lp, n) in zip(conts, got):
+        ids = tok(prefix + cont, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
+        want = logp[torch.arange(n_prefix - 1, ids.shape[1] - 1), ids[0, n_prefix:]].sum()
+        assert n == ids.shape[1] - n_prefix and lp == pytest.approx(float(want), abs=1e-4)
+    assert got[1][0] != pytest.approx(got[2][0])  # different titles, different scores
+    with pytest.raises(ValueError, match="token boundary"):
+        llm.continuation_logprobs(model, tok, prefix + " ", ["Toy Story"])
+
+
 def test_generate_passes_num_beams_to_greedy_generation_and_refuses_it_with_sampling(tiny, monkeypatch):
     model, tok = tiny
     seen = []
