@@ -14,7 +14,8 @@ token (`recnb.llm.continuation_logprobs`). Printed per model:
 - auc_ctl: P(an in-C candidate outscores an out-of-C one) under the I1+C prompt (0.5: cannot tell);
 - auc_noctl: the same under the I0 prompt (the model's taste alone);
 - shift: mean over users of [mean Δ in C − mean Δ outside C], Δ = log-prob per token with the control
-  sentence minus without: how far the sentence moves the model toward C (nats per token, 0: not at all).
+  sentence minus without: how far the sentence moves the model toward C (nats per token, 0: not at all);
+- *_se: the standard error of those means over users.
 
 Ends with one line of `key=value` figures.
 """
@@ -75,8 +76,12 @@ def score_model(model, tokenizer, pairs: list[dict], catalog: parse.Catalog, max
             aucs[key].append(auc(per_token[key][:n_in], per_token[key][n_in:]))
         delta = per_token["ctl"] - per_token["noctl"]
         shifts.append(delta[: len(pair["inside"])].mean() - delta[len(pair["inside"]):].mean())
-    return {"auc_ctl": float(np.mean(aucs["ctl"])), "auc_noctl": float(np.mean(aucs["noctl"])),
-            "shift": float(np.mean(shifts)), "users": len(pairs)}
+    def se(values: list[float]) -> float:  # standard error of the mean over users
+        return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+    return {"auc_ctl": float(np.mean(aucs["ctl"])), "auc_ctl_se": se(aucs["ctl"]),
+            "auc_noctl": float(np.mean(aucs["noctl"])), "shift": float(np.mean(shifts)),
+            "shift_se": se(shifts), "users": len(pairs)}
 
 
 def main() -> None:
@@ -118,7 +123,7 @@ def main() -> None:
         del model
     table = pd.DataFrame(rows).T
     print(table.round(3).to_string())
-    print(" ".join(f"{m}_{k}={v:.3f}" for m, r in rows.items() for k, v in r.items() if k.startswith(("auc", "shift"))))
+    print(" ".join(f"{m}_{k}={v:.3f}" for m, r in rows.items() for k, v in r.items() if k in ("auc_ctl", "auc_noctl", "shift")))
 
 
 if __name__ == "__main__":
