@@ -39,6 +39,11 @@ def auc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+def se(values: list[float]) -> float:
+    """Standard error of the mean (NaN for fewer than two values)."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
 def probe_pairs(valid: list[dict], teacher: pd.DataFrame, catalog: parse.Catalog, users: int,
                 per_side: int) -> list[dict]:
     """Users with an I1+C and an I0 valid prompt on the same history, and their candidate titles."""
@@ -50,7 +55,8 @@ def probe_pairs(valid: list[dict], teacher: pd.DataFrame, catalog: parse.Catalog
         if r["task"] != "I1+C" or base is None or r["user_id"] not in ranked.index:
             continue
         in_c = catalog.items_in(r["intent"]["category"])
-        ranking = [int(i) for i in ranked[r["user_id"]] if int(i) not in set(r["history"])]
+        history = set(r["history"])
+        ranking = [int(i) for i in ranked[r["user_id"]] if int(i) not in history]
         inside = [i for i in ranking if i in in_c][:per_side]
         outside = [i for i in ranking if i not in in_c][:per_side]
         if len(inside) >= per_side // 2 and len(outside) == per_side:
@@ -65,20 +71,16 @@ def score_model(model, tokenizer, pairs: list[dict], catalog: parse.Catalog, max
     aucs = {"ctl": [], "noctl": []}
     shifts = []
     for pair in tqdm(pairs, desc="users", leave=False):
-        items = pair["inside"] + pair["outside"]
-        titles = [f" {catalog.title(i)}\n" for i in items]
+        titles = [f" {catalog.title(i)}\n" for i in pair["inside"] + pair["outside"]]
+        n_in = len(pair["inside"])
         per_token = {}
         for key in ("ctl", "noctl"):
             prompt = llm.render_prompts(tokenizer, [pair[key]["prompt"]], max_prompt_tokens)[0] + "1."
             lp = llm.continuation_logprobs(model, tokenizer, prompt, titles)
             per_token[key] = np.array([s / n for s, n in lp])
-            n_in = len(pair["inside"])
             aucs[key].append(auc(per_token[key][:n_in], per_token[key][n_in:]))
         delta = per_token["ctl"] - per_token["noctl"]
-        shifts.append(delta[: len(pair["inside"])].mean() - delta[len(pair["inside"]):].mean())
-    def se(values: list[float]) -> float:  # standard error of the mean over users
-        return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-
+        shifts.append(delta[:n_in].mean() - delta[n_in:].mean())
     return {"auc_ctl": float(np.mean(aucs["ctl"])), "auc_ctl_se": se(aucs["ctl"]),
             "auc_noctl": float(np.mean(aucs["noctl"])), "shift": float(np.mean(shifts)),
             "shift_se": se(shifts), "users": len(pairs)}
