@@ -110,8 +110,7 @@ def main() -> None:
     if skipped:
         raise SystemExit(skipped[0])
     record.seed_everything(0, args.threads)
-    dataset = record.read_json(data_dir / "params.json")["dataset"]
-    catalog = parse.Catalog(data.load_prepared(data_dir, dataset).items)
+    catalog = parse.Catalog(data.load_prepared(data_dir).items)
     pairs = probe_pairs(instructions.read_jsonl(instr_dir / "sft_valid.jsonl"),
                         pd.read_parquet(teacher_dir / "teacher_topk.parquet"), catalog, args.users, args.per_side)
     if not pairs:
