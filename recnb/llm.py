@@ -169,6 +169,53 @@ def load_tokenizer(name: str = SMOLLM2) -> PreTrainedTokenizerBase:
     return tok
 
 
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 512) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer fitted to `texts`, with SmolLM2's special tokens and chat format.
+
+    Byte-level, so any string encodes and decodes back exactly (offsets included), while the words
+    of `texts` become one or two tokens: a small model then spends its capacity on the task, not on
+    spelling. The same texts give the same vocabulary (tokenizers' BPE trainer is deterministic).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(_SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = CHATML_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_llama(tokenizer: PreTrainedTokenizerBase, *, hidden: int = 64, layers: int = 2, heads: int = 4,
+               seed: int = 0) -> PreTrainedModel:
+    """A small Llama sized for a small vocabulary, seeded without touching the caller's RNG."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), head_dim=hidden // heads,
+        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    for cfg in (model.config, model.generation_config):
+        cfg.pad_token_id, cfg.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    return model.eval()
+
+
 def _tiny_random_model(tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
     """2 layers, hidden 32, tied embeddings: ~1.6M parameters, built in ~0.1 s."""
     config = LlamaConfig(

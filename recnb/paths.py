@@ -51,8 +51,14 @@ def stage_dir(outputs_dir: str | os.PathLike, run: str, stage: str, variant: str
     return path
 
 
+_INPUTS_READ: dict[str, Path] = {}  # stage dirs handed out by input_dir in this process, for inputs.json
+
+
 def input_dir(outputs_dir: str | os.PathLike, run: str, name: str) -> Path:
     """A finished upstream stage directory (`name` is a stage dir name such as `04_sft_unsloth-v1`).
+
+    Every directory handed out is noted (`inputs_read`): `recnb.record.record_results` stores the
+    digest of each, so the runner knows when a stage's inputs changed after it ran.
 
     Raises:
         FileNotFoundError: if the directory has no `metrics.json`, i.e. the stage never finished.
@@ -63,7 +69,13 @@ def input_dir(outputs_dir: str | os.PathLike, run: str, name: str) -> Path:
             f"{path} is missing or incomplete (no {col.METRICS_FILE}); run stage {name} of run {run!r} first "
             f"(python -m recnb.run params/<name>.yaml --only {name.split('-')[0]})"
         )
+    _INPUTS_READ[name] = path
     return path
+
+
+def inputs_read() -> dict[str, Path]:
+    """The upstream stage directories `input_dir` handed out in this process, by name."""
+    return dict(_INPUTS_READ)
 
 
 def notebook_path(stage: str) -> Path:

@@ -18,13 +18,21 @@ autocast re-casts every frozen weight at each decoding step: 2.2x slower in benc
 whitening, clipped losses), `ppo_update` (one update and its log row), and this module (the loop,
 validation, checkpoints, `ppo_log.csv`, metrics and the plot).
 
+`kl_loss_coef` (0 = the paper) adds β·KL(π‖π_ref), exact over the vocabulary, to the policy loss: the
+reward's sampled-token KL penalty only acts on tokens the policy happens to draw, so on a small model
+the list's format tokens (numbering, newlines, EOS), which no reward pays for, drift as LoRA updates
+for the titles spill over; the exact KL holds them (`studies/rl_toy.py`).
+
 Checkpoints (`checkpoint/`: both adapters, value head, optimiser, torch RNG, step) are written
 after every update, so `resume=True` continues where a run stopped with the same prompts and samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +47,9 @@ from recnb.ppo_update import PPOConfig, batch_records, make_optimizer, ppo_updat
 
 RL_TASKS = ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=")  # the tasks the paper's rewards are defined for
 LOG_FILE = "ppo_log.csv"
+CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
+SETTINGS_FILE = "settings.json"
 
 __all__ = ["ActorCritic", "PPOConfig", "RecScorer", "batch_records", "evaluate", "make_optimizer", "plot_log",
            "ppo_update", "rl_records", "summarise", "train_ppo", "valid_slice"]
@@ -112,16 +122,22 @@ def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cf
 
 
 def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict], scorer: Scorer,
-              cfg: PPOConfig, out_dir: Path, resume: bool = False) -> pd.DataFrame:
+              cfg: PPOConfig, out_dir: Path, resume: bool = False, settings: dict | None = None) -> pd.DataFrame:
     """Run `cfg.updates` PPO updates, evaluating every `eval_every`; returns the `ppo_log.csv` frame.
 
     Writes `adapter/` (best actor by mean validation list reward, the SFT start included),
     `adapter_last/`, `critic/` (LoRA + value head), `ppo_log.csv` and `checkpoint/`.
+
+    Args:
+        settings: what the run was started with (the notebook's params; default: `cfg`). It is stored
+            in every checkpoint, and `resume` refuses a checkpoint written under other settings
+            (only `updates`, `resume` and `threads` may change), so a resumed run never mixes two.
     """
     out_dir = Path(out_dir)
+    settings = _plain_settings(settings if settings is not None else dataclasses.asdict(cfg))
     opt = make_optimizer(ac, cfg)
     valid = valid[: cfg.eval_size]
-    start, best, rows = (load_checkpoint(ac, opt, out_dir) if resume else (0, -math.inf, []))
+    start, best, rows = (load_checkpoint(ac, opt, out_dir, settings) if resume else (0, -math.inf, []))
     if start == 0:  # evaluate the SFT start: "best" must beat it to replace it
         rows = [{"update": 0, **evaluate(ac, tokenizer, valid, scorer, cfg)}]
         best = _keep_best(ac, rows[0], best, out_dir)
@@ -134,7 +150,7 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
             best = _keep_best(ac, row, best, out_dir)
         rows.append(row)
         bar.set_postfix(reward=f"{row['list_reward']:.3f}", kl=f"{row['kl']:.3f}")
-        save_checkpoint(ac, opt, out_dir, update + 1, best, rows)
+        save_checkpoint(ac, opt, out_dir, update + 1, best, rows, settings)
     ac.save_adapter(ACTOR, out_dir / "adapter_last")
     ac.save_adapter(CRITIC, out_dir / "critic")
     return pd.DataFrame(rows)
@@ -147,30 +163,70 @@ def _keep_best(ac: ActorCritic, row: dict, best: float, out_dir: Path) -> float:
     return best
 
 
+RESUMABLE = ("updates", "resume", "threads")  # settings a resumed run may change
+
+
+def _plain_settings(settings: dict) -> dict:
+    """Settings as JSON would give them back (tuples as lists), so a stored copy compares equal."""
+    return json.loads(json.dumps(settings, default=str))
+
+
 def save_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path, step: int, best: float,
-                    rows: list[dict]) -> None:
-    """Adapters, value head, optimiser, torch RNG, step and best score, plus the log so far."""
-    ckpt = out_dir / "checkpoint"
-    ac.save_adapter(ACTOR, ckpt / ACTOR)
-    ac.save_adapter(CRITIC, ckpt / CRITIC)
+                    rows: list[dict], settings: dict | None = None) -> Path:
+    """Adapters, value head, optimiser, torch RNG, step, best score, settings and the log so far.
+
+    Written whole into `checkpoint.tmp/`, then swapped in by renames, so a crash at any point leaves
+    either the previous checkpoint or the new one, never a mix (`load_checkpoint` also finds the
+    previous one if the crash fell between the two renames).
+    """
+    out_dir = Path(out_dir)
+    ckpt, tmp, old = out_dir / CHECKPOINT, out_dir / f"{CHECKPOINT}.tmp", out_dir / f"{CHECKPOINT}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ac.save_adapter(ACTOR, tmp / ACTOR)
+    ac.save_adapter(CRITIC, tmp / CRITIC)
     torch.save({"step": step, "best": best, "optimizer": opt.state_dict(), "rng": torch.get_rng_state()},
-               ckpt / (STATE_FILE + ".tmp"))
-    (ckpt / (STATE_FILE + ".tmp")).replace(ckpt / STATE_FILE)  # the state names a complete checkpoint
-    pd.DataFrame(rows).to_csv(out_dir / LOG_FILE, index=False)
+               tmp / STATE_FILE)
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1, sort_keys=True))
+    log = pd.DataFrame(rows)
+    log.to_csv(tmp / LOG_FILE, index=False)
+    if ckpt.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+    log.to_csv(out_dir / LOG_FILE, index=False)
+    return ckpt
 
 
-def load_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path) -> tuple[int, float, list[dict]]:
-    """Restore a `save_checkpoint`; returns (next update, best validation list reward, log rows)."""
-    ckpt = out_dir / "checkpoint"
+def load_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path,
+                    settings: dict | None = None) -> tuple[int, float, list[dict]]:
+    """Restore a `save_checkpoint`; returns (next update, best validation list reward, log rows).
+
+    Raises:
+        FileNotFoundError: no complete checkpoint.
+        ValueError: `settings` differ from the checkpoint's beyond `RESUMABLE` (names the keys).
+    """
+    out_dir = Path(out_dir)
+    ckpt = out_dir / CHECKPOINT
+    if not (ckpt / STATE_FILE).exists() and (out_dir / f"{CHECKPOINT}.old" / STATE_FILE).exists():
+        ckpt = out_dir / f"{CHECKPOINT}.old"  # a crash between save_checkpoint's two renames
     if not (ckpt / STATE_FILE).exists():
-        raise FileNotFoundError(f"{ckpt / STATE_FILE} not found: nothing to resume; set resume = False")
+        raise FileNotFoundError(f"{out_dir / CHECKPOINT / STATE_FILE} not found: nothing to resume; set resume = False")
+    if settings is not None and (ckpt / SETTINGS_FILE).exists():
+        stored = json.loads((ckpt / SETTINGS_FILE).read_text())
+        changed = sorted(k for k in set(stored) | set(settings)
+                         if k not in RESUMABLE and stored.get(k) != settings.get(k))
+        if changed:
+            diff = ", ".join(f"{k}: {stored.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise ValueError(f"{ckpt}: resume = True, but the checkpoint was trained with other settings ({diff}); "
+                             "restore them, or set resume = False to start over (the runner needs --force)")
     state = torch.load(ckpt / STATE_FILE, weights_only=True)
     ac.load_adapter(ACTOR, ckpt / ACTOR)
     ac.load_adapter(CRITIC, ckpt / CRITIC)
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
-    log = pd.read_csv(out_dir / LOG_FILE)
-    rows = [{k: v for k, v in r.items() if not pd.isna(v)} for r in log[log["update"] <= state["step"]].to_dict("records")]
+    log = pd.read_csv(ckpt / LOG_FILE)
+    rows = log[log["update"] <= state["step"]].to_dict("records")  # NaN kept: the columns keep their order
     return int(state["step"]), float(state["best"]), rows
 
 

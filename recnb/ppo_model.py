@@ -5,7 +5,9 @@ peft's multi-adapter model does the sharing: the stage-04 adapter is merged into
 `critic` (r=4, alpha=2 in the paper). `set_adapter` picks which one a forward pass uses, and
 `disable_adapter()` gives the frozen reference policy (= the SFT model). The critic's value head
 is a plain linear layer on the last hidden state; it is in the optimiser (the reference code left
-it out). trl's `selective_log_softmax`/`entropy_from_logits` compute log-probs and entropy.
+it out) and starts at zero: a randomly initialised head hands the policy advantages of its own (its
+value differences between positions), which whitening blows up to unit scale even when no reward
+is paid. trl's `selective_log_softmax`/`entropy_from_logits` compute log-probs and entropy.
 
 `set_adapter` also switches `requires_grad` to the active adapter only, so the PPO step runs the
 actor's and the critic's backward passes one after the other, each with its adapter active.
@@ -52,7 +54,7 @@ class ActorCritic(nn.Module):
             self.model.add_adapter(CRITIC, cfg)
             hidden = sft_model.config.hidden_size
             self.value_head = nn.Linear(hidden, 1)
-            nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1))
+            nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
         self.value_head.to(next(sft_model.parameters()).device)
         self.model.set_adapter(ACTOR)
@@ -76,31 +78,47 @@ class ActorCritic(nn.Module):
             out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state[:, -resp_len - 1:-1]
 
-    def _token_logps(self, input_ids, attention_mask, response_ids, temperature, entropy: bool):
-        hidden = self._hidden(input_ids, attention_mask, response_ids.shape[1])
+    def _logits(self, input_ids, attention_mask, resp_len: int, temperature: float) -> torch.Tensor:
+        """Temperature-scaled fp32 logits `(B, T, V)` at the positions predicting the response tokens."""
+        hidden = self._hidden(input_ids, attention_mask, resp_len)
         # lm_head only on response positions: the prompt's logits are never needed.
         with self.autocast():
             logits = self.model.get_base_model().get_output_embeddings()(hidden)
-        logits = logits.float() / temperature
+        return logits.float() / temperature
+
+    def _token_logps(self, input_ids, attention_mask, response_ids, temperature, entropy: bool, ref=None):
+        logits = self._logits(input_ids, attention_mask, response_ids.shape[1], temperature)
         logp = selective_log_softmax(logits, response_ids)
-        return logp, (entropy_from_logits(logits) if entropy else None)
+        ent = entropy_from_logits(logits) if entropy else None
+        if ref is None:
+            return logp, ent, None
+        full = logits.log_softmax(-1)
+        return logp, ent, (full.exp() * (full - ref)).sum(-1)
 
     def policy_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ids: torch.Tensor,
-                     temperature: float, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Actor log π of the sampled response tokens `(B, T)` and the per-token entropy.
+                     temperature: float, entropy: bool = True, full_kl: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Actor log π of the sampled response tokens `(B, T)`, per-token entropy and full KL.
 
         Logits are divided by the sampling temperature, so π is the distribution tokens were drawn from.
+        With `full_kl`, the third value is the exact KL(π ‖ π_ref) over the whole vocabulary at each
+        position, differentiable in π (one extra no-grad reference pass): unlike the sampled-token
+        penalty in the reward, it pulls back every token's probability, including the list's format
+        tokens that no reward pays for.
         """
+        ref = None
+        if full_kl:
+            with torch.no_grad(), self.model.disable_adapter():
+                ref = self._logits(input_ids, attention_mask, response_ids.shape[1], temperature).log_softmax(-1)
         self.model.set_adapter(ACTOR)
-        return self._token_logps(input_ids, attention_mask, response_ids, temperature, entropy)
+        return self._token_logps(input_ids, attention_mask, response_ids, temperature, entropy, ref)
 
     @torch.no_grad()
     def reference_logps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ids: torch.Tensor,
                         temperature: float) -> torch.Tensor:
         """log π_ref of the response tokens under the SFT model (every adapter disabled)."""
         with self.model.disable_adapter():
-            logp, _ = self._token_logps(input_ids, attention_mask, response_ids, temperature, entropy=False)
-        return logp
+            return self._token_logps(input_ids, attention_mask, response_ids, temperature, entropy=False)[0]
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, resp_len: int) -> torch.Tensor:
         """Critic values `(B, T)`: V of the state before each response token.

@@ -109,9 +109,15 @@ def value_loss(
 ) -> tuple[torch.Tensor, float]:
     """Clipped value loss `½·max((V − R)², (V_clip − R)²)`, V_clip within ±clip of the rollout value.
 
+    `clip <= 0` turns clipping off (`½·(V − R)²`). The clip is in reward units: with returns on the
+    paper's ×10 list-reward scale, ±0.2 lets the critic's values move at most 0.2 per update, so a
+    fresh critic needs tens of updates just to reach the mean return.
+
     Returns:
         `(loss, fraction of tokens where the clipped term was the larger one)`.
     """
+    if clip <= 0:
+        return 0.5 * masked_mean((values - returns) ** 2, mask), 0.0
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped - returns) ** 2

@@ -46,6 +46,7 @@ class PPOConfig:
     max_new_tokens: int = 64
     max_prompt_tokens: int = 512
     kl_coef: float = 0.05
+    kl_loss_coef: float = 0.0  # > 0: also add β·KL(π‖π_ref) over the whole vocabulary to the policy loss
     gamma: float = 1.0
     lam: float = 0.95
     cliprange: float = 0.2
@@ -121,10 +122,12 @@ def optimise_minibatch(ac: ActorCritic, opt: torch.optim.Optimizer, b: PPOBatch,
     """
     mask = b.mask[rows]
     ac.use_actor()
-    logp, ent = ac.policy_logps(b.input_ids[rows], b.attention_mask[rows], b.response_ids[rows], cfg.temperature)
+    logp, ent, kl = ac.policy_logps(b.input_ids[rows], b.attention_mask[rows], b.response_ids[rows], cfg.temperature,
+                                    full_kl=cfg.kl_loss_coef > 0)
     p_loss, approx_kl, clip_frac, ratio = policy_loss(logp, b.old_logp[rows], b.advantages[rows], mask, cfg.cliprange)
     entropy = masked_mean(ent, mask)
-    (p_loss - cfg.ent_coef * entropy).backward()
+    full_kl = masked_mean(kl, mask) if kl is not None else torch.zeros(())
+    (p_loss - cfg.ent_coef * entropy + cfg.kl_loss_coef * full_kl).backward()
     values = ac.values(b.input_ids[rows], b.attention_mask[rows], b.response_ids.shape[1])
     v_loss, v_clip = value_loss(values, b.old_values[rows], b.returns[rows], mask, cfg.cliprange_value)
     (cfg.vf_coef * v_loss).backward()
@@ -134,6 +137,7 @@ def optimise_minibatch(ac: ActorCritic, opt: torch.optim.Optimizer, b: PPOBatch,
     opt.zero_grad(set_to_none=True)
     ac.use_actor()
     return {"policy_loss": p_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
+            "full_kl": full_kl.item(),
             "approx_kl": approx_kl, "clip_frac": clip_frac, "value_clip_frac": v_clip, "ratio": ratio}
 
 

@@ -156,51 +156,78 @@ def feeds(upstream: Job, job: Job) -> bool:
     return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
 
 
-def stage_state(target: Path, params: dict[str, Any]) -> str:
-    """`missing`, `incomplete` (no metrics.json: never finished), `changed` (recorded parameters
-    differ from `params`) or `done`."""
+def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
+    """(`state`, why) of a stage directory against the params it would run with.
+
+    `missing`; `incomplete` (no metrics.json: it never finished); `changed` (recorded params differ,
+    its files differ from the manifest it recorded, or an upstream stage it read changed since);
+    or `done`. `why` says what, for messages.
+    """
     if not target.exists():
-        return "missing"
+        return "missing", "missing"
     if not (target / col.METRICS_FILE).exists():
-        return "incomplete"
+        return "incomplete", "incomplete"
     try:
         recorded = record.read_json(target / col.PARAMS_FILE)
     except (OSError, ValueError):  # missing or malformed: nothing says these params made it
-        return "changed"
-    # `variant` names the directory itself (checked by its name), so a params.json written before a
-    # stage took variants still matches its main-path run
-    same = all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k != "variant")
-    return "done" if same else "changed"
+        return "changed", "params.json unreadable"
+    # `variant` names the directory itself (checked by its name)
+    if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k != "variant"):
+        return "changed", "params changed"
+    changes = record.stage_changes(target)
+    if changes:
+        shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+        return "changed", f"{shown} since it ran"
+    return "done", ""
 
 
-def plan(jobs: list[Job], out_root: Path, force: bool = False, rerun: bool = False) -> tuple[list[Job], list[Job]]:
+def plan(jobs: list[Job], out_root: Path, force: bool = False, rerun: bool = False,
+         context: list[Job] | None = None) -> tuple[list[Job], list[Job]]:
     """Split `jobs` into (to run, up to date); raise if a stale stage directory would be overwritten
-    without `force`. A stage reruns when it is missing, stale, or fed by a stage that runs now."""
+    without `force`, or if a stage that runs would read an upstream stage of `context` (all jobs of
+    the params file; default `jobs`) that is not up to date and does not run now.
+
+    A stage reruns when it is missing, stale, or fed by a stage that runs now.
+    """
     todo, fresh, blocked = [], [], []
     for job in jobs:
-        state = stage_state(out_root / job.name, job.params)
+        state, why = stage_state(out_root / job.name, job.params)
         upstream = [j.name for j in todo if feeds(j, job)]
         if state == "done" and not upstream and not rerun:
             fresh.append(job)
             continue
         if state != "missing" and not (force or rerun):
-            why = f"{upstream[0]} reruns" if state == "done" else ("params changed" if state == "changed" else state)
-            blocked.append(f"{job.name} ({why})")
+            blocked.append(f"{job.name} ({f'{upstream[0]} reruns' if state == 'done' else why})")
         todo.append(job)
     if blocked:
         raise ParamsError(f"{out_root}: {', '.join(blocked)} already exist(s); pass --force to rerun them, "
                           "or pick another 'run' name")
+    _check_upstream(todo, context if context is not None else jobs, out_root)
     return todo, fresh
 
 
+def _check_upstream(todo: list[Job], context: list[Job], out_root: Path) -> None:
+    """Refuse to run a stage on an upstream stage of the params file that is stale and not rerun now."""
+    running = {j.name for j in todo}
+    for job in todo:
+        for up in context:
+            if up.name in running or not feeds(up, job):
+                continue
+            state, why = stage_state(out_root / up.name, up.params)
+            if state != "done":
+                raise ParamsError(
+                    f"{out_root}: {job.name} reads {up.name}, which is not up to date ({why}); rerun it first "
+                    f"(--from {up.name} --force, or --only {up.name} --force)")
+
+
 def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool = False, log_output: bool = False,
-            rerun: bool = False) -> None:
+            rerun: bool = False, context: list[Job] | None = None) -> None:
     """Run the jobs that are not up to date, in order; stop at the first failure with the stage, cell and error."""
     import papermill
     from tqdm.auto import tqdm
 
     out_root = paths.run_dir(outputs_dir, run)
-    jobs, fresh = plan(jobs, out_root, force, rerun)  # refuse before running anything
+    jobs, fresh = plan(jobs, out_root, force, rerun, context)  # refuse before running anything
     for job in fresh:
         print(f"{job.name}: up to date, skipped ({out_root / job.name}; --rerun to run it again)")
     if not jobs:
@@ -247,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
     args = ap.parse_args(argv)
     try:
-        run, jobs = load_jobs(args.params, paper=args.paper, outputs_dir=args.outputs_dir)
-        jobs = select_jobs(jobs, args.only, args.start)
-        execute(jobs, run, args.outputs_dir, force=args.force, log_output=args.log_output, rerun=args.rerun)
+        run, every = load_jobs(args.params, paper=args.paper, outputs_dir=args.outputs_dir)
+        jobs = select_jobs(every, args.only, args.start)
+        execute(jobs, run, args.outputs_dir, force=args.force, log_output=args.log_output, rerun=args.rerun,
+                context=every)
     except (ParamsError, StageFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

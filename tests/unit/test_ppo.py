@@ -3,14 +3,13 @@ reference bookkeeping on a tiny-random model, and a functional run where a rewar
 category's items must raise the reward. One torch thread (conftest); ~1 min in all."""
 
 import copy
-import random
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
-from recnb import llm
+from recnb import llm, rl_toy
 from recnb.ppo import evaluate, load_checkpoint, rl_records, save_checkpoint, train_ppo
 from recnb.ppo_model import ACTOR, CRITIC, ActorCritic
 from recnb.ppo_objective import gae, masked_mean, masked_var, masked_whiten, policy_loss, value_loss
@@ -24,25 +23,8 @@ from recnb.ppo_update import (
     prepare_batch,
 )
 
-FRUIT, ANIMAL = ["Apple", "Banana", "Cherry"], ["Tiger", "Zebra", "Horse"]
-MESSAGES = [{"role": "system", "content": "You are an expert recommender engine."},
-            {"role": "user", "content": "Recommend 3 items."}]
-RECORDS = [{"task": "I0", "prompt": MESSAGES, "k": 3, "intent": {"kind": "I0", "category": None, "m": None},
-            "target": None, "history": []} for _ in range(8)]
-
-
-class FruitScorer:
-    """Pays +1 per fruit, 0 per animal, -1 per unknown or repeated title; R_list = share of fruit."""
-
-    def __call__(self, record, titles):
-        seen, legal, item = set(), [], []
-        for title in titles:
-            ok = title in FRUIT + ANIMAL and title not in seen
-            seen.add(title)
-            legal.append(ok)
-            item.append(1.0 if ok and title in FRUIT else (0.0 if ok else -1.0))
-        fruit = sum(r == 1.0 for r in item)
-        return SimpleNamespace(legal=legal, item_rewards=item, list_reward=fruit / record["k"])
+MESSAGES, FruitScorer = rl_toy.MESSAGES, rl_toy.FruitScorer
+RECORDS = rl_toy.records(8)
 
 
 # --- GAE, whitening, losses: hand-computed -------------------------------------------------------
@@ -89,6 +71,9 @@ def test_policy_loss_clips_large_ratios_and_value_loss_clips_large_moves():
                                 torch.ones(1, 1), clip=0.2)
     # unclipped (1 - .5)² = .25, clipped (.2 - .5)² = .09: the larger, .25, halved
     assert v_loss.item() == pytest.approx(0.125) and v_clip == 0.0
+    far = (torch.tensor([[3.0]]), torch.tensor([[0.0]]), torch.tensor([[5.0]]), torch.ones(1, 1))
+    assert value_loss(*far, clip=0.2)[0].item() == pytest.approx(0.5 * (0.2 - 5) ** 2)  # clipped term wins
+    assert value_loss(*far, clip=0.0) == (pytest.approx(0.5 * (3 - 5) ** 2), 0.0)  # clip <= 0: no clipping
 
 
 # --- reward placement --------------------------------------------------------------------------
@@ -148,26 +133,9 @@ def test_token_char_ends_handles_a_non_canonical_split(tokenizer):
 # --- the models ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def warm_model(tokenizer):
-    """tiny-random taught the list format over six titles (mixed categories) in ~100 steps."""
-    torch.manual_seed(0)
-    model, tok = llm.load_base(llm.TINY_RANDOM)
-    prompt = llm.render_prompts(tok, [MESSAGES], 512)[0]
-    plen = len(tok(prompt, add_special_tokens=False)["input_ids"])
-    rng, opt = random.Random(0), torch.optim.Adam(model.parameters(), lr=2e-2)
-    for _ in range(100):
-        texts = [prompt + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(rng.sample(FRUIT + ANIMAL, 3)))
-                 + tok.eos_token for _ in range(8)]
-        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        hidden = model.model(**batch).last_hidden_state
-        pad = batch["input_ids"].shape[1] - batch["attention_mask"].sum(1, keepdim=True)  # left padding
-        pos = torch.arange(hidden.shape[1]).expand_as(batch["input_ids"])
-        keep = (pos >= pad + plen - 1)[:, :-1]  # completion-only loss: the prompt's logits are skipped
-        logits = model.lm_head(hidden[:, :-1][keep])
-        torch.nn.functional.cross_entropy(logits, batch["input_ids"][:, 1:][keep]).backward()
-        opt.step()
-        opt.zero_grad()
-    return model.eval(), tok
+def warm_model():
+    """The toy's 64-wide Llama taught the list format over 12 titles of two categories (~8 s)."""
+    return rl_toy.warm_start()
 
 
 def _actor_critic(warm_model, seed=0):
@@ -224,6 +192,23 @@ def test_update_moves_actor_critic_and_value_head_but_not_reference_or_base(warm
     assert not torch.equal(ac.value_head.weight, head_before)
 
 
+def test_zero_reward_leaves_the_actor_where_it_was(warm_model):
+    """With nothing to learn, nothing moves: a fresh critic outputs 0 everywhere, so it cannot hand
+    the policy advantages of its own. (A randomly initialised value head did: its value differences
+    between positions, whitened to unit scale, drove the toy's actor 35 nats from the reference in
+    32 updates of zero reward.)"""
+    ac, tok = _actor_critic(warm_model), warm_model[1]
+    zero = lambda record, titles: SimpleNamespace(legal=[True] * len(titles), item_rewards=[0.0] * len(titles),
+                                                  list_reward=0.0)
+    actor = {n: p.detach().clone() for n, p in ac.model.named_parameters() if f".{ACTOR}." in n}
+    cfg = PPOConfig(batch_size=4, minibatch_size=2, ppo_epochs=2, max_new_tokens=16, lr=1e-2, critic_lr=1e-2,
+                    ent_coef=0.0)  # the entropy bonus alone would move it
+    torch.manual_seed(0)
+    stats = ppo_update(ac, make_optimizer(ac, cfg), tok, RECORDS[:4], zero, cfg)
+    assert stats["kl"] == 0.0 and stats["policy_loss"] == 0.0
+    assert all(torch.equal(p, actor[n]) for n, p in ac.model.named_parameters() if n in actor)
+
+
 def test_resume_restores_adapters_optimiser_and_rng(warm_model, tmp_path):
     ac, tok = _actor_critic(warm_model), warm_model[1]
     cfg = PPOConfig(batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, lr=1e-3, critic_lr=1e-3)
@@ -266,6 +251,54 @@ def test_resuming_with_more_updates_equals_one_uninterrupted_run(warm_model, tmp
     assert torch.equal(whole.value_head.weight, split.value_head.weight)
 
 
+def test_a_crash_inside_the_checkpoint_save_resumes_from_the_previous_update(warm_model, tmp_path, monkeypatch):
+    """The run dies while writing update 3's checkpoint (after its adapters, before its state): resuming
+    replays update 3 from update 2's complete checkpoint and ends exactly as the uninterrupted run."""
+    cfg = PPOConfig(updates=4, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, lr=1e-2,
+                    critic_lr=1e-2, eval_every=2, eval_size=2)
+
+    def run(out, resume=False):
+        ac = _actor_critic(warm_model)
+        torch.manual_seed(0)
+        return ac, train_ppo(ac, warm_model[1], RECORDS, RECORDS, FruitScorer(), cfg, out, resume=resume)
+
+    whole, whole_log = run(tmp_path / "whole")
+    saves, real_save = [], torch.save
+
+    def dying_save(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 3:
+            raise KeyboardInterrupt("killed while saving")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(tmp_path / "split" / "checkpoint" / "state.pt", weights_only=True)["step"] == 2
+    split, split_log = run(tmp_path / "split", resume=True)
+    timings = ["t_generate", "t_score", "t_train"]
+    pd.testing.assert_frame_equal(split_log.drop(columns=timings), whole_log.drop(columns=timings))
+    mine, theirs = dict(whole.model.named_parameters()), dict(split.model.named_parameters())
+    assert all(torch.equal(p, theirs[n]) for n, p in mine.items() if "lora_" in n)
+
+
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(warm_model, tmp_path):
+    cfg = PPOConfig(updates=1, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, eval_every=1,
+                    eval_size=2)
+    settings = {"reward": "full", "lr": 1e-4, "batch_size": 2, "updates": 1, "fuzzy": False}
+    train_ppo(_actor_critic(warm_model), warm_model[1], RECORDS, RECORDS, FruitScorer(), cfg, tmp_path,
+              settings=settings)
+    changed = {**settings, "reward": "list", "lr": 1e-3, "updates": 2}  # updates may change: it extends the run
+    with pytest.raises(ValueError, match=r"lr: 0.0001 -> 0.001, reward: 'full' -> 'list'\); restore them"):
+        train_ppo(_actor_critic(warm_model), warm_model[1], RECORDS, RECORDS, FruitScorer(), cfg, tmp_path,
+                  resume=True, settings=changed)
+    cfg.updates = 2
+    log = train_ppo(_actor_critic(warm_model), warm_model[1], RECORDS, RECORDS, FruitScorer(), cfg, tmp_path,
+                    resume=True, settings={**settings, "updates": 2})
+    assert list(log["update"]) == [0, 1, 2]
+
+
 def test_batch_records_is_a_seeded_stateless_shuffle():
     records = [{"i": i} for i in range(5)]
     picks = [r["i"] for u in range(5) for r in batch_records(records, 2, seed=3, update=u)]
@@ -302,17 +335,22 @@ def test_rl_records_keeps_rewarded_tasks_and_narrows_to_the_tasks_param():
         rl_records([{"task": "I4"}])
 
 
-def test_ppo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path):
-    """Functional: fruit pays, animals do not; the last updates' mean reward clearly beats the first ones'."""
-    ac, tok = _actor_critic(warm_model), warm_model[1]
-    # A high lr and 4 epochs per batch: 16 updates of 8 answers must show learning in ~30 s on 1 thread.
-    cfg = PPOConfig(updates=16, batch_size=8, minibatch_size=4, ppo_epochs=4, max_new_tokens=16, lr=1e-2,
-                    critic_lr=1e-2, kl_coef=0.01, target_kl=1.0, eval_every=8, eval_size=8)
-    torch.manual_seed(0)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path, seed):
+    """Functional, per seed: fruit pays, animals do not. Over 96 answers sampled with one fixed seed,
+    the mean reward after 32 updates beats the SFT start's by far more than the spread of the gain
+    over seeds 0-5 (+0.170 to +0.181, studies/rl_toy.py), while the format holds."""
+    ac, tok = _actor_critic(warm_model, seed=seed), warm_model[1]
+    torch.manual_seed(seed)
+    cfg = PPOConfig(**rl_toy.PPO_SETTINGS, updates=32, eval_every=32, seed=seed)
     log = train_ppo(ac, tok, RECORDS, RECORDS, FruitScorer(), cfg, tmp_path)
-    train = log[log["update"] > 0]
-    first, last = train["list_reward"].head(4).mean(), train["list_reward"].tail(4).mean()
-    assert last > first + 0.15, (first, last)
+    ac.use_actor()
+    after = rl_toy.sampled_reward(ac.model, tok)
+    with ac.model.disable_adapter():
+        before = rl_toy.sampled_reward(ac.model, tok)
+    assert after["reward"] > before["reward"] + 0.08, (before, after)
+    # the list format holds: exact KL to the start ≤ 0.27 nats/token on seeds 0-5 (the sampled-token
+    # `kl` column jumps whenever one rare token is drawn, so it is not asserted)
+    assert after["illegal_pct"] < 25.0 and log["full_kl"].tail(8).mean() < 1.0
     assert {"adapter", "adapter_last", "critic", "checkpoint"} <= {p.name for p in tmp_path.iterdir()}
-    assert list(pd.read_csv(tmp_path / "ppo_log.csv")["update"]) == list(range(17))
-    assert evaluate(ac, tok, RECORDS[:2], FruitScorer(), cfg)["val_list_reward"] > 0
+    assert list(pd.read_csv(tmp_path / "ppo_log.csv")["update"]) == list(range(33))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from recnb import paths, run
+from recnb import paths, record, run
 from recnb.run import ParamsError
 
 
@@ -86,10 +86,12 @@ def test_runs_stage_then_skips_it_and_refuses_to_overwrite_when_stale(tmp_path, 
     assert json.loads((stage / "params.json").read_text())["user_core"] == 3
 
 
-def _done(root, name, params):
-    (root / name).mkdir(parents=True)
-    (root / name / "params.json").write_text(json.dumps(params))
-    (root / name / "metrics.json").write_text("{}")
+def _done(root, name, params, reads=(), files=None):
+    """A finished stage dir as record_results leaves it, having read the stage dirs `reads`."""
+    (root / name).mkdir(parents=True, exist_ok=True)
+    for file, text in (files or {"out.txt": name}).items():
+        (root / name / file).write_text(text)
+    record.record_results(root / name, params, {}, inputs={r: root / r for r in reads})
 
 
 def test_plan_reruns_what_a_rerun_stage_feeds_and_nothing_else(tmp_path):
@@ -136,3 +138,35 @@ def test_eval_variant_is_a_side_table_and_variant_is_not_compared_as_a_param(tmp
     assert [j.name for j in fresh] == ["06_eval", "07_case_study"]
     # a PPO variant feeds both evaluations, so both tables rerun (and 07 after the main one)
     assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == [j.name for j in jobs]
+
+
+def test_a_stage_whose_input_reran_or_whose_files_changed_is_stale(tmp_path):
+    """Up to date = same params, same own files, same content of every stage it read."""
+    jobs = [run.Job("01_data_duckdb", "", {"a": 1}), run.Job("02_sasrec", "", {"b": 1}),
+            run.Job("03_instructions", "", {"c": 1})]
+    _done(tmp_path, "01_data_duckdb", {"a": 1})
+    _done(tmp_path, "02_sasrec", {"b": 1}, reads=["01_data_duckdb"], files={"teacher_topk.parquet": "top"})
+    _done(tmp_path, "03_instructions", {"c": 1}, reads=["01_data_duckdb", "02_sasrec"])
+    assert run.plan(jobs, tmp_path) == ([], jobs)
+    # 02 reran with another param (--only 02_sasrec --force): its teacher changed under 03
+    _done(tmp_path, "02_sasrec", {"b": 2}, reads=["01_data_duckdb"], files={"teacher_topk.parquet": "other"})
+    jobs[1].params = {"b": 2}
+    with pytest.raises(ParamsError, match=r"03_instructions \(input 02_sasrec changed since it ran\)"):
+        run.plan(jobs, tmp_path)
+    assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == ["03_instructions"]
+
+
+def test_a_deleted_artifact_makes_its_stage_stale_and_blocks_what_reads_it(tmp_path):
+    jobs = [run.Job("02_sasrec", "", {"b": 1}), run.Job("03_instructions", "", {"c": 1})]
+    _done(tmp_path, "02_sasrec", {"b": 1}, files={"teacher_topk.parquet": "top", "sasrec.pt": "w"})
+    _done(tmp_path, "03_instructions", {"c": 1}, reads=["02_sasrec"])
+    (tmp_path / "02_sasrec" / "teacher_topk.parquet").unlink()
+    assert run.stage_state(tmp_path / "02_sasrec", {"b": 1}) == ("changed", "teacher_topk.parquet missing since it ran")
+    with pytest.raises(ParamsError, match=r"02_sasrec \(teacher_topk.parquet missing since it ran\)"):
+        run.plan(jobs[:1], tmp_path)  # --only 02: stale, not skipped
+    with pytest.raises(ParamsError, match=r"03_instructions reads 02_sasrec, which is not up to date "
+                                          r"\(teacher_topk.parquet missing since it ran\); rerun it first"):
+        run.plan(jobs[1:], tmp_path, rerun=True, context=jobs)  # --only 03 --rerun
+    (tmp_path / "02_sasrec" / "sasrec.pt").write_text("tampered")
+    (tmp_path / "02_sasrec" / "teacher_topk.parquet").write_text("top")
+    assert run.stage_state(tmp_path / "02_sasrec", {"b": 1})[1] == "sasrec.pt modified since it ran"
