@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from recnb import columns as col
-from recnb import metrics, prompts
+from recnb import metrics, paths, prompts
 from recnb.instructions import read_jsonl
 from recnb.instructions_labels import proportion_bounds
 from recnb.parse import Catalog, parse_titles
@@ -65,19 +65,20 @@ def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: in
 
 
 def resolve_models(models: dict[str, str], run_root: Path) -> tuple[list[ModelSpec], list[str]]:
-    """Model specs from the `models` param; stage dirs that did not finish are skipped with a note."""
-    specs, notes = [], []
+    """Model specs from the `models` param (`sasrec`, `base` or a finished stage dir of the run).
+
+    Raises:
+        FileNotFoundError: a named stage dir is missing or unfinished (the runner checks this before
+            any stage starts; here it guards a notebook run by hand).
+    """
+    specs = []
     for label, source in models.items():
         if source in ("sasrec", "base"):
             specs.append(ModelSpec(label, source))
             continue
-        path = Path(run_root) / source
-        if not (path / col.METRICS_FILE).exists():
-            notes.append(f"skipped {label}: {path} is missing or unfinished (no {col.METRICS_FILE})")
-            log.warning(notes[-1])
-            continue
+        path = paths.input_dir(Path(run_root).parent, Path(run_root).name, source)
         specs.append(ModelSpec(label, source, path))
-    return specs, notes
+    return specs, []
 
 
 def teacher_list(ranking: list[int], intent: Intent, k: int, catalog: Catalog, control: bool = True) -> list[int]:

@@ -106,14 +106,17 @@ def test_predictions_survive_parquet(tmp_path, catalog):
     pd.testing.assert_frame_equal(again, evaluate.score_predictions(preds, catalog))
 
 
-def test_resolve_models_skips_unfinished(tmp_path):
-    (tmp_path / "04_sft_unsloth").mkdir()
-    (tmp_path / "05_ppo").mkdir()
-    (tmp_path / "05_ppo" / "metrics.json").write_text("{}")
-    specs, notes = evaluate.resolve_models(
-        {"SASRec": "sasrec", "base": "base", "v2": "04_sft_unsloth", "full": "05_ppo"}, tmp_path)
-    assert [s.label for s in specs] == ["SASRec", "base", "full"]
-    assert len(notes) == 1 and "v2" in notes[0]
+def test_resolve_models_refuses_an_unfinished_or_missing_stage_dir(tmp_path):
+    """A model row never goes missing silently: an unfinished stage dir is an error naming it."""
+    run_root = tmp_path / "r"
+    (run_root / "04_sft_unsloth").mkdir(parents=True)
+    (run_root / "05_ppo").mkdir()
+    (run_root / "05_ppo" / "metrics.json").write_text("{}")
+    specs, _ = evaluate.resolve_models({"SASRec": "sasrec", "base": "base", "full": "05_ppo"}, run_root)
+    assert [s.label for s in specs] == ["SASRec", "base", "full"] and specs[2].path == run_root / "05_ppo"
+    for name in ("04_sft_unsloth", "05_ppo_typo"):
+        with pytest.raises(FileNotFoundError, match=f"{name} is missing or incomplete"):
+            evaluate.resolve_models({"v2": name}, run_root)
 
 
 def _summary():
