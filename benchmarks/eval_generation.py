@@ -17,8 +17,11 @@ import time
 import pandas as pd
 import torch
 
-from recnb import data, evaluate, llm, prompts
-from recnb.parse import Catalog, parse_titles
+from recnb import data, llm, record
+from recnb.answer import parse_titles
+from recnb.catalog import Catalog
+from recnb.evaluation import predict as evaluate
+from recnb.instructions import prompts
 
 
 def build_prompts(prepared: data.Prepared, n: int, k: int = 10) -> pd.DataFrame:
@@ -57,16 +60,17 @@ def main() -> None:
     prepared = data.build_dataset(args.dataset, seed=0)
     catalog, test = Catalog(prepared.items), build_prompts(prepared, args.n)
     model, tok = llm.load_base(args.model)
-    kw = {"max_new_tokens": args.max_new_tokens, "max_prompt_tokens": 512}
+    one = llm.Decoding(max_new_tokens=args.max_new_tokens, batch_size=1, max_prompt_tokens=512)
+    many = llm.Decoding(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_prompt_tokens=512)
     print(f"{args.model} on {args.dataset}: {len(test)} prompts, {args.threads} thread(s), max_new_tokens {args.max_new_tokens}")
     head = test.head(args.n_single)
     single, t_single = timed(f"one at a time ({len(head)})", lambda: evaluate.llm_predictions(
-        "m", model, tok, head, batch_size=1, **kw))
+        "m", model, tok, head, one))
     batched, t_batched = timed(f"batched ({len(test)}, batch {args.batch_size})", lambda: evaluate.llm_predictions(
-        "m", model, tok, test, batch_size=args.batch_size, **kw))
-    constraint = evaluate.make_constraint(tok, prepared.items, test, **kw)
+        "m", model, tok, test, many))
+    constraint = evaluate.make_constraint(tok, prepared.items, test, many)
     constrained, t_con = timed("batched + constrained", lambda: evaluate.llm_predictions(
-        "m", model, tok, test, batch_size=args.batch_size, constraint=constraint, **kw))
+        "m", model, tok, test, many, constraint))
     same = (single["raw"].to_numpy() == batched["raw"].head(len(single)).to_numpy()).mean()
     rows = []
     for name, frame, seconds in (("single", single, t_single), ("batched", batched, t_batched),
@@ -81,12 +85,13 @@ def main() -> None:
     print(f"batched and single answers identical for {same:.0%} of prompts (padding changes float sums slightly)")
     speedup = table.loc["batched", "lists/s"] / table.loc["single", "lists/s"]
     con_ratio = t_con / t_batched
-    print(f"model={args.model} dataset={args.dataset} n={len(test)} n_single={len(single)} batch={args.batch_size} "
-          f"single_lists_per_s={table.loc['single', 'lists/s']:.3f} batched_lists_per_s={table.loc['batched', 'lists/s']:.3f} "
-          f"speedup={speedup:.2f} constrained_lists_per_s={table.loc['constrained', 'lists/s']:.3f} "
-          f"constrained_time_ratio={con_ratio:.2f} constrained_nonexist_pct={table.loc['constrained', 'NonExist % items']:.1f} "
-          f"free_nonexist_pct={table.loc['batched', 'NonExist % items']:.1f}")
-
+    print(record.summary_line(
+        "eval_generation", model=args.model, dataset=args.dataset, n=len(test), n_single=len(single),
+        batch=args.batch_size, threads=args.threads, single_lists_per_s=table.loc["single", "lists/s"],
+        batched_lists_per_s=table.loc["batched", "lists/s"], speedup=speedup,
+        constrained_lists_per_s=table.loc["constrained", "lists/s"], constrained_time_ratio=con_ratio,
+        constrained_nonexist_pct=table.loc["constrained", "NonExist % items"],
+        free_nonexist_pct=table.loc["batched", "NonExist % items"]))
 
 if __name__ == "__main__":
     main()

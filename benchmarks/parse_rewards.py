@@ -21,9 +21,12 @@ import time
 import pandas as pd
 from rapidfuzz.distance import Levenshtein
 
+from recnb import record
+from recnb.answer import normalise_title, parse_titles
+from recnb.catalog import Catalog
 from recnb.metrics import aggregate, measure_list
-from recnb.parse import Catalog, normalise_title, parse_titles
-from recnb.rewards import Intent, score_list
+from recnb.rewards import score_list
+from recnb.tasks import Intent
 
 N_ITEMS, N_LISTS, N_FUZZY, N_NAIVE = 18_000, 10_000, 1_000, 200
 INTENTS = [
@@ -142,11 +145,10 @@ def main() -> None:
         f"fuzzy, first within 3 (ref) {naive_s:8.2f} s per 1,000 (from {N_NAIVE}), recovers {naive_ok:.1%} "
         f"(ours on the same {N_NAIVE}: {ours_ok_sample:.1%})"
     )
-    print(
-        f"reward_ms_per_1k={1000 * reward_s * per_k:.1f} metrics_ms_per_1k={1000 * metric_s * per_k:.1f} "
-        f"parse_match_ms_per_1k={1000 * parse_s * per_k:.1f} fuzzy_s_per_1k={fuzzy_s:.2f} "
-        f"ref_fuzzy_s_per_1k={naive_s:.2f} fuzzy_recovered={ours_ok:.3f} ref_recovered={naive_ok:.3f}"
-    )
+    print(record.summary_line(
+        "parse_rewards", reward_ms_per_1k=1000 * reward_s * per_k, metrics_ms_per_1k=1000 * metric_s * per_k,
+        parse_match_ms_per_1k=1000 * parse_s * per_k, fuzzy_s_per_1k=fuzzy_s, ref_fuzzy_s_per_1k=naive_s,
+        fuzzy_recovered=ours_ok, ref_recovered=naive_ok))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ the RL prompts, catalog and teacher of a finished run (`outputs/ml-100k` if pres
 process, so peak RSS is per mode), the scoring share against its 5% budget, and how many
 updates a 15-minute PPO stage buys. Run once, under `nice`, on an idle machine:
 
-    nice .venv/bin/python benchmarks/ppo_step.py --updates 2 --batch 16 --threads 0
+    nice .venv/bin/python benchmarks/ppo_step.py --updates 2 --batch 16 --threads 2
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import time
 
 import pandas as pd
 
-from recnb import data, instructions, llm, parse, paths, ppo, record, sasrec
+from recnb import artifacts as col
+from recnb import data, llm, paths, ppo, record, sasrec, tasks
+from recnb.catalog import Catalog
 
 SCORE_BUDGET = 0.05  # the issue: scoring must stay under 5% of an update
 STAGE_BUDGET_S = 15 * 60  # ml-100k PPO stage budget in the pipeline
@@ -43,7 +45,7 @@ def main() -> None:
     ap.add_argument("--minibatch", type=int, default=8)
     ap.add_argument("--ppo-epochs", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core this process may use")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: every core this process may use")
     ap.add_argument("--warmup", type=int, default=1, help="untimed updates first (allocator and cache warm-up)")
     ap.add_argument("--modes", default="fp32,bf16", help="comma list of fp32, bf16 (bf16 autocast over fp32 weights)")
     args = ap.parse_args()
@@ -68,7 +70,8 @@ def compare(modes: list[str], argv: list[str]) -> None:
                  "updates_in_15min"]].to_string())
     best = min(lines, key=lambda m: float(lines[m]["s_per_update"]))
     speedup = float(lines[modes[0]]["s_per_update"]) / float(lines[best]["s_per_update"])
-    print(" ".join(f"{k}={v}" for k, v in lines[best].items()) + f" best_mode={best} speedup_vs_{modes[0]}={speedup:.2f}")
+    best_line = {k: v for k, v in lines[best].items() if k != "name"}
+    print(record.summary_line("ppo_step", **best_line, best_mode=best, **{f"speedup_vs_{modes[0]}": speedup}))
 
 
 def measure(args: argparse.Namespace, mode: str) -> None:
@@ -78,9 +81,9 @@ def measure(args: argparse.Namespace, mode: str) -> None:
     run = pick_run(args.run)
     n_threads = record.seed_everything(0, args.threads)
     items = data.load_prepared(paths.input_dir("outputs", run, "01_data_duckdb")).items
-    teacher = sasrec.load_sasrec(paths.input_dir("outputs", run, "02_sasrec") / "sasrec.pt")
-    scorer = ppo.RecScorer(parse.Catalog(items), teacher)
-    prompts = ppo.rl_records(instructions.read_jsonl(paths.input_dir("outputs", run, "03_instructions") / "rl_prompts.jsonl"))
+    teacher = sasrec.load_sasrec(paths.input_dir("outputs", run, "02_sasrec") / col.SASREC_FILE)
+    scorer = ppo.RecScorer(Catalog(items), teacher)
+    prompts = ppo.rl_records(tasks.read_records(paths.input_dir("outputs", run, "03_instructions") / col.RL_PROMPTS_FILE))
     model, tokenizer = llm.load_base(args.base_model, device="cpu")
     ac = ppo.ActorCritic(model, lora_r=4, lora_alpha=2, seed=0, bf16=mode == "bf16")
     cfg = ppo.PPOConfig(batch_size=args.batch, minibatch_size=args.minibatch, ppo_epochs=args.ppo_epochs,
@@ -109,10 +112,11 @@ def report(log: pd.DataFrame, run: str, n_threads: int, args: argparse.Namespace
     verdict = "within" if share["t_score"] <= SCORE_BUDGET else "OVER"
     print(f"scoring {share['t_score']:.1%} of an update: {verdict} the {SCORE_BUDGET:.0%} budget")
     print(f"a {STAGE_BUDGET_S // 60}-minute PPO stage buys {fits} updates = {fits * args.batch} sampled answers")
-    print(f"mode={mode} run={run} model={args.base_model} batch={args.batch} threads={n_threads} cores={len(os.sched_getaffinity(0))} "
-          f"s_per_update={mean['t_total']:.2f} generate_s={mean['t_generate']:.2f} score_s={mean['t_score']:.3f} "
-          f"train_s={mean['t_train']:.2f} score_share={share['t_score']:.4f} answer_tokens={log['response_len'].mean():.1f} "
-          f"peak_rss_mb={peak_mb:.0f} updates_in_15min={fits}")
+    print(record.summary_line(
+        "ppo_step", mode=mode, run=run, model=args.base_model, batch=args.batch, threads=n_threads,
+        cores=len(os.sched_getaffinity(0)), s_per_update=mean["t_total"], generate_s=mean["t_generate"],
+        score_s=mean["t_score"], train_s=mean["t_train"], score_share=share["t_score"],
+        answer_tokens=log["response_len"].mean(), peak_rss_mb=round(peak_mb), updates_in_15min=fits))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ import time
 import pandas as pd
 
 from recnb import data, record
-from recnb.sasrec_eval import evaluate_all
-from recnb.sasrec_train import TrainConfig, build_sasrec, train_sasrec
+from recnb.sasrec import SASRecConfig
+from recnb.sasrec.evaluate import evaluate_all
+from recnb.sasrec.train import build_sasrec, train_sasrec
 
 # RecBole 1.2.1 SASRec on this protocol, 2-core machine (figures from issue 4)
 RECBOLE = {"test_unmasked": {"hr@10": 0.1198, "ndcg@10": 0.0561}, "s_per_epoch": 138.0, "train_s": 970.0}
@@ -29,7 +30,7 @@ RECBOLE_POP_MASKED = {"hr@10": 0.0859, "ndcg@10": 0.0427}
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (the box has 2 cores)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: every core this process may use")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -46,9 +47,10 @@ def main() -> None:
     record.seed_everything(args.seed, args.threads)
     load_before = os.getloadavg()
     prepared = data.build_dataset("ml-100k", user_core=5, item_core=5, seed=args.seed)
-    model = build_sasrec(prepared.items, max_len=50, hidden=64, blocks=2, heads=2, dropout=args.dropout)
-    cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
-                      patience=args.patience, window_stride=args.window_stride, seed=args.seed)
+    cfg = SASRecConfig(max_len=50, hidden=64, blocks=2, heads=2, dropout=args.dropout, lr=args.lr,
+                       weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+                       patience=args.patience, window_stride=args.window_stride, seed=args.seed)
+    model = build_sasrec(prepared.items, cfg)
     t0 = time.perf_counter()
     model, log = train_sasrec(model, prepared.splits, cfg)
     wall = time.perf_counter() - t0
@@ -70,10 +72,11 @@ def main() -> None:
     print("popularity (history masked as ours):", {k: round(v, 4) for k, v in res["pop_test"].items()},
           "| RecBole Pop (all train items masked):", RECBOLE_POP_MASKED)
     t = res["test"]
-    print(f"sasrec ml-100k HR@10={t['hr@10']:.4f} NDCG@10={t['ndcg@10']:.4f} HR@5={t['hr@5']:.4f} "
-          f"NDCG@5={t['ndcg@5']:.4f} HR@10_unmasked={res['test_unmasked']['hr@10']:.4f} "
-          f"NDCG@10_unmasked={res['test_unmasked']['ndcg@10']:.4f} s_per_epoch={s_per_epoch:.2f} "
-          f"train_s={train_s:.1f} epochs={len(log)}")
+    print(record.summary_line(
+        "sasrec_ml100k", threads=args.threads, HR_10=t["hr@10"], NDCG_10=t["ndcg@10"], HR_5=t["hr@5"],
+        NDCG_5=t["ndcg@5"], HR_10_unmasked=res["test_unmasked"]["hr@10"],
+        NDCG_10_unmasked=res["test_unmasked"]["ndcg@10"], s_per_epoch=s_per_epoch, train_s=train_s,
+        epochs=len(log), recbole_s_per_epoch=RECBOLE["s_per_epoch"]))
 
 
 if __name__ == "__main__":

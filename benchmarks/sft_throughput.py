@@ -31,8 +31,8 @@ def fabricate_records(n: int, seed: int) -> list[dict]:
     """I0-style records with ml-100k-like titles (used when no stage-03 file is given)."""
     import random
 
-    from recnb import columns as col
-    from recnb import prompts
+    from recnb.answer import format_item_list
+    from recnb.instructions import prompts
 
     rng = random.Random(seed)
     words = ["Star", "Night", "River", "Return", "Godfather", "Fargo", "Heat", "Twister", "Casino", "Alien"]
@@ -41,9 +41,9 @@ def fabricate_records(n: int, seed: int) -> list[dict]:
     for _ in range(n):
         history, k = [title() for _ in range(rng.randint(3, 10))], rng.randint(1, 10)
         text = prompts.TEMPLATES["I0"][0].format(history=prompts.quote_titles(history), item_count=k)
-        records.append({"task": "I0", "completion": prompts.format_item_list([title() for _ in range(k)]),
-                        "prompt": [{"role": "system", "content": col.SYSTEM_PROMPT},
-                                   {"role": "user", "content": text.replace(col.SYSTEM_PROMPT + " ", "")}]})
+        records.append({"task": "I0", "completion": format_item_list([title() for _ in range(k)]),
+                        "prompt": [{"role": "system", "content": prompts.SYSTEM_PROMPT},
+                                   {"role": "user", "content": text.replace(prompts.SYSTEM_PROMPT + " ", "")}]})
     return records
 
 
@@ -53,12 +53,13 @@ def load_records(path: str, n: int, seed: int) -> list[dict]:
         return fabricate_records(n, seed)
     from recnb import sft
 
-    return sft.load_train_records(Path(path).parent, "all", "teacher", max_samples=n, seed=seed)
+    return sft.load_train_records(Path(path).parent, sft.SFTConfig(max_train_samples=n, seed=seed))
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict:
     """Train one configuration for `args.steps` optimizer steps; returns its figures."""
     import torch
+    from trl import SFTTrainer
 
     from recnb import record, sft
 
@@ -66,13 +67,14 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     naive = name == "naive"
     steps = args.naive_steps if naive else args.steps
     records = load_records(args.records, steps * args.effective_batch, seed=0)
-    settings = sft.SFTSettings(batch_size=1 if naive else args.batch, effective_batch=args.effective_batch,
-                               max_steps=steps, bf16=name == "ours-bf16", length_balanced=not naive,
-                               learning_rate=1e-3, warmup=0.0, logging_steps=1, lora_dropout=args.lora_dropout)
-    model, tok, wrapped = sft.load_trainable(args.model, settings)
+    settings = sft.SFTConfig(base_model=args.model, batch_size=1 if naive else args.batch,
+                             effective_batch=args.effective_batch, max_steps=steps, bf16=name == "ours-bf16",
+                             length_balanced=not naive, learning_rate=1e-3, warmup=0.0, logging_steps=1,
+                             lora_dropout=args.lora_dropout)
+    model, tok, wrapped = sft.load_trainable(settings)
     trainer = sft.build_trainer(model, tok, records, settings, Path("/tmp/sft_bench"), wrapped, progress=False)
     if naive:  # stock trl loss: undo our override for this instance only
-        trainer.compute_loss = lambda *a, **kw: sft.SFTTrainer.compute_loss(trainer, *a, **kw)
+        trainer.compute_loss = lambda *a, **kw: SFTTrainer.compute_loss(trainer, *a, **kw)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -92,7 +94,7 @@ def main() -> None:
                     help="optimizer steps of the naive one (its first ones run over the same records; it is slow)")
     ap.add_argument("--effective-batch", type=int, default=16, help="sequences per optimizer step")
     ap.add_argument("--batch", type=int, default=4, help="sequences per forward pass (ours)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: every core this process may use")
     ap.add_argument("--lora-dropout", type=float, default=0.0,
                     help="LoRA dropout of every configuration (0 as params/ml-100k.yaml; the paper: 0.05)")
     ap.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
@@ -111,12 +113,15 @@ def main() -> None:
         print(f"{name:<10} {r['tokens_per_s']:>9.0f} {r['seconds']:>8.1f} {r['tokens']:>7} {r['peak_rss_gib']:>12.2f}  {r['losses']}")
     naive, fp32, bf16 = results["naive"], results["ours-fp32"], results["ours-bf16"]
     loss_gap = max(abs(a - b) for a, b in zip(fp32["losses"], bf16["losses"]))  # same records, same order
-    print(f"model={args.model} threads={bf16['threads']} steps={args.steps} effective_batch={args.effective_batch} "
-          f"lora_dropout={args.lora_dropout} "
-          f"naive_tok_s={naive['tokens_per_s']:.0f} ours_fp32_tok_s={fp32['tokens_per_s']:.0f} "
-          f"ours_bf16_tok_s={bf16['tokens_per_s']:.0f} speedup_vs_naive={bf16['tokens_per_s'] / naive['tokens_per_s']:.2f} "
-          f"bf16_vs_fp32={bf16['tokens_per_s'] / fp32['tokens_per_s']:.2f} max_loss_gap_bf16={loss_gap:.4f} "
-          f"peak_rss_gib={max(r['peak_rss_gib'] for r in results.values()):.2f}")
+    from recnb import record
+
+    print(record.summary_line(
+        "sft_throughput", model=args.model, threads=bf16["threads"], steps=args.steps,
+        effective_batch=args.effective_batch, lora_dropout=args.lora_dropout, naive_tok_s=naive["tokens_per_s"],
+        ours_fp32_tok_s=fp32["tokens_per_s"], ours_bf16_tok_s=bf16["tokens_per_s"],
+        speedup_vs_naive=bf16["tokens_per_s"] / naive["tokens_per_s"],
+        bf16_vs_fp32=bf16["tokens_per_s"] / fp32["tokens_per_s"], max_loss_gap_bf16=loss_gap,
+        peak_rss_gib=max(r["peak_rss_gib"] for r in results.values())))
 
 
 if __name__ == "__main__":

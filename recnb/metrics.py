@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recnb.parse import normalise_title
-from recnb.rewards import PROPORTION_KINDS, Intent, target_count
+from recnb.answer import normalise_title
+from recnb.tasks import PROPORTION_KINDS, Intent, intent_of, target_count
+
+if TYPE_CHECKING:
+    from recnb.catalog import Catalog
 
 UNITS = {
     "n_lists": "count of lists",
@@ -114,6 +117,33 @@ def measure_list(
     if intent.kind in PROPORTION_KINDS:
         row["cpa"] = cpa(items, category_items, k, intent)
     return {**row, **formatting(items, titles, k, history)}
+
+
+def score_answer(record: Mapping[str, Any], titles: Sequence[str], catalog: Catalog, *,
+                 fuzzy: bool = False) -> dict[str, Any]:
+    """Every metric of one answer to one instruction record: the one scoring path of SFT validation
+    (stage 04), PPO validation (stage 05) and the test tables (stage 06).
+
+    Args:
+        record: a stage-03 record (its `k`, `target`, `history` and intent are read).
+        titles: the answer's parsed titles (`recnb.answer.parse_titles`).
+        catalog: the catalog titles are matched against.
+        fuzzy: the matcher (nearest title within Levenshtein distance 3, or exact).
+
+    Returns:
+        `measure_list`'s row.
+    """
+    return measure_record(record, catalog.match_many(list(titles), fuzzy=fuzzy), titles, catalog)
+
+
+def measure_record(record: Mapping[str, Any], items: Sequence[int | None], titles: Sequence[str],
+                   catalog: Catalog) -> dict[str, Any]:
+    """`measure_list` with the record's k, target, history and intent (ids already matched)."""
+    intent = intent_of(record)
+    target = record.get("target")
+    target = None if target is None or (isinstance(target, float) and math.isnan(target)) else int(target)
+    return measure_list(items, titles, k=int(record["k"]), target=target, history=record["history"],
+                        intent=intent, category_items=catalog.items_in(intent.category) if intent.category else frozenset())
 
 
 def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from recnb import columns as col
+from recnb import artifacts as col
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("RECNB_CACHE", REPO_ROOT / "data" / "cache"))

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recnb import columns as col
+from recnb import artifacts as col
 
 _LITERALS = (str, int, float, bool, type(None), list, tuple, dict)
 
@@ -94,8 +94,7 @@ def record_results(out_dir: str | os.PathLike, params: Mapping[str, Any], metric
     return write_json(out_dir / col.METRICS_FILE, dict(metrics))
 
 
-INPUTS_FILE = "inputs.json"
-MANIFEST_FILE = "manifest.json"
+INPUTS_FILE, MANIFEST_FILE = col.INPUTS_FILE, col.MANIFEST_FILE
 _UNHASHED = {col.METRICS_FILE, MANIFEST_FILE}  # written after (or as) the manifest
 
 
@@ -161,3 +160,12 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def summary_line(name: str, **values: Any) -> str:
+    """The last line every benchmark and study prints: `name=<script> key=value ...` (floats to 4
+    significant digits), so runs can be compared line by line."""
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v).replace(" ", "_")
+
+    return " ".join([f"name={name}"] + [f"{k}={fmt(v)}" for k, v in values.items()])

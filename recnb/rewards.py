@@ -6,8 +6,7 @@ item, is in the history, or sits at i > k. Algorithm 1 is implemented as printed
 except for one typo: its I2 ≥m branch first tests `Count_in > k` (never true for legal items),
 which we read as `Count_in > k·m`, mirroring the ≤m branch (as the authors' code does).
 
-k·m is compared as an exact fraction, so m = 0.3 with k = 10 gives exactly 3 (in floating point
-10 · (0.1 · 3) = 3.0000000000000004, which would flip `Count_in ≥ k·m` for Count_in = 3).
+k·m is compared as the exact fraction `recnb.tasks.target_count`, so m = 0.3 with k = 10 gives exactly 3.
 """
 
 from __future__ import annotations
@@ -17,32 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-KINDS = ("I0", "+C", "-C", "<=", ">=", "~=")
-PROPORTION_KINDS = ("<=", ">=", "~=")
-
-
-@dataclass(frozen=True)
-class Intent:
-    """A control intention of a prompt (`Intent(**row["intent"])` reads a stage-03 JSONL row).
-
-    Attributes:
-        kind: "I0" (plain recommendation), "+C"/"-C" (I1: only / no items of C), "<=", ">=",
-            "~=" (I2: share of C at most / at least / about m).
-        category: The target category C (None for I0).
-        m: Target proportion of C for the I2 kinds, in [0, 1].
-    """
-
-    kind: str
-    category: str | None = None
-    m: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"intent kind {self.kind!r} unknown; use one of {KINDS}")
-        if self.kind in PROPORTION_KINDS and (self.m is None or not 0 <= self.m <= 1):
-            raise ValueError(f"intent {self.kind!r} needs m in [0, 1], got m={self.m!r}")
-        if self.kind != "I0" and not self.category:
-            raise ValueError(f"intent {self.kind!r} needs a category, got {self.category!r}")
+from recnb.tasks import PROPORTION_KINDS, Intent, target_count
 
 
 @dataclass
@@ -58,11 +32,6 @@ class ListScore:
     count_out: int  # legal items not in C
     list_control: float  # Eq. 4
     list_reward: float  # Eq. 5, unscaled
-
-
-def target_count(k: int, m: float) -> Fraction:
-    """k·m as an exact fraction (m read as the short decimal it was written as: 0.3 -> 3/10)."""
-    return k * Fraction(float(m)).limit_denominator(10_000)
 
 
 def legality(items: Sequence[int | None], *, k: int, history: Collection[int]) -> list[bool]:

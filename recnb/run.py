@@ -5,8 +5,10 @@ has those parameters, and one block per stage (`02_sasrec:`) or stage variant
 (`04_sft_unsloth:v1:`). An optional `paper:` mapping holds extra blocks (the ablation grid) that
 run only with `--paper`; a block there with the same key as a main one replaces it.
 
-Every key is checked against the notebook's real parameters (`papermill.inspect_notebook`) before
-anything runs. Like `make`, a run skips stages that are up to date: complete (`metrics.json`
+Before anything runs, every block is checked against its stage's typed config (`recnb.params`):
+unknown keys, types, ranges, allowed values, and references to other stage dirs (which this file
+must produce or which must exist finished); the first problem ends the run in one line naming the
+file, block, key, value and what is allowed. Like `make`, a run skips stages that are up to date: complete (`metrics.json`
 written), recorded with the same parameters, and fed by no stage that runs now. A stage directory
 that exists but is stale (incomplete, other parameters, or an upstream stage reruns) is never
 written into without `--force`; `--rerun` reruns every selected stage. So `make paper` after
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,14 +28,25 @@ from typing import Any
 
 import yaml
 
-from recnb import columns as col
+from recnb import artifacts as col
 from recnb import paths, record
+from recnb.params import MODEL_SOURCES, REF_MODELS, REF_STAGE_DIR, ParamsError, StageConfig
 
 RESERVED = ("run", "outputs_dir", "variant")
 
 
-class ParamsError(ValueError):
-    """A params file that cannot run; the message names the file, the key and the fix."""
+def stage_configs() -> dict[str, type[StageConfig]]:
+    """Each stage's typed config (imported here: the stage packages load torch)."""
+    from recnb.data import DataConfig
+    from recnb.evaluation import EvalConfig
+    from recnb.instructions import InstructionConfig
+    from recnb.ppo import PPOConfig
+    from recnb.report import ReportConfig
+    from recnb.sasrec import SASRecConfig
+    from recnb.sft import SFTConfig
+
+    configs = (DataConfig, SASRecConfig, InstructionConfig, SFTConfig, PPOConfig, EvalConfig, ReportConfig)
+    return {c.STAGE: c for c in configs}
 
 
 @dataclass
@@ -58,26 +72,36 @@ def parse_block_key(key: str, source: str) -> tuple[str, str]:
     return stage, variant
 
 
-def notebook_parameters(stage: str) -> dict[str, Any]:
-    """Names and defaults of a notebook's `parameters` cell."""
-    import papermill
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a params file must not say a thing twice.
 
-    nb = paths.notebook_path(stage)
-    if not nb.exists():
-        raise ParamsError(f"notebook {nb} does not exist; stage {stage} is not implemented yet")
-    return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(nb)).items()}
+    Merge keys (`<<: *anchor`) still work: what they bring in may be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} appears twice (line {mark.line + 1}, column {mark.column + 1}); keep one", mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | None = None) -> tuple[str, list[Job]]:
-    """Read a params YAML into an ordered list of jobs, validating every key first."""
+    """Read a params YAML into an ordered list of jobs, validating every key and value first."""
     source = str(params_file)
     path = Path(params_file)
     if not path.exists():
         raise ParamsError(f"{source}: no such params file; see params/*.yaml for examples")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
-        raise ParamsError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ParamsError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("run"), str):
         raise ParamsError(f"{source}: needs a top-level 'run: <name>' (the folder under outputs/)")
     run = cfg.pop("run")
@@ -89,17 +113,19 @@ def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | N
     if paper:
         blocks.update(extra)
     jobs = _jobs_from_blocks(blocks, common, run, source, outputs_dir)
+    check_jobs(jobs, source, paths.run_dir(outputs_dir or "outputs", run))
     return run, jobs
 
 
 def _jobs_from_blocks(blocks: dict, common: dict, run: str, source: str, outputs_dir: str | None) -> list[Job]:
+    configs = stage_configs()
     jobs, seen_common = [], set()
     for key, block in blocks.items():
         stage, variant = parse_block_key(key, source)
         block = block or {}
         if not isinstance(block, dict):
             raise ParamsError(f"{source}: block {key!r} must be a mapping of parameter: value")
-        known = notebook_parameters(stage)
+        known = configs[stage].specs()
         for name in block:
             if name not in known or name in RESERVED:
                 raise ParamsError(
@@ -122,6 +148,31 @@ def _jobs_from_blocks(blocks: dict, common: dict, run: str, source: str, outputs
         raise ParamsError(f"{source}: common key(s) {', '.join(sorted(unused))} are parameters of no notebook")
     jobs.sort(key=lambda j: paths.STAGES.index(j.stage))  # stable: variants keep their file order
     return jobs
+
+
+def check_jobs(jobs: list[Job], source: str, out_root: Path) -> None:
+    """Every job's values against its stage's typed config, then every reference to a stage dir.
+
+    A reference is fine when this file has a job of that name, or the dir exists finished in the run.
+    """
+    configs = stage_configs()
+    names = {j.name for j in jobs}
+    for job in jobs:
+        config = configs[job.stage]
+        problems = config.check(job.params)
+        values = {**config.defaults(), **job.params}
+        for key, spec in config.specs().items():
+            targets = []
+            if spec.ref == REF_STAGE_DIR and values[key]:
+                targets = [values[key]]
+            elif spec.ref == REF_MODELS and isinstance(values[key], dict):
+                targets = [v for v in values[key].values() if isinstance(v, str) and v not in MODEL_SOURCES]
+            for target in targets:
+                if target not in names and not (out_root / target / col.METRICS_FILE).exists():
+                    problems.append(f"{key} names {target!r}, which this file does not produce and "
+                                    f"{out_root} does not hold finished; stage dirs here: {', '.join(sorted(names))}")
+        if problems:
+            raise ParamsError(f"{source}: {job.name}.{problems[0]}")
 
 
 def select_jobs(jobs: list[Job], only: str | None = None, start: str | None = None) -> list[Job]:
@@ -224,6 +275,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
             rerun: bool = False, context: list[Job] | None = None) -> None:
     """Run the jobs that are not up to date, in order; stop at the first failure with the stage, cell and error."""
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from tqdm.auto import tqdm
 
     out_root = paths.run_dir(outputs_dir, run)
@@ -234,27 +286,35 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
         return
     nb_dir = out_root / "notebooks"
     nb_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(jobs, desc=f"run {run}", unit="stage")
-    for job in bar:
-        bar.set_postfix_str(job.name)
-        (out_root / job.name / col.METRICS_FILE).unlink(missing_ok=True)  # a rerun is incomplete until it ends
-        t0 = time.time()
-        try:
-            papermill.execute_notebook(
-                str(paths.notebook_path(job.stage)),
-                str(nb_dir / f"{job.name}.ipynb"),
-                parameters=job.params,
-                kernel_name="python3",
-                cwd=str(paths.REPO_ROOT / "notebooks"),
-                progress_bar=False,
-                log_output=log_output,
-            )
-        except papermill.PapermillExecutionError as err:
-            raise StageFailed(
-                f"stage {job.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
-                f"(executed notebook: {nb_dir / f'{job.name}.ipynb'})"
-            ) from None
-        tqdm.write(f"{job.name}: done in {time.time() - t0:.1f}s -> {out_root / job.name}")
+    # kernels inherit it: peft writes target_modules from a set, whose order follows the hash seed
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    with tqdm(jobs, desc=f"run {run}", unit="stage") as bar:  # closed on failure too: the error gets its own line
+        for job in bar:
+            bar.set_postfix_str(job.name)
+            (out_root / job.name / col.METRICS_FILE).unlink(missing_ok=True)  # a rerun is incomplete until it ends
+            t0 = time.time()
+            try:
+                papermill.execute_notebook(
+                    str(paths.notebook_path(job.stage)),
+                    str(nb_dir / f"{job.name}.ipynb"),
+                    parameters=job.params,
+                    kernel_name="python3",
+                    cwd=str(paths.REPO_ROOT / "notebooks"),
+                    progress_bar=False,
+                    log_output=log_output,
+                )
+            except papermill.PapermillExecutionError as err:
+                raise StageFailed(
+                    f"stage {job.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
+                    f"(executed notebook: {nb_dir / f'{job.name}.ipynb'})"
+                ) from None
+            except DeadKernelError:
+                raise StageFailed(
+                    f"stage {job.name}: its kernel died (most likely out of memory, or killed); lower the stage's "
+                    f"batch sizes or free memory, then rerun it with --force (executed notebook so far: "
+                    f"{nb_dir / f'{job.name}.ipynb'})"
+                ) from None
+            tqdm.write(f"{job.name}: done in {time.time() - t0:.1f}s -> {out_root / job.name}")
 
 
 class StageFailed(RuntimeError):

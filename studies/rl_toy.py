@@ -1,12 +1,12 @@
 """Does the RL learner learn? PPO (stage 05's loop) against plain REINFORCE on the toy world.
 
-`recnb.rl_toy`: a prompt asking for 3 items, 6 fruits and 6 animals, fruit pays; a 64-wide Llama
+`recnb.ppo.toy`: a prompt asking for 3 items, 6 fruits and 6 animals, fruit pays; a 64-wide Llama
 warm-started on random well-formed answers. Both learners train the same actor LoRA (r=4,
 alpha=2) from the same start, seed by seed, on the same number of sampled answers
 (`--updates` × 8), and are scored on 96 answers sampled with one fixed seed every `--every`
 updates, which is far less noisy than a training batch of 8.
 
-- PPO: `recnb.ppo.train_ppo` with the toy's config (`rl_toy.PPO_SETTINGS`, overridable with
+- PPO: `recnb.ppo.train_ppo` with the toy's config (`toy.PPO_SETTINGS`, overridable with
   `--set k=v`), resumed every `--every` updates (a resumed run equals an uninterrupted one).
 - REINFORCE: one Adam step per batch on -(R - mean R) · Σ log π over the answer's tokens, where R
   is the answer's summed item rewards plus 10 × the list reward (what PPO is paid), no critic.
@@ -32,26 +32,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recnb import paths, rl_toy
-from recnb.ppo import train_ppo
-from recnb.ppo_model import ACTOR, ActorCritic
-from recnb.ppo_rollout import sample_rollout, score_rollout
-from recnb.ppo_update import PPOConfig
+from recnb import paths, record
+from recnb.ppo import toy
+from recnb.ppo.config import PPOConfig
+from recnb.ppo.loop import train_ppo
+from recnb.ppo.model import ACTOR, ActorCritic
+from recnb.ppo.rollout import sample_rollout, score_rollout
 
 
 def run_ppo(model, tok, seed: int, updates: int, every: int, overrides: dict) -> list[dict]:
     """Sampled reward of the PPO actor every `every` updates (the checkpoint carries the run on)."""
     ac = ActorCritic(copy.deepcopy(model), seed=seed)
-    cfg = PPOConfig(**{**rl_toy.PPO_SETTINGS, **overrides, "seed": seed, "updates": 0, "eval_every": every})
-    records, rows = rl_toy.records(cfg.batch_size), []
+    cfg = PPOConfig(**{**toy.PPO_SETTINGS, **overrides, "seed": seed, "updates": 0, "eval_every": every})
+    records, rows = toy.records(cfg.batch_size), []
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as out:
         for done in range(every, updates + 1, every):
             cfg.updates = done
             with contextlib.redirect_stderr(io.StringIO()):  # no progress bars in the study's output
-                log = train_ppo(ac, tok, records, records, rl_toy.FruitScorer(), cfg, Path(out), resume=done > every)
+                log = train_ppo(ac, tok, records, records, toy.FruitScorer(), cfg, Path(out), resume=done > every)
             ac.use_actor()
-            rows.append({"update": done, **rl_toy.sampled_reward(ac.model, tok),
+            rows.append({"update": done, **toy.sampled_reward(ac.model, tok),
                          "train_reward": log["list_reward"].iloc[-every:].mean()})
     return rows
 
@@ -60,12 +61,12 @@ def run_reinforce(model, tok, seed: int, updates: int, every: int, lr: float, ba
     """Plain REINFORCE with a batch-mean baseline on the same actor LoRA."""
     ac = ActorCritic(copy.deepcopy(model), seed=seed)
     opt = torch.optim.Adam(ac.adapter_params(ACTOR), lr=lr)
-    records, rows, train = rl_toy.records(batch), [], []
+    records, rows, train = toy.records(batch), [], []
     torch.manual_seed(seed)
     for update in range(1, updates + 1):
         ac.use_actor()
         rollout = sample_rollout(ac.model, tok, [r["prompt"] for r in records], max_new_tokens=16)
-        scores, results = score_rollout(rollout, records, tok, rl_toy.FruitScorer(), item_rewards=True,
+        scores, results = score_rollout(rollout, records, tok, toy.FruitScorer(), item_rewards=True,
                                         list_reward_scale=10.0)
         ret = scores.sum(1)
         logp, _, _ = ac.policy_logps(rollout.input_ids, rollout.attention_mask, rollout.response_ids, 0.7,
@@ -76,7 +77,7 @@ def run_reinforce(model, tok, seed: int, updates: int, every: int, lr: float, ba
         opt.zero_grad()
         train.append(np.mean([r.list_reward for r in results]))
         if update % every == 0:
-            rows.append({"update": update, **rl_toy.sampled_reward(ac.model, tok),
+            rows.append({"update": update, **toy.sampled_reward(ac.model, tok),
                          "train_reward": float(np.mean(train[-every:]))})
     return rows
 
@@ -117,14 +118,14 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=32)
     ap.add_argument("--every", type=int, default=8, help="updates between sampled-reward evaluations")
     ap.add_argument("--reinforce-lr", type=float, default=1e-2)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of rl_toy.PPO_SETTINGS")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of toy.PPO_SETTINGS")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(paths.REPO_ROOT / "outputs" / "studies" / "rl_toy"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     overrides = parse_sets(args.set)
-    model, tok = rl_toy.warm_start()
-    start = rl_toy.sampled_reward(model, tok)
+    model, tok = toy.warm_start()
+    start = toy.sampled_reward(model, tok)
     rows = []
     for learner in args.learners.split(","):
         for seed in map(int, args.seeds.split(",")):
@@ -149,10 +150,10 @@ def main() -> None:
     summary = (last["reward"].mean() - start["reward"]).round(3)
     spread = last["reward"].std().round(3)
     print(curves.pivot_table(index="update", columns="learner", values="reward", aggfunc="mean").round(3))
-    print(f"name=rl_toy start_reward={start['reward']:.3f} "
-          + " ".join(f"{k}_gain={summary[k]} {k}_gain_sd={spread[k]}" for k in summary.index)
-          + (" set=" + ",".join(args.set) if args.set else ""))
-
+    print(record.summary_line("rl_toy", start_reward=start["reward"],
+                              **{f"{k}_gain": float(summary[k]) for k in summary.index},
+                              **{f"{k}_gain_sd": float(spread[k]) for k in spread.index},
+                              **({"set": ",".join(args.set)} if args.set else {})))
 
 if __name__ == "__main__":
     main()

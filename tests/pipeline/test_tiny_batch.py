@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from recnb import paths
-from recnb.instructions import read_jsonl
 from recnb.record import read_json
+from recnb.tasks import read_records
 
 RUN = "tiny"
 
@@ -65,7 +65,7 @@ def test_stage02_teacher_contract(run_root):
 def test_stage03_instruction_files(run_root):
     d = run_root / "03_instructions"
     fields = {"task", "user_id", "split", "candidates", "prompt", "completion", "k", "intent", "target", "history", "label"}
-    files = {name: read_jsonl(d / f"{name}.jsonl")
+    files = {name: read_records(d / f"{name}.jsonl")
              for name in ("sft_train", "sft_train_palr", "sft_valid", "rl_prompts", "test_prompts")}
     for name, rows in files.items():
         assert rows and all(fields <= set(r) for r in rows), name

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
 
-from recnb import constrained
+from recnb.evaluation import constrained
 
 SUFFIX = "<|im_start|>assistant\n"
 TITLES = ["Star Wars (1977)", "Star Trek (1979)", "Star", "Heat (1995)", "Fargo (1996)", "Babe (1995)",
@@ -113,8 +113,9 @@ def test_random_model_writes_only_catalog_titles(tok):
 def test_smollm2_constrained_lists_are_catalog_titles():
     import pandas as pd
 
-    from recnb import data, evaluate, llm
-    from recnb.parse import Catalog
+    from recnb import data, llm
+    from recnb.catalog import Catalog
+    from recnb.evaluation import predict as evaluate
 
     items = data.build_dataset("tiny", seed=0).items
     catalog = Catalog(items)
@@ -125,9 +126,10 @@ def test_smollm2_constrained_lists_are_catalog_titles():
          {"role": "user", "content": f"Here are the user's historical interactions: {', '.join(titles[h - 1] for h in hist)}. "
                                      "You need to generate a recommendation list with 5 different items."}]
         for hist in ([1, 2, 3], [4, 5, 6])]})
-    constraint = evaluate.make_constraint(tok, items, test, max_new_tokens=80, max_prompt_tokens=512)
-    raw = llm.generate(model, tok, list(test["prompt"]), max_new_tokens=80, batch_size=2,
-                       logits_processor=LogitsProcessorList([constraint]), progress=False)
+    how = llm.Decoding(max_new_tokens=80, batch_size=2, max_prompt_tokens=512)
+    constraint = evaluate.make_constraint(tok, items, test, how)
+    raw = llm.generate(model, tok, list(test["prompt"]), how, logits_processor=LogitsProcessorList([constraint]),
+                       progress=False)
     for text, hist in zip(raw, test["history"]):
         ids = catalog.match_many([line.split(". ", 1)[1] for line in text.splitlines()])
         assert 2 <= len(ids) <= 5 and None not in ids and not set(ids) & set(hist), text

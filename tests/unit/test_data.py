@@ -9,8 +9,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from recnb import data, sources
-from recnb.sources import DataError
+from recnb import data
+from recnb.data import build, sources
+from recnb.data.sources import DataError
 
 
 def test_grouplens_folder_and_zip_agree(fixtures_dir, tmp_path):
@@ -107,9 +108,9 @@ def test_k_core_is_stable_and_exact():
     con.execute("CREATE TABLE inter AS SELECT * FROM raw")
     # u3 (2 items) goes -> x and c fall to 1 user and go -> u1 = u2 = {a, b}: 2 < 3 items -> nothing left
     with pytest.raises(DataError, match="leaves no interactions"):
-        data.k_core(con, user_core=3, item_core=2)
+        build.k_core(con, user_core=3, item_core=2)
     con.execute("DELETE FROM inter; INSERT INTO inter SELECT * FROM raw")
-    data.k_core(con, user_core=2, item_core=1)  # users always need 3 (leave-one-out): u3 goes, the rest stays
+    build.k_core(con, user_core=2, item_core=1)  # users always need 3 (leave-one-out): u3 goes, the rest stays
     left = con.execute("SELECT user, string_agg(item, '' ORDER BY item) FROM inter GROUP BY user ORDER BY user").fetchall()
     assert left == [("u1", "abx"), ("u2", "abc")]
 
@@ -183,8 +184,73 @@ def test_grouplens_bad_item_line(fixtures_dir, tmp_path):
     shutil.copytree(fixtures_dir / "ml-100k", tmp_path, dirs_exist_ok=True)
     with open(tmp_path / "u.item", "a", encoding="latin-1") as fh:
         fh.write("13|Broken (1999)|01-Jan-1999\n")
-    with pytest.raises(DataError, match="u.item line 13 has 3 fields"):
+    with pytest.raises(DataError, match=r"u\.item:13: 3 fields, expected 24"):
         sources.read_ml100k(tmp_path)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("1\t2\t3\tnotatime", r"u\.data:2: user, item and timestamp must be integers, got '1', '2', 'notatime'"),
+    ("1\t2\t3\t881250949\t7", r"u\.data:2: 5 tab-separated fields, expected 4"),
+])
+def test_grouplens_bad_data_line_names_file_and_line(fixtures_dir, tmp_path, line, message):
+    shutil.copytree(fixtures_dir / "ml-100k", tmp_path, dirs_exist_ok=True)
+    first = (tmp_path / "u.data").read_text(encoding="latin-1").splitlines()[0]
+    (tmp_path / "u.data").write_text(first + "\n" + line + "\n", encoding="latin-1")
+    with pytest.raises(DataError, match=message):
+        sources.read_ml100k(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["u.data", "u.item"])
+def test_an_empty_ml100k_file_is_named(fixtures_dir, tmp_path, name):
+    shutil.copytree(fixtures_dir / "ml-100k", tmp_path, dirs_exist_ok=True)
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=rf"{name}: empty file; re-extract"):
+        data.build_dataset("ml-100k", tmp_path)
+
+
+@pytest.mark.parametrize("dataset, file", [("steam", "steam_reviews.json.gz"), ("steam", "steam_games.json.gz"),
+                                           ("movies_tv", "Movies_and_TV_5.json.gz"),
+                                           ("movies_tv", "meta_Movies_and_TV.json.gz")])
+def test_an_empty_raw_file_is_named_not_blamed_on_the_k_core(fixtures_dir, tmp_path, dataset, file):
+    shutil.copytree(fixtures_dir / dataset, tmp_path, dirs_exist_ok=True)
+    (tmp_path / file).write_bytes(b"")
+    with pytest.raises(DataError, match=rf"{file}: empty file \(0 bytes\); download"):
+        data.build_dataset(dataset, tmp_path)
+    with gzip.open(tmp_path / file, "wt") as fh:
+        fh.write("\n\n")
+    with pytest.raises(DataError, match=rf"{file}: holds no records \(2 blank lines\)"):
+        data.build_dataset(dataset, tmp_path)
+
+
+def test_non_utf8_bytes_name_the_line(fixtures_dir, tmp_path):
+    shutil.copytree(fixtures_dir / "movies_tv", tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "Movies_and_TV_5.json.gz"
+    lines = gzip.decompress(path.read_bytes()).splitlines()
+    with gzip.open(path, "wb") as fh:
+        fh.write(lines[0] + b"\n" + lines[1].replace(b"reviewerID", b"review\xffID") + b"\n")
+    with pytest.raises(DataError, match=r"Movies_and_TV_5\.json\.gz:2: not UTF-8 text \(invalid start byte"):
+        sources.read_movies_tv(tmp_path)
+
+
+@pytest.mark.parametrize("value", ['"yesterday"', "null", "true"])
+def test_movies_tv_bad_review_time_names_file_and_line(fixtures_dir, tmp_path, value):
+    shutil.copytree(fixtures_dir / "movies_tv", tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "Movies_and_TV_5.json.gz"
+    first = gzip.decompress(path.read_bytes()).splitlines()[0].decode()
+    with gzip.open(path, "wt") as fh:
+        fh.write(first + "\n" + '{"reviewerID": "A", "asin": "B", "unixReviewTime": ' + value + "}\n")
+    with pytest.raises(DataError, match=r"Movies_and_TV_5\.json\.gz:2: unixReviewTime .* is not a Unix time"):
+        sources.read_movies_tv(tmp_path)
+
+
+def test_a_category_given_as_a_string_is_refused_not_split_into_letters(fixtures_dir, tmp_path):
+    shutil.copytree(fixtures_dir / "movies_tv", tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "meta_Movies_and_TV.json.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write('{"asin": "B1", "title": "Heat", "category": "Movies & TV, Drama"}\n')
+    with pytest.raises(DataError, match=r"meta_Movies_and_TV\.json\.gz:1: 'category' is str 'Movies & TV, Drama', "
+                                        r"expected a list of category names"):
+        sources.read_movies_tv(tmp_path)
 
 
 def test_unique_titles_never_collides_with_existing_suffix():

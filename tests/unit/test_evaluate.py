@@ -9,9 +9,10 @@ import math
 import pandas as pd
 import pytest
 
-from recnb import evaluate, tables
-from recnb.parse import Catalog
-from recnb.rewards import Intent
+from recnb.catalog import Catalog
+from recnb.evaluation import predict as evaluate
+from recnb.evaluation import tables
+from recnb.tasks import Intent
 
 ITEMS = pd.DataFrame({
     "item_id": [1, 2, 3, 4, 5, 6],
@@ -177,12 +178,11 @@ def test_tiny_random_constrained_answers_are_catalog_titles():
     test = pd.DataFrame([_record("I0", "I0", "I0", 5, 1, [1, 2, 3], user=u) for u in range(1, 5)])
     test["prompt"] = [[{"role": "user", "content": f"History: 'The Silver Ka000', 'The Harbor Ka001'. User {u}: "
                         "recommend 5 items."}] for u in range(1, 5)]
-    free = evaluate.match_predictions(evaluate.llm_predictions("tiny", model, tok, test, batch_size=4,
-                                                               max_new_tokens=48), catalog)
+    free = evaluate.match_predictions(evaluate.llm_predictions("tiny", model, tok, test, llm.Decoding(48, 4)), catalog)
     assert all(i is None for ids in free["item_ids"] for i in ids)
-    constraint = evaluate.make_constraint(tok, items, test, max_new_tokens=48, max_prompt_tokens=256)
-    con = evaluate.match_predictions(evaluate.llm_predictions("tiny", model, tok, test, batch_size=4,
-                                                              max_new_tokens=48, constraint=constraint), catalog)
+    how = llm.Decoding(max_new_tokens=48, batch_size=4, max_prompt_tokens=256)
+    constraint = evaluate.make_constraint(tok, items, test, how)
+    con = evaluate.match_predictions(evaluate.llm_predictions("tiny", model, tok, test, how, constraint), catalog)
     assert con["model"].unique().tolist() == ["tiny+constrained"]
     assert sum(len(t) for t in con["titles"]) >= 4
     assert all(i is not None for ids in con["item_ids"] for i in ids)  # NonExist = 0
@@ -196,7 +196,8 @@ def test_tiny_random_constrained_answers_are_catalog_titles():
 def test_lm_eval_wiring_on_local_task(fixtures_dir, monkeypatch):
     """lm-eval scores an in-memory model on a local 6-question task; offline, paper tasks say skipped."""
     pytest.importorskip("lm_eval")
-    from recnb import generalization, llm
+    from recnb import llm
+    from recnb.evaluation import generalization
 
     model, tok = llm.load_base("tiny-random")
     task = generalization.local_task(fixtures_dir / "lm_eval_task" / "recnb_capitals.yaml")

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recnb import columns as col
-from recnb import data, instructions
-from recnb.instructions_build import RL_TASKS
-from recnb.instructions_labels import (
+from recnb import artifacts as col
+from recnb import data, instructions, tasks
+from recnb.instructions import prompts
+from recnb.instructions.labels import (
     Catalog,
     SkipSample,
     add_candidates,
@@ -22,7 +22,8 @@ from recnb.instructions_labels import (
     palr_window,
     proportion_bounds,
 )
-from recnb.instructions_sharegpt import load_sharegpt
+from recnb.instructions.sharegpt import load_sharegpt
+from recnb.tasks import RL_TASKS
 
 # id, title, categories, popularity: popularity order is 1..7.
 ITEMS = pd.DataFrame(
@@ -41,7 +42,7 @@ ITEMS = pd.DataFrame(
 
 @pytest.fixture(scope="module")
 def cat():
-    return Catalog.from_items(ITEMS)
+    return Catalog(ITEMS)
 
 
 # ---------------------------------------------------------------- label rules, hand-computed
@@ -189,7 +190,7 @@ def test_rows_carry_exactly_the_contract_fields(sets):
     for name, rows in sets.files.items():
         for row in rows:
             assert set(row) == (fields | {"test_group"} if name == "test_prompts" else fields)
-            assert row["prompt"][0] == {"role": "system", "content": col.SYSTEM_PROMPT}
+            assert row["prompt"][0] == {"role": "system", "content": prompts.SYSTEM_PROMPT}
 
 
 def test_table7_proportions_and_counts(tiny, sets):
@@ -267,7 +268,7 @@ def test_same_seed_gives_byte_identical_files(tiny, sets, tmp_path):
     b = instructions.write_instruction_sets(again, tmp_path / "b")
     for name in (*instructions.FILES, "stats"):
         assert a[name].read_bytes() == b[name].read_bytes(), name
-    assert instructions.read_jsonl(a["sft_valid"]) == sets.files["sft_valid"]
+    assert tasks.read_records(a["sft_valid"]) == sets.files["sft_valid"]
     other = instructions.build_instruction_sets(tiny[0], tiny[1], instructions.InstructionConfig(seed=1, valid_per_type=12))
     c = instructions.write_instruction_sets(other, tmp_path / "c")
     assert c["sft_train"].read_bytes() != a["sft_train"].read_bytes()

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from recnb import columns as col
-from recnb import llm, prompts
+from recnb import llm
+from recnb.instructions import prompts
 
 
 def _messages(history_titles, k=5):
     text = prompts.TEMPLATES["I0"][0].format(history=prompts.quote_titles(history_titles), item_count=k)
-    return [{"role": "system", "content": col.SYSTEM_PROMPT},
-            {"role": "user", "content": text.replace(col.SYSTEM_PROMPT + " ", "")}]
+    return [{"role": "system", "content": prompts.SYSTEM_PROMPT},
+            {"role": "user", "content": text.replace(prompts.SYSTEM_PROMPT + " ", "")}]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_tokenizer_pads_left_with_a_token_other_than_eos(tiny):
 def test_render_prompts_uses_our_system_line_and_generation_prompt(tiny):
     _, tok = tiny
     [text] = llm.render_prompts(tok, [_messages(["A (1990)"])], max_prompt_tokens=512)
-    assert text.startswith(f"<|im_start|>system\n{col.SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
+    assert text.startswith(f"<|im_start|>system\n{prompts.SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
     assert "SmolLM" not in text  # the template's default system prompt is not injected
     assert text.endswith("<|im_start|>assistant\n")
 
@@ -59,8 +59,8 @@ def test_render_prompts_drops_oldest_history_items_never_the_instruction(tiny):
 def test_generate_batched_equals_one_by_one_and_keeps_order(tiny):
     model, tok = tiny
     convs = [_messages(["A"] * n) for n in (1, 7, 3)]
-    batched = llm.generate(model, tok, convs, max_new_tokens=6, batch_size=3, progress=False)
-    single = [llm.generate(model, tok, [c], max_new_tokens=6, progress=False)[0] for c in convs]
+    batched = llm.generate(model, tok, convs, llm.Decoding(max_new_tokens=6, batch_size=3), progress=False)
+    single = [llm.generate(model, tok, [c], llm.Decoding(max_new_tokens=6), progress=False)[0] for c in convs]
     assert batched == single
 
 
@@ -93,15 +93,17 @@ def test_generate_passes_num_beams_to_greedy_generation_and_refuses_it_with_samp
 
     monkeypatch.setattr(model, "generate", spy)
     convs = [_messages(["A", "B"] * n) for n in (1, 3)]
-    answers = llm.generate(model, tok, convs, max_new_tokens=4, num_beams=3, batch_size=2, progress=False)
+    answers = llm.generate(model, tok, convs, llm.Decoding(max_new_tokens=4, num_beams=3, batch_size=2), progress=False)
     assert len(answers) == 2 and seen == [{"num_beams": 3, "do_sample": False}]
     with pytest.raises(ValueError, match="do_sample=False"):
-        llm.generate(model, tok, convs, num_beams=2, do_sample=True, max_new_tokens=4, progress=False)
+        llm.Decoding(num_beams=2, do_sample=True)
 
 
-def test_unknown_model_is_a_clear_error():
-    with pytest.raises(FileNotFoundError, match="base model '/nonexistent/model'"):
-        llm.load_base("/nonexistent/model")
+def test_unknown_model_is_a_clear_error_before_any_hub_retry():
+    for name in ("/nonexistent/model", "smollm2-135M"):
+        with pytest.raises(ValueError, match=f"base_model = '{name}' is neither a built-in model "
+                                             r"\(smollm2-135m, tiny-random\)"):
+            llm.load_base(name)
 
 
 @pytest.mark.slow
@@ -110,5 +112,5 @@ def test_smollm2_answers_a_chat_prompt():
     assert "quantization_config" not in model.config.to_dict()
     messages = [{"role": "system", "content": "You are a helpful assistant."},
                 {"role": "user", "content": "Name three colours."}]
-    [answer] = llm.generate(model, tok, [messages], max_new_tokens=30, progress=False)
+    [answer] = llm.generate(model, tok, [messages], llm.Decoding(max_new_tokens=30), progress=False)
     assert len(answer.split()) >= 3

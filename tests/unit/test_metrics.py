@@ -17,7 +17,7 @@ from recnb.metrics import (
     tcp_at_k,
     tcp_by_task,
 )
-from recnb.rewards import Intent
+from recnb.tasks import Intent
 
 C = frozenset(range(1, 10))  # ids 1..9 are in the target category
 

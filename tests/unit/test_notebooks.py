@@ -1,5 +1,6 @@
-"""Conventions every notebook follows (STYLE.md): one parameters cell of literals, no def/class,
-the record call last, no committed outputs, and every params file names real parameters only."""
+"""Conventions every notebook follows (STYLE.md): one parameters cell of literals that equals its
+stage's typed config, the config built the same way in every setup cell, no def/class, the record
+call last, no committed outputs, and every params file names real parameters only."""
 
 import ast
 import json
@@ -12,6 +13,10 @@ from recnb import paths, run
 
 NOTEBOOKS = sorted((paths.REPO_ROOT / "notebooks").glob("*.ipynb"))
 COMMON = {"run": "tiny", "outputs_dir": "outputs", "dataset": "tiny", "seed": 0, "threads": 1}
+
+
+def tagged_index(cells):
+    return next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
 
 
 def code_cells(nb):
@@ -35,6 +40,10 @@ def test_notebook_conventions(path: Path):
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
         values[stmt.targets[0].id] = ast.literal_eval(stmt.value)  # raises unless a plain literal
     assert {k: values.get(k) for k in COMMON} == COMMON
+    config = run.stage_configs()[path.stem]
+    assert values == config.defaults(), "the parameters cell and the stage's config must list the same defaults"
+    setup = "".join(cells[tagged_index(cells) + 1]["source"])
+    assert f"{config.__name__}.from_params(params)" in setup, "the setup cell builds the typed config"
     # papermill skips lines with a second "=" (e.g. in a comment): every parameter must be visible to it
     assert sorted(papermill.inspect_notebook(str(path))) == sorted(values)
     for cell in cells:
@@ -49,3 +58,49 @@ def test_params_files_name_real_parameters(params_file):
     name, jobs = run.load_jobs(params_file)
     assert name and jobs
     run.load_jobs(params_file, paper=True)
+
+
+SCRIPTS = sorted((paths.REPO_ROOT / "benchmarks").glob("*.py")) + sorted((paths.REPO_ROOT / "studies").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_benchmarks_and_studies_share_one_cli_convention(script: Path):
+    """`--run <name>` (never a path option), `--threads` defaulting to 1 thread, and one last line
+    `name=<script> key=value ...` written by `record.summary_line`."""
+    text = script.read_text()
+    assert f'summary_line("{script.stem}"' in text or f"summary_line(\n        \"{script.stem}\"" in text
+    assert "--run-dir" not in text and "--eval-dir" not in text
+    threads = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call) and n.args
+               and isinstance(n.args[0], ast.Constant) and n.args[0].value == "--threads"]
+    for call in threads:
+        default = next(k.value.value for k in call.keywords if k.arg == "default")
+        assert default == 1, "one default for every script: 1 thread (quote benchmarks as ratios)"
+
+
+STAGE_PACKAGES = ("data", "sasrec", "instructions", "sft", "ppo", "evaluation", "report")
+# A stage imports another only to load that stage's artifact, through its named loader.
+LOADERS = {("instructions", "data"): "Prepared, stage 01's tables", ("ppo", "sasrec"): "the teacher (load_sasrec)"}
+
+
+def _recnb_imports(path: Path) -> set[str]:
+    """The top-level recnb modules or packages a file imports (`recnb.ppo.model` -> `ppo`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("recnb"):
+            parts = node.module.split(".")
+            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("package", STAGE_PACKAGES)
+def test_a_stage_imports_only_the_core_and_the_artifact_loaders_of_other_stages(package):
+    root = paths.REPO_ROOT / "recnb" / package
+    for path in root.rglob("*.py"):
+        others = (_recnb_imports(path) & set(STAGE_PACKAGES)) - {package}
+        assert all((package, o) in LOADERS for o in others), f"{path.relative_to(paths.REPO_ROOT)} imports {others}"
+
+
+def test_the_core_imports_no_stage_but_the_runner_their_configs():
+    for path in (paths.REPO_ROOT / "recnb").glob("*.py"):
+        stages = _recnb_imports(path) & set(STAGE_PACKAGES)
+        assert not stages or path.name == "run.py", f"{path.name} imports stage package(s) {stages}"

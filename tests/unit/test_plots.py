@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from recnb import case_study, plots
-from recnb.parse import Catalog
+from recnb.catalog import Catalog
+from recnb.report import case_study, plots
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4], "title": ["Alpha", "Beta", "Gamma", "Delta"],
                       "categories": [["Drama"], ["Comedy"], ["Drama"], ["Horror"]], "popularity": [4, 3, 2, 1]})

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from recnb import llm, rl_toy
-from recnb.ppo import evaluate, load_checkpoint, rl_records, save_checkpoint, train_ppo
-from recnb.ppo_model import ACTOR, CRITIC, ActorCritic
-from recnb.ppo_objective import gae, masked_mean, masked_var, masked_whiten, policy_loss, value_loss
-from recnb.ppo_rollout import Rollout, place_scores, response_mask, score_rollout, token_char_ends
-from recnb.ppo_update import (
-    PPOConfig,
+from recnb import llm
+from recnb.ppo import toy
+from recnb.ppo.config import PPOConfig
+from recnb.ppo.loop import evaluate, load_checkpoint, rl_records, save_checkpoint, train_ppo
+from recnb.ppo.model import ACTOR, CRITIC, ActorCritic
+from recnb.ppo.objective import gae, masked_mean, masked_var, masked_whiten, policy_loss, value_loss
+from recnb.ppo.rollout import Rollout, place_scores, response_mask, score_rollout, token_char_ends
+from recnb.ppo.update import (
     batch_records,
     make_optimizer,
     optimise_minibatch,
@@ -23,8 +24,8 @@ from recnb.ppo_update import (
     prepare_batch,
 )
 
-MESSAGES, FruitScorer = rl_toy.MESSAGES, rl_toy.FruitScorer
-RECORDS = rl_toy.records(8)
+MESSAGES, FruitScorer = toy.MESSAGES, toy.FruitScorer
+RECORDS = toy.records(8)
 
 
 # --- GAE, whitening, losses: hand-computed -------------------------------------------------------
@@ -135,7 +136,7 @@ def test_token_char_ends_handles_a_non_canonical_split(tokenizer):
 @pytest.fixture(scope="module")
 def warm_model():
     """The toy's 64-wide Llama taught the list format over 12 titles of two categories (~8 s)."""
-    return rl_toy.warm_start()
+    return toy.warm_start()
 
 
 def _actor_critic(warm_model, seed=0):
@@ -145,7 +146,7 @@ def _actor_critic(warm_model, seed=0):
 def test_warm_start_speaks_the_list_format(warm_model):
     model, tok = warm_model
     torch.manual_seed(0)
-    answers = llm.generate(model, tok, [MESSAGES] * 8, max_new_tokens=16, do_sample=True, temperature=0.7,
+    answers = llm.generate(model, tok, [MESSAGES] * 8, llm.Decoding(max_new_tokens=16, do_sample=True, temperature=0.7),
                            progress=False)
     scores = [FruitScorer()(RECORDS[0], [t for t in a.split("\n") for t in [t.partition(". ")[2]]]) for a in answers]
     assert sum(sum(s.legal) for s in scores) >= 12  # most of the 24 items are known titles
@@ -158,7 +159,7 @@ def test_first_minibatch_has_ratio_one_and_policy_loss_minus_mean_advantage(warm
     cfg = PPOConfig(batch_size=4, minibatch_size=2, max_new_tokens=16, lr=1e-3, critic_lr=1e-3)
     torch.manual_seed(0)
     ac.use_actor()
-    from recnb.ppo_rollout import sample_rollout
+    from recnb.ppo.rollout import sample_rollout
 
     rollout = sample_rollout(ac.model, tok, [r["prompt"] for r in RECORDS[:4]], max_new_tokens=16)
     scores, _ = score_rollout(rollout, RECORDS[:4], tok, FruitScorer(), item_rewards=True, list_reward_scale=10.0)
@@ -342,12 +343,12 @@ def test_ppo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path, se
     over seeds 0-5 (+0.170 to +0.181, studies/rl_toy.py), while the format holds."""
     ac, tok = _actor_critic(warm_model, seed=seed), warm_model[1]
     torch.manual_seed(seed)
-    cfg = PPOConfig(**rl_toy.PPO_SETTINGS, updates=32, eval_every=32, seed=seed)
+    cfg = PPOConfig(**toy.PPO_SETTINGS, updates=32, eval_every=32, seed=seed)
     log = train_ppo(ac, tok, RECORDS, RECORDS, FruitScorer(), cfg, tmp_path)
     ac.use_actor()
-    after = rl_toy.sampled_reward(ac.model, tok)
+    after = toy.sampled_reward(ac.model, tok)
     with ac.model.disable_adapter():
-        before = rl_toy.sampled_reward(ac.model, tok)
+        before = toy.sampled_reward(ac.model, tok)
     assert after["reward"] > before["reward"] + 0.08, (before, after)
     # the list format holds: exact KL to the start ≤ 0.27 nats/token on seeds 0-5 (the sampled-token
     # `kl` column jumps whenever one rare token is drawn, so it is not asserted)

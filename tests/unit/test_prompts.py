@@ -2,8 +2,9 @@
 
 import pytest
 
-from recnb import columns as col
-from recnb import prompts
+from recnb.answer import format_item_list
+from recnb.instructions import prompts
+from recnb.tasks import INTENT_KIND
 
 
 def test_i0_renders_listing_1_word_for_word():
@@ -62,8 +63,8 @@ def test_six_positive_and_six_negative_intentions_of_listings_5_and_6():
 
 def test_every_template_opens_with_the_system_prompt():
     for generate, select in prompts.TEMPLATES.values():
-        assert generate.startswith(col.SYSTEM_PROMPT + " ")
-        assert select is None or select.startswith(col.SYSTEM_PROMPT + " ")
+        assert generate.startswith(prompts.SYSTEM_PROMPT + " ")
+        assert select is None or select.startswith(prompts.SYSTEM_PROMPT + " ")
 
 
 def test_chat_messages_move_the_system_sentence_to_the_system_role():
@@ -76,7 +77,7 @@ def test_chat_messages_move_the_system_sentence_to_the_system_role():
 
 
 def test_answer_and_history_formats():
-    assert prompts.format_item_list(["Heat (1995)", "Fargo (1996)"]) == "1. Heat (1995)\n2. Fargo (1996)"
+    assert format_item_list(["Heat (1995)", "Fargo (1996)"]) == "1. Heat (1995)\n2. Fargo (1996)"
     assert prompts.quote_titles(["Heat (1995)", "Fargo (1996)"]) == "'Heat (1995)', 'Fargo (1996)'"
     assert [prompts.format_proportion(m) for m in (0.1, 0.2, 0.3, 0.5, 0.7)] == ["10%", "20%", "30%", "50%", "70%"]
 
@@ -96,4 +97,4 @@ def test_template_family_and_intent_kinds():
     assert prompts.template_family("I1+C") == "I1"
     assert prompts.template_family("I3-C") == "I3"
     assert prompts.template_family("I2>=") == "I2>="
-    assert prompts.INTENT_KIND["I3-C"] == "-C" and prompts.INTENT_KIND["I2~="] == "~="
+    assert INTENT_KIND["I3-C"] == "-C" and INTENT_KIND["I2~="] == "~="

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recnb.rewards import Intent, ListScore, score_list, target_count
+from recnb.rewards import ListScore, score_list
+from recnb.tasks import Intent, target_count
 
 L = math.log2
 IN_C = frozenset(range(1, 10))

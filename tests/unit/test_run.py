@@ -119,11 +119,12 @@ def test_plan_reruns_what_a_rerun_stage_feeds_and_nothing_else(tmp_path):
 
 
 def test_failed_stage_names_stage_and_cell_and_leaves_it_incomplete(tmp_path, capsys):
-    f = write(tmp_path, "run: r\ncommon: {dataset: nosuch, threads: 1}\n01_data_duckdb: {}\n")
+    (tmp_path / "raw").mkdir()  # exists, so the params pass; the steam files are not in it
+    f = write(tmp_path, f"run: r\ncommon: {{dataset: steam, threads: 1}}\n01_data_duckdb: {{raw_path: {tmp_path / 'raw'}}}\n")
     out = str(tmp_path / "outputs")
     assert run.main([str(f), "--outputs-dir", out]) == 2
     err = capsys.readouterr().err
-    assert "stage 01_data_duckdb failed in cell" in err and "unknown dataset 'nosuch'" in err
+    assert "stage 01_data_duckdb failed in cell" in err and "steam_reviews.json.gz" in err
     assert not (tmp_path / "outputs/r/01_data_duckdb/metrics.json").exists()
 
 
@@ -170,3 +171,73 @@ def test_a_deleted_artifact_makes_its_stage_stale_and_blocks_what_reads_it(tmp_p
     (tmp_path / "02_sasrec" / "sasrec.pt").write_text("tampered")
     (tmp_path / "02_sasrec" / "teacher_topk.parquet").write_text("top")
     assert run.stage_state(tmp_path / "02_sasrec", {"b": 1})[1] == "sasrec.pt modified since it ran"
+
+
+TINY = "run: r\ncommon: {dataset: tiny, threads: 1}\n01_data_duckdb: {}\n02_sasrec: {}\n03_instructions: {}\n"
+FULL = TINY + "04_sft_unsloth: {}\n05_ppo: {}\n06_eval: {}\n07_case_study: {}\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (TINY.replace("01_data_duckdb: {}", "01_data_duckdb: {user_core: five}"),
+     "01_data_duckdb.user_core = 'five' must be an integer, got str"),
+    (TINY.replace("dataset: tiny,", "dataset: tiny, seed: '0',"), "01_data_duckdb.seed = '0' must be an integer, got str"),
+    (TINY.replace("02_sasrec: {}", "02_sasrec: {hidden: '64'}"), "02_sasrec.hidden = '64' must be an integer, got str"),
+    (TINY.replace("02_sasrec: {}", "02_sasrec: {epochs: 0}"), "02_sasrec.epochs = 0 must be >= 1"),
+    (TINY.replace("02_sasrec: {}", "02_sasrec: {batch_size: -4}"), "02_sasrec.batch_size = -4 must be >= 1"),
+    (TINY.replace("02_sasrec: {}", "02_sasrec: {hidden: 30, heads: 4}"), "hidden = 30 must be a multiple of heads = 4"),
+    (TINY.replace("02_sasrec: {}", "02_sasrec: {dropout: true}"), "02_sasrec.dropout = True must be a number, got bool"),
+    (FULL.replace("05_ppo: {}", "05_ppo: {updates: -1}"), "05_ppo.updates = -1 must be >= 1"),
+    (FULL.replace("05_ppo: {}", "05_ppo: {batch_size: 0}"), "05_ppo.batch_size = 0 must be >= 1"),
+    (FULL.replace("05_ppo: {}", "05_ppo: {batch_size: 6}"), "05_ppo.batch_size = 6 must be a multiple of minibatch_size = 4"),
+    (FULL.replace("05_ppo: {}", "05_ppo: {reward: lists}"), "05_ppo.reward = 'lists' must be one of 'full', 'list'"),
+    (FULL.replace("05_ppo: {}", "05_ppo: {tasks: [I5]}"), "05_ppo.tasks = ['I5']: use \"all\" or a list of tasks"),
+    (FULL.replace("04_sft_unsloth: {}", "04_sft_unsloth: {max_steps: 0}"), "04_sft_unsloth.max_steps = 0 trains nothing"),
+    (FULL.replace("04_sft_unsloth: {}", "04_sft_unsloth: {batch_size: 0}"), "04_sft_unsloth.batch_size = 0 must be >= 1"),
+    (FULL.replace("04_sft_unsloth: {}", "04_sft_unsloth: {label_source: teachers}"),
+     "04_sft_unsloth.label_source = 'teachers' must be one of 'teacher', 'history'"),
+    (FULL.replace("04_sft_unsloth: {}", "04_sft_unsloth: {base_model: smollm2-135M}"),
+     "04_sft_unsloth.base_model = 'smollm2-135M' is neither a built-in model (smollm2-135m, tiny-random)"),
+    (FULL.replace("06_eval: {}", "06_eval: {models: {v2: 04_sft_unsloth, full: 05_ppo_typo}, constrained_models: []}"),
+     "06_eval.models names '05_ppo_typo', which this file does not produce"),
+    (FULL.replace("06_eval: {}", "06_eval: {constrained_models: [v3]}"),
+     "06_eval.constrained_models = ['v3']: 'v3' is not a label of models"),
+    (FULL.replace("05_ppo: {}", "05_ppo: {sft_dir: 04_sft_unsloth-long}"),
+     "05_ppo.sft_dir names '04_sft_unsloth-long', which this file does not produce"),
+    (FULL.replace("07_case_study: {}", "07_case_study: {matcher: fuzzzy}"), "07_case_study.matcher = 'fuzzzy' must be one of"),
+    (TINY + "02_sasrec: {epochs: 3}\n", "'02_sasrec' appears twice (line 6, column 1); keep one"),
+    ("run: r\n01_data_duckdb: {user_core: [1, 2}\n", "not valid YAML: while parsing a flow sequence in \"<unicode string>\", line 2"),
+])
+def test_bad_values_stop_the_run_before_anything_is_written(tmp_path, capsys, text, message):
+    """Types, ranges, enums, references and YAML: one line naming file, block, key, value and what is
+    allowed; exit code 2; no stage directory touched."""
+    f = write(tmp_path, text)
+    out = tmp_path / "outputs"
+    assert run.main([str(f), "--outputs-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith(f"error: {f}") and "\n" not in err, err
+    assert not out.exists()
+
+
+def test_a_reference_to_a_finished_dir_of_the_run_is_fine(tmp_path):
+    """06 may evaluate a model another params file trained, when its stage dir exists finished."""
+    text = FULL.replace("06_eval: {}", "06_eval: {models: {v2: 04_sft_unsloth-long}, constrained_models: []}")
+    with pytest.raises(ParamsError, match="04_sft_unsloth-long"):
+        run.load_jobs(write(tmp_path, text), outputs_dir=str(tmp_path / "o"))
+    _done(tmp_path / "o" / "r", "04_sft_unsloth-long", {})
+    assert run.load_jobs(write(tmp_path, text), outputs_dir=str(tmp_path / "o"))[0] == "r"
+
+
+def test_a_dead_kernel_is_one_line_naming_the_stage_and_the_likely_cause(tmp_path, capsys, monkeypatch):
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    def die(*args, **kwargs):
+        raise DeadKernelError("Kernel died")
+
+    monkeypatch.setattr(papermill, "execute_notebook", die)
+    f = write(tmp_path, "run: r\ncommon: {dataset: tiny, threads: 1}\n01_data_duckdb: {}\n")
+    assert run.main([str(f), "--outputs-dir", str(tmp_path / "outputs")]) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert last.startswith("error: stage 01_data_duckdb: its kernel died (most likely out of memory, or killed)")
+    assert "Traceback" not in err

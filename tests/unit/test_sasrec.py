@@ -7,17 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from recnb import columns as col
-from recnb.sasrec import (
-    SASRec,
-    SASRecConfig,
-    load_sasrec,
-    save_sasrec,
-    score_histories,
-    teacher_rank,
-    teacher_rank_batch,
-)
-from recnb.sasrec_eval import (
+from recnb import artifacts as col
+from recnb.sasrec.config import SASRecConfig
+from recnb.sasrec.evaluate import (
     build_teacher_topk,
     evaluate_all,
     evaluate_popularity,
@@ -25,7 +17,16 @@ from recnb.sasrec_eval import (
     ndcg_at_k,
     split_histories,
 )
-from recnb.sasrec_train import TrainConfig, build_sasrec, train_sasrec, training_windows, window_loss
+from recnb.sasrec.model import (
+    Architecture,
+    SASRec,
+    load_sasrec,
+    save_sasrec,
+    score_histories,
+    teacher_rank,
+    teacher_rank_batch,
+)
+from recnb.sasrec.train import build_sasrec, train_sasrec, training_windows, window_loss
 
 N_ITEMS = 30
 
@@ -34,7 +35,7 @@ N_ITEMS = 30
 def model() -> SASRec:
     torch.manual_seed(0)
     pop = np.arange(N_ITEMS + 1, dtype=np.float32)  # item j has popularity j
-    return SASRec(SASRecConfig(n_items=N_ITEMS, max_len=6, hidden=16, blocks=2, heads=2, dropout=0.0), pop).eval()
+    return SASRec(Architecture(n_items=N_ITEMS, max_len=6, hidden=16, blocks=2, heads=2, dropout=0.0), pop).eval()
 
 
 @pytest.fixture()
@@ -153,8 +154,8 @@ def test_training_on_tiny_beats_popularity():
     from recnb import data
 
     prepared = data.build_dataset("tiny", seed=0)
-    model = build_sasrec(prepared.items, max_len=10, hidden=32, blocks=1, heads=1, dropout=0.2)
-    model, log = train_sasrec(model, prepared.splits, TrainConfig(lr=5e-3, epochs=30, patience=5), progress=False)
+    cfg = SASRecConfig(max_len=10, hidden=32, blocks=1, heads=1, dropout=0.2, lr=5e-3, epochs=30, patience=5)
+    model, log = train_sasrec(build_sasrec(prepared.items, cfg), prepared.splits, cfg, progress=False)
     result = evaluate_all(model, prepared.splits)
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]
     assert result["valid"]["ndcg@10"] == pytest.approx(log["valid_ndcg@10"].max())  # best epoch kept
@@ -166,9 +167,10 @@ def test_same_seed_gives_identical_training(splits):
     runs = []
     for other_seed in (1, 2):
         torch.manual_seed(123)
-        model = build_sasrec(items, max_len=4, hidden=8, blocks=1, heads=1, dropout=0.3)
+        cfg = SASRecConfig(max_len=4, hidden=8, blocks=1, heads=1, dropout=0.3, lr=1e-3, epochs=3, patience=3, seed=7)
+        model = build_sasrec(items, cfg)
         torch.manual_seed(other_seed)  # must not matter: train_sasrec seeds order and dropout itself
-        runs.append(train_sasrec(model, splits, TrainConfig(epochs=3, patience=3, seed=7), progress=False))
+        runs.append(train_sasrec(model, splits, cfg, progress=False))
     assert runs[0][1]["loss"].tolist() == runs[1][1]["loss"].tolist()
     assert all(torch.equal(a, b) for a, b in zip(runs[0][0].state_dict().values(), runs[1][0].state_dict().values()))
 
@@ -179,15 +181,16 @@ def test_ml100k_beats_recbole_unmasked():
     from recnb import data
 
     prepared = data.build_dataset("ml-100k")
-    model = build_sasrec(prepared.items, max_len=50, hidden=64, blocks=2, heads=2, dropout=0.2)
-    model, _ = train_sasrec(model, prepared.splits, TrainConfig(lr=3e-3, patience=10), progress=False)
+    cfg = SASRecConfig(max_len=50, hidden=64, blocks=2, heads=2, dropout=0.2, lr=3e-3, epochs=200, patience=10)
+    model, _ = train_sasrec(build_sasrec(prepared.items, cfg), prepared.splits, cfg, progress=False)
     result = evaluate_all(model, prepared.splits)["test_unmasked"]
     assert result["hr@10"] > 0.1198 and result["ndcg@10"] > 0.0561
 
 
 def test_rank_form_metrics_agree_with_the_list_form_used_by_eval():
     """SASRec's vectorised HR/NDCG (0-based target ranks) equal recnb.metrics on the same rankings."""
-    from recnb import metrics, sasrec_eval
+    from recnb import metrics
+    from recnb.sasrec import evaluate as sasrec_eval
 
     rng = np.random.default_rng(0)
     rankings = [list(rng.permutation(30) + 1) for _ in range(200)]

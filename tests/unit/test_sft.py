@@ -9,9 +9,13 @@ import pytest
 import torch
 from trl import SFTTrainer
 
-from recnb import columns as col
-from recnb import llm, prompts, sft
-from recnb.parse import Catalog
+from recnb import artifacts as col
+from recnb import llm, sft
+from recnb.answer import format_item_list
+from recnb.catalog import Catalog
+from recnb.instructions import prompts
+from recnb.sft import SFTConfig
+from recnb.tasks import select_tasks
 
 
 def _record(i: int, task: str = "I0") -> dict:
@@ -20,9 +24,9 @@ def _record(i: int, task: str = "I0") -> dict:
     return {
         "task": task, "user_id": i, "split": "train", "k": 3, "target": 10 + i, "history": [1, 2],
         "intent": {"kind": "I0", "category": None, "m": None}, "candidates": None,
-        "prompt": [{"role": "system", "content": col.SYSTEM_PROMPT},
-                   {"role": "user", "content": text.replace(col.SYSTEM_PROMPT + " ", "")}],
-        "completion": prompts.format_item_list([f"Film {i + 10}", f"Film {i + 11}", f"Film {i + 12}"]),
+        "prompt": [{"role": "system", "content": prompts.SYSTEM_PROMPT},
+                   {"role": "user", "content": text.replace(prompts.SYSTEM_PROMPT + " ", "")}],
+        "completion": format_item_list([f"Film {i + 10}", f"Film {i + 11}", f"Film {i + 12}"]),
     }
 
 
@@ -33,39 +37,39 @@ FAST = {"batch_size": 4, "effective_batch": 4, "learning_rate": 1e-2, "warmup": 
 
 def test_select_tasks_by_name_prefix_or_all():
     recs = [_record(0, "I0"), _record(1, "I1+C"), _record(2, "I1-C"), _record(3, "I2~=")]
-    assert [r["task"] for r in sft.select_tasks(recs, ["I0"])] == ["I0"]
-    assert [r["task"] for r in sft.select_tasks(recs, ["I1"])] == ["I1+C", "I1-C"]
-    assert [r["task"] for r in sft.select_tasks(recs, "I2~=")] == ["I2~="]
-    assert len(sft.select_tasks(recs, "all")) == 4
+    assert [r["task"] for r in select_tasks(recs, ["I0"])] == ["I0"]
+    assert [r["task"] for r in select_tasks(recs, ["I1"])] == ["I1+C", "I1-C"]
+    assert [r["task"] for r in select_tasks(recs, "I2~=")] == ["I2~="]
+    assert len(select_tasks(recs, "all")) == 4
     with pytest.raises(ValueError, match="param 'tasks'"):
-        sft.select_tasks(recs, ["I3"])
+        select_tasks(recs, ["I3"])
 
 
 def test_load_train_records_picks_the_file_of_the_label_source(tmp_path):
     teacher = [_record(i, t) for i, t in enumerate(["I0", "I1+C", "I0", "I3-C", "I0"])]
     (tmp_path / "sft_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in teacher))
     (tmp_path / "sft_train_palr.jsonl").write_text(json.dumps(_record(7)) + "\n")
-    assert len(sft.load_train_records(tmp_path, "all")) == 5
-    assert [r["user_id"] for r in sft.load_train_records(tmp_path, ["I0"])] == [0, 2, 4]
-    assert [r["user_id"] for r in sft.load_train_records(tmp_path, ["I0"], "history")] == [7]
-    subset = sft.load_train_records(tmp_path, "all", max_samples=3, seed=1)
-    assert len(subset) == 3 and subset == sft.load_train_records(tmp_path, "all", max_samples=3, seed=1)
-    with pytest.raises(ValueError, match="label_source"):
-        sft.load_train_records(tmp_path, "all", "teacher-free")
+    assert len(sft.load_train_records(tmp_path, SFTConfig(tasks="all"))) == 5
+    assert [r["user_id"] for r in sft.load_train_records(tmp_path, SFTConfig(tasks=["I0"]))] == [0, 2, 4]
+    assert [r["user_id"] for r in sft.load_train_records(tmp_path, SFTConfig(tasks=["I0"], label_source="history"))] == [7]
+    subset = sft.load_train_records(tmp_path, SFTConfig(max_train_samples=3, seed=1))
+    assert len(subset) == 3 and subset == sft.load_train_records(tmp_path, SFTConfig(max_train_samples=3, seed=1))
+    with pytest.raises(ValueError, match="label_source = 'teacher-free' must be one of 'teacher', 'history'"):
+        SFTConfig(label_source="teacher-free")
     with pytest.raises(FileNotFoundError, match="03_instructions"):
-        sft.load_train_records(tmp_path / "missing", "all")
+        sft.load_train_records(tmp_path / "missing", SFTConfig())
 
 
 def test_grad_accumulation_reaches_the_effective_batch():
-    assert sft.grad_accumulation(sft.SFTSettings(batch_size=8, effective_batch=64)) == 8
-    assert sft.grad_accumulation(sft.SFTSettings(batch_size=16, effective_batch=8)) == 1
+    assert sft.grad_accumulation(SFTConfig(batch_size=8, effective_batch=64)) == 8
+    assert sft.grad_accumulation(SFTConfig(batch_size=16, effective_batch=8)) == 1
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """tiny-random + LoRA, 30 steps on one fixed batch of 4 records."""
-    settings = sft.SFTSettings(max_steps=30, **FAST)
-    model, tok, wrapped = sft.load_trainable(llm.TINY_RANDOM, settings)
+    settings = SFTConfig(max_steps=30, **FAST)
+    model, tok, wrapped = sft.load_trainable(settings)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = sft.build_trainer(model, tok, FIXED, settings, tmp_path_factory.mktemp("sft"), wrapped, progress=False)
     trainer.train()
@@ -81,9 +85,9 @@ def _long_record(i: int) -> dict:
 def _first_steps(seed: int, steps: int = 2) -> list[list[str]]:
     """Tasks of the samples of the first optimizer steps (each a list over its micro-batches)."""
     records = [_long_record(i) for i in range(160)] + [_record(i) for i in range(160, 480)]
-    settings = sft.SFTSettings(batch_size=2, effective_batch=8, max_steps=4, seed=seed, **{
+    settings = SFTConfig(batch_size=2, effective_batch=8, max_steps=4, seed=seed, **{
         k: v for k, v in FAST.items() if k not in ("batch_size", "effective_batch")})
-    model, tok, _ = sft.load_trainable(llm.TINY_RANDOM, settings)
+    model, tok, _ = sft.load_trainable(settings)
     trainer = sft.build_trainer(model, tok, records, settings, Path("unused"), progress=False)
     loader = iter(trainer.get_train_dataloader())
     out = []
@@ -188,7 +192,7 @@ def test_valid_slice_keeps_the_first_n_of_each_task():
 
 @pytest.mark.gpu
 def test_unsloth_path_trains_on_cuda(tmp_path):
-    settings = sft.SFTSettings(max_steps=3, use_unsloth=True, **{**FAST, "bf16": True})
-    result, _ = sft.train_sft(llm.SMOLLM2, FIXED, settings, tmp_path, progress=False)
+    settings = SFTConfig(base_model=llm.SMOLLM2, max_steps=3, use_unsloth=True, **{**FAST, "bf16": True})
+    result, _ = sft.train_sft(FIXED, settings, tmp_path, progress=False)
     assert "unsloth" in type(result.model).__module__.lower() or hasattr(result.model, "peft_config")
     assert result.log["loss"].notna().all() and len(result.log) == 3

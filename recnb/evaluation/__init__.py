@@ -1,0 +1,22 @@
+"""Stage 06: every model answers the fixed test prompts; Tables 2-5 from the scored answers.
+
+`predict` generates and scores, `constrained` decodes under the catalog-title trie, `tables`
+writes the paper's tables, `generalization` the MMLU / GSM8K columns.
+"""
+
+from recnb.evaluation.config import EvalConfig
+from recnb.evaluation.predict import (
+    ModelSpec,
+    load_test_prompts,
+    match_predictions,
+    metrics_dict,
+    predict_all,
+    resolve_models,
+    score_predictions,
+    summarise,
+    write_outputs,
+)
+from recnb.evaluation.tables import write_tables
+
+__all__ = ["EvalConfig", "ModelSpec", "load_test_prompts", "match_predictions", "metrics_dict", "predict_all",
+           "resolve_models", "score_predictions", "summarise", "write_outputs", "write_tables"]

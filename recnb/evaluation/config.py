@@ -1,0 +1,41 @@
+"""Stage 06's parameters (notebooks/06_eval.ipynb), typed, and the decoding settings they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from recnb.params import REF_MODELS, StageConfig, base_model_problem, param, variant_problem
+
+
+@dataclass
+class EvalConfig(StageConfig):
+    """Which models answer the test prompts, how many users, and how answers are decoded."""
+
+    STAGE: ClassVar[str] = "06_eval"
+
+    variant: str = param("", "empty: the main tables (06_eval/); e.g. 'long' writes 06_eval-long/ for a side run")
+    models: dict = param({"SASRec": "sasrec", "base": "base", "v2": "04_sft_unsloth", "full": "05_ppo"},
+                         "table label -> sasrec, base or a stage dir", ref=REF_MODELS, nonempty=True)
+    constrained_models: list = param(["full"], "labels also decoded under the catalog constraint")
+    base_model: str = param("tiny-random", "the zero-shot base LLM of the base row (as stage 04 trained on)")
+    max_test_users: int = param(8, "users whose prompts are answered in every group (0 means all)", lo=0)
+    batch_size: int = param(16, "prompts per generate batch", lo=1)
+    max_new_tokens: int = param(96, "answer budget in tokens (15 titles need about 150 on ml-100k)", lo=1)
+    max_prompt_tokens: int = param(512, "longer prompts lose their oldest history items", lo=16)
+    forbid_history: bool = param(True, "constrained decoding also forbids the items shown in the prompt")
+    fuzzy: bool = param(True, "headline matcher: fuzzy (paper convention) or exact, both are written")
+    generalization: bool = param(True, "MMLU and GSM8K via lm-eval when its datasets are reachable")
+
+    @classmethod
+    def check_together(cls, values) -> list[str]:
+        problems = [variant_problem(values["variant"]), base_model_problem(values["base_model"])]
+        models = values["models"]
+        bad = [label for label, src in models.items() if not isinstance(label, str) or not isinstance(src, str)]
+        if bad:
+            problems.append(f"models: {bad[0]!r} must map a label to 'sasrec', 'base' or a stage dir name")
+        unknown = [m for m in values["constrained_models"] if m not in models]
+        if unknown:
+            problems.append(f"constrained_models = {values['constrained_models']!r}: {unknown[0]!r} is not a label "
+                            f"of models ({', '.join(models)})")
+        return [p for p in problems if p]

@@ -1,0 +1,265 @@
+"""Stage 06: every model answers the fixed test prompts; answers are parsed, matched and scored.
+
+Predictions keep the raw text, the parsed titles and both matchings (exact and fuzzy ≤ 3), plus
+what scoring needs (k, target, history, intent), so any metric can be recomputed from
+`predictions.parquet` alone. Scoring goes only through `recnb.answer`, `recnb.catalog` and `recnb.metrics`, the
+same definitions the PPO rewards use.
+
+SASRec (the teacher) answers from its stored test ranking (`teacher_topk.parquet`): top-k for I0;
+for the control groups its ranking is *filtered* to obey the intention (flagged `filtered`), a
+rule-following baseline the LLMs do not get.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recnb import artifacts as col
+from recnb import llm, metrics, paths
+from recnb.answer import format_item_list, parse_titles
+from recnb.catalog import Catalog
+from recnb.evaluation.config import EvalConfig
+from recnb.tasks import NOCONTROL, Intent, intent_of, intent_rule, read_records
+
+log = logging.getLogger(__name__)
+
+MATCHERS = {"exact": "item_ids", "fuzzy": "item_ids_fuzzy"}
+CONSTRAINED = "+constrained"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: table label, source kind and, for trained models, its stage dir."""
+
+    label: str
+    source: str  # "sasrec", "base" or a stage dir name (04_sft_unsloth-v1, 05_ppo, ...)
+    path: Path | None = None
+
+
+def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Stage-03 `test_prompts.jsonl` as a frame; optionally only `max_test_users` users (seeded).
+
+    Every group keeps the same users, so tables compare models on identical prompts.
+    """
+    path = Path(path)
+    frame = pd.DataFrame(read_records(path))
+    if frame.empty or "test_group" not in frame:
+        raise ValueError(f"{path} has no records with 'test_group'; rerun stage 03_instructions")
+    if max_test_users and frame[col.USER].nunique() > max_test_users:
+        users = np.sort(frame[col.USER].unique())
+        keep = np.random.default_rng(seed).choice(users, size=max_test_users, replace=False)
+        frame = frame[frame[col.USER].isin(keep)]
+    return frame.sort_values(["test_group", col.USER], kind="stable").reset_index(drop=True)
+
+
+def resolve_models(models: dict[str, str], run_root: Path) -> tuple[list[ModelSpec], list[str]]:
+    """Model specs from the `models` param (`sasrec`, `base` or a finished stage dir of the run).
+
+    Raises:
+        FileNotFoundError: a named stage dir is missing or unfinished (the runner checks this before
+            any stage starts; here it guards a notebook run by hand).
+    """
+    specs = []
+    for label, source in models.items():
+        if source in ("sasrec", "base"):
+            specs.append(ModelSpec(label, source))
+            continue
+        path = paths.input_dir(Path(run_root).parent, Path(run_root).name, source)
+        specs.append(ModelSpec(label, source, path))
+    return specs, []
+
+
+def teacher_list(ranking: list[int], intent: Intent, k: int, catalog: Catalog, control: bool = True) -> list[int]:
+    """The teacher's answer: its top-k, filtered in rank order by the intent's rule
+    (`recnb.tasks.intent_rule`, the one stage 03's labels obey) when `control` is set."""
+    if intent.kind == "I0" or not control:
+        return list(ranking[:k])
+    accept = intent_rule(intent, k, lambda item: catalog.in_category(item, intent.category))
+    chosen: list[int] = []
+    for item in ranking:
+        if accept(item, chosen):
+            chosen.append(item)
+            if len(chosen) == k:
+                break
+    return chosen
+
+
+def _base_frame(label: str, test: pd.DataFrame) -> pd.DataFrame:
+    """Columns every prediction row shares, before the answer is known."""
+    return pd.DataFrame({
+        "model": label,
+        "task": test["task"].to_numpy(),
+        "test_group": test["test_group"].to_numpy(),
+        col.USER: test[col.USER].astype(np.int64).to_numpy(),
+        "prompt": [next(m["content"] for m in p if m["role"] == "user") for p in test["prompt"]],
+        "k": test["k"].astype(np.int64).to_numpy(),
+        "target": test["target"].to_numpy(),
+        "history": [list(map(int, h)) for h in test["history"]],
+        "intent": [json.dumps(i, sort_keys=True) for i in test["intent"]],
+    })
+
+
+def sasrec_predictions(test: pd.DataFrame, teacher: pd.DataFrame, catalog: Catalog, label: str = "SASRec") -> pd.DataFrame:
+    """Teacher answers for every test prompt (`filtered` marks ranking filtered by the intent)."""
+    rows = teacher[teacher["split"] == "test"].set_index(col.USER)["topk_items"]
+    missing = set(test[col.USER]) - set(rows.index)
+    if missing:
+        raise ValueError(f"teacher_topk.parquet has no test row for {len(missing)} user(s), e.g. "
+                         f"{sorted(missing)[:3]}; rerun 02_sasrec on the same 01 data")
+    out = _base_frame(label, test)
+    control = ~test["test_group"].str.endswith(NOCONTROL).to_numpy()
+    lists = [teacher_list([int(i) for i in rows[u]], intent_of(r), int(r["k"]), catalog, bool(c))
+             for u, r, c in zip(test[col.USER], test.to_dict("records"), control)]
+    out["raw"] = [format_item_list(catalog.title_list(items)) for items in lists]
+    out["filtered"] = control & (test["task"] != "I0").to_numpy()
+    out["constrained"] = False
+    return out
+
+
+def generation_suffix(tokenizer) -> str:
+    """What the chat template appends to open the answer (e.g. `<|im_start|>assistant\\n`)."""
+    msgs = [{"role": "user", "content": "x"}]
+    bare = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    full = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    if not full.startswith(bare) or full == bare:
+        raise ValueError(f"chat template of {tokenizer.name_or_path!r} has no separate generation prompt; "
+                         "constrained decoding cannot find where the answer starts")
+    return full[len(bare):]
+
+
+def make_constraint(tokenizer, items: pd.DataFrame, test: pd.DataFrame, decoding: llm.Decoding,
+                    forbid_history: bool = True):
+    """A `CatalogConstraint` for these prompts: at most k lines each, history items forbidden if asked."""
+    from recnb.evaluation.constrained import CatalogConstraint
+
+    constraint = CatalogConstraint(
+        tokenizer, items[col.ITEM].tolist(), items[col.TITLE].tolist(),
+        generation_suffix=generation_suffix(tokenizer), eos_token_ids=[tokenizer.eos_token_id],
+        max_new_tokens=decoding.max_new_tokens, forbid_repeats=True,
+    )
+    rendered = llm.render_prompts(tokenizer, list(test["prompt"]), decoding.max_prompt_tokens)
+    forbidden = [list(h) for h in test["history"]] if forbid_history else [[] for _ in rendered]
+    constraint.register(rendered, forbidden, [int(k) for k in test["k"]] if "k" in test else None)
+    return constraint
+
+
+def llm_predictions(label: str, model, tokenizer, test: pd.DataFrame, decoding: llm.Decoding,
+                    constraint=None) -> pd.DataFrame:
+    """Batched answers of one LLM to every test prompt (`constraint`: catalog-only decoding)."""
+    from transformers import LogitsProcessorList
+
+    processors = LogitsProcessorList([constraint]) if constraint is not None else None
+    raw = llm.generate(model, tokenizer, list(test["prompt"]), decoding, logits_processor=processors, progress=True)
+    out = _base_frame(label + (CONSTRAINED if constraint is not None else ""), test)
+    out["raw"], out["filtered"], out["constrained"] = raw, False, constraint is not None
+    return out
+
+
+def load_model(spec: ModelSpec, base_model: str):
+    """(model, tokenizer) of a spec: the zero-shot base, or a stage 04/05 dir with its adapter merged."""
+    if spec.source == "base":
+        return llm.load_base(base_model)
+    return llm.load_for_inference(spec.path)
+
+
+def match_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    """Add `titles`, `item_ids` (exact match) and `item_ids_fuzzy` (Levenshtein ≤ 3)."""
+    out = preds.copy()
+    out["titles"] = [parse_titles(text) for text in out["raw"]]
+    flat = [t for titles in out["titles"] for t in titles]
+    bounds = np.cumsum([0] + [len(t) for t in out["titles"]])
+    for name, fuzzy in (("item_ids", False), ("item_ids_fuzzy", True)):
+        ids = catalog.match_many(flat, fuzzy=fuzzy)
+        out[name] = [ids[a:b] for a, b in itertools.pairwise(bounds)]
+    return out
+
+
+def score_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    """One row per (prediction, matcher): `recnb.metrics.measure_record` (the scoring of stages 04
+    and 05) on the stored matching, plus HR/NDCG@5."""
+    rows = []
+    for rec in tqdm(preds.to_dict("records"), desc="score", leave=False):
+        for matcher, column in MATCHERS.items():
+            items = [None if i is None or pd.isna(i) else int(i) for i in rec[column]]
+            m = metrics.measure_record(rec, items, list(rec["titles"]), catalog)
+            if m["hit"] is not None:
+                target = int(rec["target"])
+                m["hit5"], m["ndcg5"] = metrics.hit_at_k(items, target, 5), metrics.ndcg_at_k(items, target, 5)
+            rows.append({"model": rec["model"], "test_group": rec["test_group"], col.USER: rec[col.USER],
+                         "matcher": matcher, **m})
+    return pd.DataFrame(rows)
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Aggregates per (model, test_group, matcher): `metrics.aggregate` plus HR@5 / NDCG@5."""
+    out = []
+    for (model, group, matcher), part in scores.groupby(["model", "test_group", "matcher"], sort=False):
+        recs = part.to_dict("records")
+        agg = metrics.aggregate(recs)
+        for key, name in (("hit5", "hr5"), ("ndcg5", "ndcg5")):
+            values = part[key].dropna() if key in part else pd.Series(dtype=float)
+            agg[name] = float(values.mean()) if len(values) else float("nan")
+        out.append({"model": model, "test_group": group, "matcher": matcher, **agg})
+    return pd.DataFrame(out)
+
+
+def write_outputs(out_dir: Path, preds: pd.DataFrame, scores: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """Stage 06's answer files: `predictions.parquet`, `scores.parquet`, `summary.csv` (the tables are
+    `recnb.evaluation.tables.write_tables`)."""
+    preds.to_parquet(Path(out_dir) / col.PREDICTIONS_FILE, index=False)
+    scores.to_parquet(Path(out_dir) / col.SCORES_FILE, index=False)
+    summary.to_csv(Path(out_dir) / col.SUMMARY_FILE, index=False)
+
+
+def metrics_dict(summary: pd.DataFrame) -> dict[str, Any]:
+    """Nested `{matcher: {model: {test_group: {metric: value}}}}` for metrics.json."""
+    nested: dict[str, Any] = {}
+    for rec in summary.to_dict("records"):
+        values = {k: v for k, v in rec.items() if k not in ("model", "test_group", "matcher")}
+        nested.setdefault(rec["matcher"], {}).setdefault(rec["model"], {})[rec["test_group"]] = values
+    return nested
+
+
+def decoding(cfg: EvalConfig) -> llm.Decoding:
+    """Stage 06's decoding: greedy, as the paper evaluates."""
+    return llm.Decoding(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                        max_prompt_tokens=cfg.max_prompt_tokens)
+
+
+def predict_all(specs: list[ModelSpec], test: pd.DataFrame, teacher: pd.DataFrame, items: pd.DataFrame,
+                cfg: EvalConfig) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Answers of every model (+ constrained reruns), and per-LLM run facts (seconds, MMLU/GSM8K).
+
+    One model is in memory at a time; SASRec answers from `teacher` without a model.
+    """
+    import time
+
+    from recnb.evaluation import generalization as gen
+
+    catalog, frames, facts, how = Catalog(items), [], {}, decoding(cfg)
+    for spec in specs:
+        if spec.source == "sasrec":
+            frames.append(sasrec_predictions(test, teacher, catalog, spec.label))
+            continue
+        model, tok = load_model(spec, cfg.base_model)
+        runs = [None] + (["constrained"] if spec.label in cfg.constrained_models else [])
+        for run in runs:
+            constraint = make_constraint(tok, items, test, how, cfg.forbid_history) if run else None
+            t0 = time.perf_counter()
+            frames.append(llm_predictions(spec.label, model, tok, test, how, constraint))
+            label = frames[-1]["model"].iloc[0]
+            facts[label] = {"seconds": time.perf_counter() - t0, "lists": len(test)}
+        if cfg.generalization:
+            facts[spec.label].update(gen.paper_generalization(model, tok))
+        del model
+    return pd.concat(frames, ignore_index=True), facts

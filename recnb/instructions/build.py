@@ -1,0 +1,185 @@
+"""How many samples of which kind stage 03 draws, and how a sample becomes a JSONL row.
+
+One builder per output file (`build_sft_train`, `build_palr`, `build_valid`, `build_rl_prompts`,
+`build_test_prompts`) returns `Spec`s in a fixed order, each file from its own seeded random
+stream, so the same seed gives the same files whatever is built first. `render_row` turns a spec
+into the JSON object of CONTRACTS.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recnb.answer import format_item_list
+from recnb.catalog import Catalog
+from recnb.instructions import prompts
+from recnb.instructions.config import InstructionConfig
+from recnb.instructions.labels import SkipSample, palr_window
+from recnb.instructions.specs import PROPORTIONS, Spec, TeacherRow, search_spec, teacher_spec
+from recnb.tasks import INTENT_KIND, RL_TASKS, TEST_GROUPS
+
+FILES = ("sft_train", "sft_train_palr", "sft_valid", "rl_prompts", "test_prompts")  # each as <name>.jsonl
+_SALT = {name: i + 1 for i, name in enumerate(FILES + ("sft_train_i4",))}  # one random stream per file
+
+
+@dataclass
+class BuildContext:
+    """Everything the builders share: the catalog, teacher rows, train sequences and skip counts."""
+
+    catalog: Catalog
+    teacher: dict[tuple[int, str], TeacherRow]
+    train_items: dict[int, list[int]]
+    config: InstructionConfig
+    skips: Counter = field(default_factory=Counter)
+
+    def rng(self, file: str) -> np.random.Generator:
+        """The random stream of one output file (independent of the order files are built in)."""
+        return np.random.default_rng([self.config.seed, _SALT[file]])
+
+    def users(self) -> list[int]:
+        """Every user of stage 01's splits, sorted (a missing teacher row is then a counted skip)."""
+        return sorted(self.train_items)
+
+    def attempt(self, file: str, task: str, make: Callable[..., Spec], *args: Any) -> Spec | None:
+        """`make(*args)`; a SkipSample is counted under `file/task/reason` and gives None."""
+        try:
+            return make(*args)
+        except SkipSample as skip:
+            self.skips[f"{file}/{task}/{skip.reason}"] += 1
+            return None
+
+    def user_spec(
+        self, file: str, group: str, task: str, user: int, split: str, rng: np.random.Generator, k: int,
+        m: float | None = None, n_candidates: int = 0,
+    ) -> Spec | None:
+        """`teacher_spec` for (user, split); a missing teacher row or a SkipSample is counted, gives None."""
+        row = self.teacher.get((user, split))
+        if row is None:
+            self.skips[f"{file}/{group}/missing_teacher"] += 1
+            return None
+        return self.attempt(file, group, teacher_spec, task, user, split, row, k, rng, self.catalog, m, n_candidates)
+
+
+def render_row(spec: Spec, catalog: Catalog, completion: bool = True, control: bool = True) -> dict[str, Any]:
+    """One JSONL object of CONTRACTS.md from a spec.
+
+    Args:
+        completion: False for prompt-only files (RL, test): empty completion and label.
+        control: False renders the I0 template (no control sentence) but keeps the intent, so
+            eval can measure TCP/CPA of uncontrolled answers (Tables 3-4, values in parentheses).
+    """
+    template_task = spec.task if control else "I0"
+    candidates = catalog.title_list(spec.candidates) if spec.candidates is not None and control else None
+    text = prompts.render_instruction(
+        template_task, spec.k, catalog.title_list(spec.history), spec.category, spec.m, candidates, spec.phrase
+    )
+    return {
+        "task": spec.task,
+        "user_id": spec.user_id,
+        "split": spec.split,
+        "candidates": list(spec.candidates) if spec.candidates is not None and control else None,
+        "prompt": prompts.chat_messages(text),
+        "completion": format_item_list(catalog.title_list(spec.label)) if completion else "",
+        "k": spec.k,
+        "intent": {"kind": INTENT_KIND[spec.task], "category": spec.category, "m": spec.m},
+        "target": spec.target,
+        "history": list(spec.history),
+        "label": list(spec.label) if completion else [],
+    }
+
+
+def cycle_users(rng: np.random.Generator, users: list[int], n: int) -> Iterator[int]:
+    """n users: whole shuffled passes over `users`, so each user appears ⌊n/|users|⌋ or one more times."""
+    done = 0
+    while done < n and users:
+        for j in rng.permutation(len(users))[: n - done]:
+            yield users[j]
+            done += 1
+
+
+def _k_random(rng: np.random.Generator, task: str) -> int:
+    """§2.2.1: k ~ U{1..10}; I2 always asks for 10 (a proportion of a 1-item list means little)."""
+    return 10 if task.startswith("I2") else int(rng.integers(1, 11))
+
+
+def _train_spec(ctx: BuildContext, rng: np.random.Generator, file: str, task: str, user: int) -> Spec | None:
+    k = _k_random(rng, task)
+    m = float(rng.choice(PROPORTIONS)) if task.startswith("I2") else None
+    use_candidates = file == "sft_train" and not task.startswith("I2") and rng.random() < ctx.config.candidate_fraction
+    n_cand = ctx.config.n_candidates if use_candidates else 0
+    return ctx.user_spec(file, task, task, user, "train", rng, k, m, n_cand)
+
+
+def build_sft_train(ctx: BuildContext) -> list[Spec]:
+    """SFT train specs: I0, I1±C, I2 ≤/≥/≈ per user (Table 7 proportions), then I3±C per item."""
+    rng, cfg, users = ctx.rng("sft_train"), ctx.config, ctx.users()
+    plan = [(("I0",), cfg.i0_per_user), (("I1+C", "I1-C"), cfg.i1_per_user), (("I2<=", "I2>=", "I2~="), cfg.i2_per_user)]
+    specs = []
+    for tasks, per_user in plan:
+        order = cycle_users(rng, users, round(len(users) * per_user))
+        for j, user in enumerate(order):
+            specs.append(_train_spec(ctx, rng, "sft_train", tasks[j % len(tasks)], user))
+    n_search = round(len(ctx.catalog.titles) * cfg.i3_per_item)
+    for j in range(n_search):
+        task = ("I3+C", "I3-C")[j % 2]
+        n_cand = cfg.n_candidates if rng.random() < cfg.candidate_fraction else 0
+        specs.append(ctx.attempt("sft_train", task, search_spec, task, rng, ctx.catalog, n_cand))
+    return [s for s in specs if s is not None]
+
+
+def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:
+    """PALR-style I0: same users and k as the I0 train samples, labels = the user's real next items."""
+    specs = []
+    for s in (s for s in train_specs if s.task == "I0"):
+        seq = ctx.train_items.get(s.user_id, [])
+        spec = ctx.attempt("sft_train_palr", "I0", _palr_spec, s, seq, ctx.config.max_history)
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _palr_spec(i0: Spec, seq: list[int], max_history: int) -> Spec:
+    history, label = palr_window(seq, i0.k, max_history)
+    return Spec("I0", i0.user_id, "train", len(label), history, label[0], label, phrase=i0.phrase)
+
+
+def build_valid(ctx: BuildContext) -> list[Spec]:
+    """Valid specs (§3.1.1): `valid_per_type` each of I0, I1+C, I1-C, I2≈`valid_m`, k=10, valid split."""
+    rng, users, specs = ctx.rng("sft_valid"), ctx.users(), []
+    for task in ("I0", "I1+C", "I1-C", "I2~="):
+        m = ctx.config.valid_m if task == "I2~=" else None
+        got: list[Spec] = []
+        for j in rng.permutation(len(users)):  # draw users until the quota is met despite skips
+            if len(got) >= ctx.config.valid_per_type:
+                break
+            spec = ctx.user_spec("sft_valid", task, task, users[j], "valid", rng, 10, m)
+            got += [spec] if spec is not None else []
+        specs += got
+    return specs
+
+
+def build_rl_prompts(ctx: BuildContext) -> list[Spec]:
+    """RL prompt pool from train histories: `rl_per_user` × users prompts, tasks cycling over RL_TASKS."""
+    rng, users = ctx.rng("rl_prompts"), ctx.users()
+    order = cycle_users(rng, users, round(len(users) * ctx.config.rl_per_user))
+    specs = [_train_spec(ctx, rng, "rl_prompts", RL_TASKS[j % len(RL_TASKS)], u) for j, u in enumerate(order)]
+    return [s for s in specs if s is not None]
+
+
+def build_test_prompts(ctx: BuildContext) -> list[tuple[str, Spec]]:
+    """(test_group, spec) for every test user and group of TEST_GROUPS, from the test split."""
+    rng, users = ctx.rng("test_prompts"), ctx.users()
+    if ctx.config.test_max_users and ctx.config.test_max_users < len(users):
+        users = sorted(int(u) for u in rng.choice(users, size=ctx.config.test_max_users, replace=False))
+    out = []
+    for group, task, m, k in TEST_GROUPS:
+        for user in users:
+            k_user = k if k is not None else int(rng.integers(11, 16))
+            spec = ctx.user_spec("test_prompts", group, task, user, "test", rng, k_user, m)
+            out += [(group, spec)] if spec is not None else []
+    return out

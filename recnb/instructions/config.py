@@ -1,0 +1,41 @@
+"""Stage 03's parameters (notebooks/03_instructions.ipynb), typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from recnb.params import StageConfig, base_model_problem, param
+
+
+@dataclass
+class InstructionConfig(StageConfig):
+    """How many samples of each kind to draw, and the prompt-length check."""
+
+    STAGE: ClassVar[str] = "03_instructions"
+
+    i0_per_user: float = param(1.0, "I0 train samples per user (Table 7: one)", lo=0)
+    i1_per_user: float = param(1.0, "I1 train samples per user, alternating +C and -C", lo=0)
+    i2_per_user: float = param(1.0, "I2 train samples per user, cycling at-most, at-least, about m", lo=0)
+    i3_per_item: float = param(1.0, "I3 train samples per catalog item, alternating +C and -C", lo=0)
+    candidate_fraction: float = param(0.25, "share of I0, I1, I3 train samples in the select-from-candidates variant",
+                                      lo=0, hi=1)
+    n_candidates: int = param(20, "candidates shown in that variant (the label plus random items)", lo=1)
+    valid_per_type: int = param(16, "valid samples of each of I0, I1+C, I1-C, I2 about valid_m (paper: 320)", lo=0)
+    valid_m: float = param(0.5, "proportion asked by the valid I2 samples (paper: 50%)", lo=0, hi=1, lo_open=True,
+                           hi_open=True)
+    rl_per_user: float = param(1.0, "RL prompts per train user, tasks cycling over the RL tasks", lo=0)
+    test_max_users: int = param(0, "test users drawn for the test prompts; 0 means all", lo=0)
+    sharegpt_path: str = param("", "ShareGPT-style JSON for I4; empty means no I4")
+    sharegpt_fraction: float = param(0.0, "share of I4 in the SFT train set (paper: 0.5)", lo=0, hi=1, hi_open=True)
+    max_history: int = param(10, "history items shown in PALR prompts", lo=1)
+    base_model: str = param("tiny-random", "tokenizer for the length check")
+    max_prompt_tokens: int = param(512, "warn when prompts are longer", lo=16)
+    n_shown: int = param(1, "rendered samples shown per task", lo=0)
+
+    @classmethod
+    def check_together(cls, values) -> list[str]:
+        problems = [p for p in [base_model_problem(values["base_model"])] if p]
+        if values["sharegpt_fraction"] > 0 and not values["sharegpt_path"]:
+            problems.append("sharegpt_fraction > 0 needs sharegpt_path (a ShareGPT-style JSON)")
+        return problems

@@ -1,0 +1,30 @@
+"""Stage 04: supervised fine-tuning of a base LLM on the stage-03 instructions (paper §2.2).
+
+`config` holds the stage's typed parameters; `train` the trainer, the adapter and the valid check.
+"""
+
+from recnb.sft.config import SFTConfig
+from recnb.sft.train import (
+    LABEL_FILES,
+    LORA_TARGETS,
+    SFTResult,
+    build_trainer,
+    decoding,
+    evaluate_valid,
+    grad_accumulation,
+    load_train_records,
+    load_trainable,
+    save_adapter,
+    score_answers,
+    stage_metrics,
+    summarise_scores,
+    train_log,
+    train_sft,
+    valid_slice,
+    write_model,
+    write_valid_answers,
+)
+
+__all__ = ["LABEL_FILES", "LORA_TARGETS", "SFTConfig", "SFTResult", "build_trainer", "decoding", "evaluate_valid",
+           "grad_accumulation", "load_train_records", "load_trainable", "save_adapter", "score_answers",
+           "stage_metrics", "summarise_scores", "train_log", "train_sft", "valid_slice", "write_model", "write_valid_answers"]
