@@ -5,6 +5,14 @@ at the first K = k positions, the length the prompt asked for, as the paper's "@
 Eq. 6 literally, a repeated in-category item counts twice in TCP and CPA; repeats are reported on
 their own by `formatting`. The reference code summed formatting errors per list and called them
 rates; `aggregate` reports them as percentages of items, and every key carries its unit (`UNITS`).
+
+No answer satisfies an intention by naming nothing. A position among the first K that holds no
+catalog item (the list is short, empty or unparseable, or the title is invented) never counts in the
+intention's favour: it is a miss for TCP(+C), an item of C for TCP(-C) (`tcp_at_k(...,
+unknown_in_c=True)`), and for CPA it takes whichever side breaks the proportion rule. So an empty
+answer scores TCP(+C) 0, TCP(-C) 100 % and fails CPA of every kind; HR, NDCG and CorrectCount are
+0 for it; the formatting error rates are per item produced, so an empty answer adds no item to them
+(CorrectCount is the column that shows it, and `n_items` the denominator).
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ UNITS = {
     "ndcg": "NDCG@K, mean over lists, in [0, 1]",
     "tcp_pct": "TCP@K, % of the first K positions in C, mean over lists",
     "tcp_plus_c_pct": "TCP@K of the I1+C lists (want high), % as tcp_pct",
-    "tcp_minus_c_pct": "TCP@K of the I1-C lists (want low), % as tcp_pct",
-    "cpa_pct": "CPA, % of lists meeting the proportion rule",
+    "tcp_minus_c_pct": "TCP@K of the I1-C lists (want low), % as tcp_pct; positions without a catalog item count as in C",
+    "cpa_pct": "CPA, % of lists meeting the proportion rule however their non-catalog positions are read",
     "correct_count_pct": "CorrectCount, % of lists with exactly k items",
     "repeat_item_pct": "RepeatItem@K, % of items",
     "non_exist_pct": "NonExist@K, % of items",
@@ -46,22 +54,32 @@ def ndcg_at_k(items: Sequence[int | None], target: int, k: int) -> float:
     return 1.0 / math.log2(head.index(target) + 2) if target in head else 0.0
 
 
-def tcp_at_k(items: Sequence[int | None], category_items: Collection[int], k: int) -> float:
-    """Eq. 6: the share of the K positions holding an item of the target category (short lists count
-    their missing positions as misses: the sum is divided by K)."""
-    return _count_in(items, category_items, k) / k
+def tcp_at_k(items: Sequence[int | None], category_items: Collection[int], k: int, *,
+             unknown_in_c: bool = False) -> float:
+    """Eq. 6: the share of the K positions holding an item of the target category (the sum is
+    divided by K, so the missing positions of a short list are misses).
+
+    Args:
+        unknown_in_c: count every position without a catalog item (missing or not in the catalog) as
+            in C: the reading for "no C" (TCP(-C), lower is better), where an empty or invented
+            answer must not look obedient.
+    """
+    count = _count_in(items, category_items, k)
+    return (count + _unknown(items, k) if unknown_in_c else count) / k
 
 
 def cpa(items: Sequence[int | None], category_items: Collection[int], k: int, intent: Intent) -> float:
-    """Eq. 7: 1.0 when Count_in (first k positions) satisfies the I2 rule with k·m taken exactly.
+    """Eq. 7: 1.0 when Count_in (first k positions) satisfies the I2 rule with k·m taken exactly,
+    whatever the positions without a catalog item would be: the rule must hold with all of them out
+    of C and with all of them in C (an empty answer fails every kind).
 
     "≈" accepts |Count_in − k·m| ≤ 1, i.e. one item either side.
     """
     if intent.kind not in PROPORTION_KINDS:
         raise ValueError(f"CPA is defined for I2 intents {PROPORTION_KINDS}, got {intent.kind!r}")
-    count_in, km = _count_in(items, category_items, k), target_count(k, intent.m)
-    ok = {"<=": count_in <= km, ">=": count_in >= km, "~=": abs(count_in - km) <= 1}[intent.kind]
-    return 1.0 if ok else 0.0
+    low, km = _count_in(items, category_items, k), target_count(k, intent.m)
+    rule = {"<=": lambda n: n <= km, ">=": lambda n: n >= km, "~=": lambda n: abs(n - km) <= 1}[intent.kind]
+    return 1.0 if rule(low) and rule(low + _unknown(items, k)) else 0.0
 
 
 def formatting(
@@ -113,7 +131,7 @@ def measure_list(
     if target is not None:
         row["hit"], row["ndcg"] = hit_at_k(items, target, k), ndcg_at_k(items, target, k)
     if intent.kind != "I0":
-        row["tcp"] = tcp_at_k(items, category_items, k)
+        row["tcp"] = tcp_at_k(items, category_items, k, unknown_in_c=intent.kind == "-C")
     if intent.kind in PROPORTION_KINDS:
         row["cpa"] = cpa(items, category_items, k, intent)
     return {**row, **formatting(items, titles, k, history)}
@@ -188,6 +206,11 @@ def tcp_by_task(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> dict
 
 def _count_in(items: Sequence[int | None], category_items: Collection[int], k: int) -> int:
     return sum(item is not None and item in category_items for item in items[:k])
+
+
+def _unknown(items: Sequence[int | None], k: int) -> int:
+    """Positions among the first k that hold no catalog item (missing or None)."""
+    return k - sum(item is not None for item in items[:k])
 
 
 def _present(value: Any) -> bool:

@@ -87,8 +87,9 @@ def test_match_and_score_hand_computed(catalog):
     assert scores.loc[("I0", "fuzzy"), "ndcg"] == pytest.approx(1 / math.log2(3))
     assert scores.loc[("I0", "fuzzy"), "hit5"] == 1.0
     assert scores.loc[("I0", "exact"), "non_exist"] == 1 and scores.loc[("I0", "exact"), "repeat"] == 1
-    # I2~=30, k=3: first 3 = Gamma (drama), Zeta, Omega(None) -> Count_in 1, |1 - 0.9| <= 1 -> CPA 1
-    assert scores.loc[("I2~=30", "exact"), "cpa"] == 1.0
+    # I2~=30, k=3: first 3 = Gamma (drama), Zeta, Omega(None) -> Count_in 1 or 2 (Omega unknown);
+    # |2 - 0.9| > 1, so the rule does not hold whatever Omega is -> CPA 0 (metrics' unknown-position rule)
+    assert scores.loc[("I2~=30", "exact"), "cpa"] == 0.0
     assert scores.loc[("I2~=30", "exact"), "tcp"] == pytest.approx(1 / 3)
     assert scores.loc[("I2~=30", "exact"), "hit"] == 1.0  # target 3 = Gamma at position 1
     assert scores.loc[("I2~=30", "exact"), "correct_count"] == 0  # 4 titles for k = 3
@@ -152,9 +153,9 @@ def test_mostly_invented_titles_do_not_win_a_lower_is_better_column():
     summary["non_exist_pct"] = 10.0
     summary.loc[(summary["model"] == "A") & (summary["test_group"] == "I1-C"), "non_exist_pct"] = 80.0
     md = tables.to_markdown(tables.build_table(summary, "table3", ["A", "B"]), "table3")
-    # A's I1-C TCP of 20 % comes from lists of mostly invented titles: marked, and B's 40 % is bold
-    assert "| A | 0.2000 | 0.1000 | **80.00** (10.00) | 0.2000 | 0.0667 | 20.00† (–) |" in md
-    assert "**40.00** (–)" in md and md.count("† at least 50 %") == 1
+    # TCP(-C) already counts invented positions as in C (recnb.metrics), so A's 20 % is earned: bold, no mark
+    assert "| A | 0.2000 | 0.1000 | **80.00** (10.00) | 0.2000 | 0.0667 | **20.00** (–) |" in md
+    assert "†" not in md and tables.NOTES["table3"] in md
     five = pd.DataFrame([{"model": m, "test_group": "k11-15", "matcher": "fuzzy", "non_exist_pct": ne,
                           "in_history_pct": ih} for m, ne, ih in (("A", 90.0, 0.0), ("B", 20.0, 5.0))])
     md5 = tables.to_markdown(tables.build_table(five, "table5", ["A", "B"]), "table5")
@@ -163,9 +164,10 @@ def test_mostly_invented_titles_do_not_win_a_lower_is_better_column():
     four = pd.DataFrame([{"model": m, "test_group": "I2<=20", "matcher": "fuzzy", "non_exist_pct": ne, "cpa_pct": cpa}
                          for m, ne, cpa in (("A", 90.0, 100.0), ("B", 10.0, 60.0))])
     md4 = tables.to_markdown(tables.build_table(four, "table4", ["A", "B"]), "table4")
-    assert "100.00† (–)" in md4 and "**60.00** (–)" in md4  # "at most 20 %" is met by invented titles
-    summary["non_exist_pct"] = 49.0  # below the threshold: ranked as usual
-    assert "†" not in tables.to_markdown(tables.build_table(summary, "table3", ["A", "B"]), "table3")
+    # CPA already fails invented positions that could break the rule: ranked as usual, the rule below
+    assert "**100.00** (–)" in md4 and "†" not in md4 and tables.NOTES["table4"] in md4
+    five["non_exist_pct"] = 49.0  # below the threshold: ranked as usual
+    assert "†" not in tables.to_markdown(tables.build_table(five, "table5", ["A", "B"]), "table5")
 
 
 def test_tiny_random_constrained_answers_are_catalog_titles():

@@ -74,6 +74,42 @@ def test_cpa_at_the_boundary(kind, count_in, expected):
     assert cpa(items, C, 10, Intent(kind, "C", 0.3)) == expected
 
 
+def test_no_answer_satisfies_an_intention():
+    """Issue 19: positions without a catalog item never count in the intention's favour."""
+    empty, invented = [], [None] * 10
+    for kind in ("<=", ">=", "~="):
+        for m in (0.2, 0.3):
+            assert cpa(empty, C, 10, Intent(kind, "C", m)) == 0.0, (kind, m)
+            assert cpa(invented, C, 10, Intent(kind, "C", m)) == 0.0, (kind, m)
+    assert tcp_at_k(empty, C, 10, unknown_in_c=True) == 1.0  # "no C" answered by nothing: 100 %
+    assert tcp_at_k(invented, C, 10) == 0.0  # "more C" answered by nothing: 0 %
+
+
+def test_cpa_reads_unknown_positions_against_the_rule():
+    out_of_c = list(range(11, 19))  # 8 catalog items, none in C
+    at_most_20 = Intent("<=", "C", 0.2)  # k·m = 2
+    assert cpa(out_of_c + [None, None], C, 10, at_most_20) == 1.0  # 0..2 in C: holds either way
+    assert cpa(out_of_c[:7] + [None] * 3, C, 10, at_most_20) == 0.0  # 3 unknown could be 3 in C
+    assert cpa(out_of_c[:7], C, 10, at_most_20) == 0.0  # a short list: its 3 missing positions too
+    at_least_30 = Intent(">=", "C", 0.3)
+    assert cpa([1, 2, 3] + [None] * 7, C, 10, at_least_30) == 1.0  # 3 known in C is enough
+    assert cpa([1, 2] + [None] * 8, C, 10, at_least_30) == 0.0
+    about_30 = Intent("~=", "C", 0.3)  # 2..4 in C
+    assert cpa([1, 2, 3] + out_of_c[:6] + [None], C, 10, about_30) == 1.0  # 3 or 4
+    assert cpa([1, 2, 3] + out_of_c[:5] + [None] * 2, C, 10, about_30) == 0.0  # could be 5
+
+
+def test_tcp_minus_c_counts_unknown_positions_in_c():
+    assert tcp_at_k([11, None, 1, 12], C, 4, unknown_in_c=True) == 0.5  # None and 1
+    assert tcp_at_k([11, 12], C, 4, unknown_in_c=True) == 0.5  # 2 missing positions
+    row = measure_list([11, None], ["K", "Zed"], k=4, target=None, history=(), intent=Intent("-C", "C"),
+                       category_items=C)
+    assert row["tcp"] == 0.75  # measure_list applies the rule to -C lists
+    row = measure_list([11, None], ["K", "Zed"], k=4, target=None, history=(), intent=Intent("+C", "C"),
+                       category_items=C)
+    assert row["tcp"] == 0.0
+
+
 def test_cpa_uses_exact_km():
     items = [1, 2, 3, 11, 12, 13, 14, 15, 16, 17]
     assert cpa(items, C, 10, Intent(">=", "C", 0.1 * 3)) == 1.0  # floats: 3 >= 3.0000000000000004 fails
