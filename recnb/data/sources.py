@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recnb import tiny_world
 from recnb.paths import CACHE_DIR
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -313,37 +314,6 @@ def _frames(inter: list[tuple], rows: list[tuple]) -> tuple[pd.DataFrame, pd.Dat
 # ---------------------------------------------------------------- tiny synthetic data
 
 
-_SYLLABLES = ["ka", "lo", "mi", "ra", "su", "te", "vo", "na", "pe", "li", "zu", "da", "fo", "ri", "ma", "ne", "so", "tu", "ga", "be"]
-_GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "SciFi", "Thriller", "Western"]
-_WORDS = ["Silver", "Harbor", "Night", "Garden", "Iron", "Paper", "River", "Glass", "Storm", "Echo", "Velvet", "Winter", "Amber", "Hollow", "Crimson", "Lantern"]
-
-
-def make_tiny(seed: int = 0, n_users: int = 200, n_items: int = 150, n_categories: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded synthetic dataset with latent category tastes and a sequential signal.
-
-    Each user likes two categories; the next item is, half the time, the "sequel" of the previous
-    one (item i -> i + 1 within its category), otherwise a popular item from a liked category.
-    """
-    rng = np.random.default_rng(seed)
-    cats = [f"{_GENRES[i % len(_GENRES)]}{'' if i < len(_GENRES) else i}" for i in range(n_categories)]
-    main_cat = rng.integers(0, n_categories, n_items)
-    items = []
-    for i in range(n_items):
-        extra = [int(c) for c in rng.choice(n_categories, rng.integers(0, 2), replace=False) if c != main_cat[i]]
-        title = f"The {_WORDS[i % len(_WORDS)]} {_SYLLABLES[(i // len(_WORDS)) % len(_SYLLABLES)].title()}{i:03d}"
-        items.append((f"i{i:04d}", title, [cats[main_cat[i]]] + [cats[c] for c in extra]))
-    by_cat = [np.flatnonzero(main_cat == c) for c in range(n_categories)]
-    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    rows = []
-    for u in range(n_users):
-        liked = rng.choice(n_categories, 2, replace=False)
-        pool = np.concatenate([by_cat[c] for c in liked])
-        weights = pop[pool] / pop[pool].sum()
-        seq = [int(rng.choice(pool, p=weights))]
-        for _ in range(int(rng.integers(7, 30))):
-            prev = seq[-1]
-            nxt = [j for j in by_cat[main_cat[prev]] if j > prev]
-            seq.append(int(nxt[0]) if nxt and rng.random() < 0.5 else int(rng.choice(pool, p=weights)))
-        start = 1_600_000_000 + int(rng.integers(0, 10**6))
-        rows += [(f"u{u:04d}", f"i{j:04d}", start + 3600 * t) for t, j in enumerate(seq)]
-    return _frames(rows, items)
+def make_tiny(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tiny world's raw (interactions, items) (`recnb.tiny_world`, the CI miniature)."""
+    return tiny_world.make_tiny(seed=seed)

@@ -1,8 +1,8 @@
 """Stage 03: the SFT / RL / test instruction sets of the paper (§2.2), labels augmented by the teacher.
 
-`prompts` holds the paper's templates, `labels` the label rules, `specs` one sample, `build` how
-many of which and how a sample becomes a record, `sharegpt` the optional I4 chat, and `sets` the
-stage's entry points re-exported here.
+The paper's templates are core (`recnb.prompts`); here `labels` holds the label rules, `specs` one
+sample, `build` how many of which and how a sample becomes a record, `sharegpt` the optional I4
+chat, and `sets` the stage's entry points re-exported here.
 """
 
 from recnb.instructions.build import FILES

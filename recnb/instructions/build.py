@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from recnb import prompts
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
-from recnb.instructions import prompts
 from recnb.instructions.config import InstructionConfig
 from recnb.instructions.labels import SkipSample, palr_window
 from recnb.instructions.specs import PROPORTIONS, Spec, TeacherRow, search_spec, teacher_spec

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from recnb import artifacts as col
+from recnb import prompts
 from recnb.catalog import Catalog
-from recnb.instructions import prompts
 from recnb.instructions.labels import (
     SkipSample,
     add_candidates,

@@ -153,8 +153,16 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
     return pd.DataFrame(rows)
 
 
+# The paper's rewards pay an empty or short answer more than a full list with illegal items (no item,
+# no penalty), so a policy can climb the validation reward by saying less. Such a checkpoint is never
+# kept as the best actor: its greedy validation answers must still have exactly k items this often (%).
+MIN_BEST_CORRECT_COUNT_PCT = 50.0
+
+
 def _keep_best(ac: ActorCritic, row: dict, best: float, out_dir: Path) -> float:
-    if row["val_list_reward"] > best:
+    """Save the actor as `adapter/` when its validation reward is the best so far among checkpoints
+    that still answer in full (`MIN_BEST_CORRECT_COUNT_PCT`); returns the best reward."""
+    if row["val_list_reward"] > best and row.get("val_correct_count_pct", 100.0) >= MIN_BEST_CORRECT_COUNT_PCT:
         ac.save_adapter(ACTOR, out_dir / col.ADAPTER_DIR)
         return row["val_list_reward"]
     return best

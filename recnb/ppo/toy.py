@@ -4,7 +4,7 @@ The prompt asks for 3 items; the catalog is 6 fruits and 6 animals. `FruitScorer
 fruit 1 and each legal animal 0 (an unknown or repeated title is illegal: -1), and the list reward
 is the share of legal fruits among the k slots, so the best possible mean reward is 1.0 and a
 policy that names a random 3 of the 12 titles earns about 0.5. `warm_start` teaches a small
-Llama (`recnb.llm.tiny_llama` on a tokenizer fitted to the toy's text) the list format on random
+Llama (`recnb.tiny_lm.tiny_llama` on a tokenizer fitted to the toy's text) the list format on random
 titles first, as SFT does before RL in the paper: the learner then only has to move preferences.
 
 Used by the PPO/GRPO functional tests and `studies/rl_toy.py`, which compares the learners on it.
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from recnb import llm
+from recnb import llm, tiny_lm
 from recnb.answer import parse_titles
 
 FRUIT = ("Apple", "Banana", "Cherry", "Mango", "Peach", "Plum")
@@ -77,7 +77,7 @@ def random_answer(rng: random.Random) -> str:
 def toy_tokenizer() -> PreTrainedTokenizerBase:
     """A BPE tokenizer fitted to the toy's prompt and answers (each title becomes one or two tokens)."""
     rng = random.Random(0)
-    return llm.train_tokenizer([m["content"] for m in MESSAGES] + [random_answer(rng) for _ in range(300)],
+    return tiny_lm.train_tokenizer([m["content"] for m in MESSAGES] + [random_answer(rng) for _ in range(300)],
                                vocab_size=400)
 
 
@@ -89,7 +89,7 @@ def warm_start(steps: int = 300, batch_size: int = 16, lr: float = 1e-2, seed: i
     and animals; it takes ~3 s on one thread. Deterministic for a given `seed`.
     """
     tok = toy_tokenizer()
-    model = llm.tiny_llama(tok, seed=seed)
+    model = tiny_lm.tiny_llama(tok, seed=seed)
     prompt = llm.render_prompts(tok, [MESSAGES], 512)[0]
     n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
     rng = random.Random(seed)

@@ -8,9 +8,10 @@ from typing import ClassVar
 from recnb.params import StageConfig, base_model_problem, param, tasks_problem, variant_problem
 from recnb.tasks import TASKS
 
+FINETUNE = ("lora", "full")
 LABEL_SOURCES = ("teacher", "history")  # sft_train.jsonl (teacher labels) or sft_train_palr.jsonl (PALR)
 # What `sft_settings.json` (inside adapter/) records: the settings that shaped the weights.
-TRAINING_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "epochs", "max_steps", "batch_size",
+TRAINING_FIELDS = ("finetune", "lora_r", "lora_alpha", "lora_dropout", "learning_rate", "epochs", "max_steps", "batch_size",
                    "effective_batch", "max_length", "warmup", "bf16", "length_balanced", "gradient_checkpointing",
                    "use_unsloth", "logging_steps", "seed")
 
@@ -22,11 +23,13 @@ class SFTConfig(StageConfig):
     STAGE: ClassVar[str] = "04_sft_unsloth"
 
     variant: str = param("", "empty: main path (v2); e.g. 'v1', 'palr' write to 04_sft_unsloth-<variant>")
-    base_model: str = param("tiny-random", "smollm2-135m, tiny-random or a Hugging Face id/path")
+    base_model: str = param("tiny-random", "smollm2-135m, tiny-random, tiny-llama or a Hugging Face id/path")
     tasks: str | list = param("all", "'all' (v2) or a list of tasks or prefixes, e.g. ['I0'] (v1)", types=(str, list))
     label_source: str = param("teacher", "'teacher' (sft_train.jsonl) or 'history' (PALR baseline)",
                               choices=LABEL_SOURCES)
     max_train_samples: int = param(0, "seeded random subset of the training records; 0: all", lo=0)
+    finetune: str = param("lora", "'lora' (adapters on frozen weights, the paper) or 'full' (every weight: small models)",
+                          choices=FINETUNE)
     lora_r: int = param(16, "LoRA rank (paper: 16)", lo=1)
     lora_alpha: float = param(8, "LoRA alpha (paper: 8)", types=(int, float), lo=0, lo_open=True)
     lora_dropout: float = param(0.05, "LoRA dropout (paper: 0.05-0.1)", lo=0, hi=1, hi_open=True)

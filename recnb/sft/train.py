@@ -177,7 +177,7 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
     device = next(model.parameters()).device
     trainer = CompletionSFTTrainer(
         model=model, args=trainer_args(out_dir, cfg, device, progress), train_dataset=to_chat_dataset(records),
-        processing_class=tokenizer, peft_config=None if wrapped else lora_config(cfg),
+        processing_class=tokenizer, peft_config=None if wrapped or cfg.finetune == "full" else lora_config(cfg),
     )
     # First in line, so the progress printer already sees tokens_per_s.
     trainer.token_rate = TokenRateCallback()
@@ -228,7 +228,8 @@ def train_sft(records: list[dict], cfg: SFTConfig, out_dir: Path,
 
 
 def save_adapter(model, tokenizer: PreTrainedTokenizerBase, out_dir: Path, cfg: SFTConfig) -> Path:
-    """`<out_dir>/adapter/`: the peft adapter, the tokenizer and the cfg that trained it."""
+    """`<out_dir>/adapter/`: the trained weights (a peft adapter, or with `finetune: full` the whole
+    model), the tokenizer and the settings that trained them; `llm.load_for_inference` reads either."""
     adapter = Path(out_dir) / col.ADAPTER_DIR
     model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)

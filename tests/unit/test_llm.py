@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from recnb import llm
-from recnb.instructions import prompts
+from recnb import llm, prompts
 
 
 def _messages(history_titles, k=5):
@@ -102,7 +101,7 @@ def test_generate_passes_num_beams_to_greedy_generation_and_refuses_it_with_samp
 def test_unknown_model_is_a_clear_error_before_any_hub_retry():
     for name in ("/nonexistent/model", "smollm2-135M"):
         with pytest.raises(ValueError, match=f"base_model = '{name}' is neither a built-in model "
-                                             r"\(smollm2-135m, tiny-random\)"):
+                                             r"\(smollm2-135m, tiny-random, tiny-llama\)"):
             llm.load_base(name)
 
 

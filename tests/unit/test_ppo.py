@@ -355,3 +355,18 @@ def test_ppo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path, se
     assert after["illegal_pct"] < 25.0 and log["full_kl"].tail(8).mean() < 1.0
     assert {"adapter", "adapter_last", "critic", "checkpoint"} <= {p.name for p in tmp_path.iterdir()}
     assert list(pd.read_csv(tmp_path / "ppo_log.csv")["update"]) == list(range(33))
+
+
+def test_a_checkpoint_that_answers_less_is_never_kept_as_the_best_actor(tmp_path):
+    """The rewards pay an empty answer more than a list with repeats: the best actor must still answer."""
+    from recnb.ppo import loop
+
+    saved = []
+    fake = SimpleNamespace(save_adapter=lambda which, path: saved.append(path))
+    best = loop._keep_best(fake, {"val_list_reward": -4.0, "val_correct_count_pct": 100.0}, float("-inf"), tmp_path)
+    assert best == -4.0 and len(saved) == 1
+    # an actor that learned to say (almost) nothing: a higher reward, yet not kept
+    best = loop._keep_best(fake, {"val_list_reward": 0.2, "val_correct_count_pct": 0.0}, best, tmp_path)
+    assert best == -4.0 and len(saved) == 1
+    best = loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 75.0}, best, tmp_path)
+    assert best == -1.0 and len(saved) == 2

@@ -2,8 +2,8 @@
 
 import pytest
 
+from recnb import prompts
 from recnb.answer import format_item_list
-from recnb.instructions import prompts
 from recnb.tasks import INTENT_KIND
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from recnb import paths, record, run
+from recnb.data import DataConfig
 from recnb.run import ParamsError
 
 
@@ -19,7 +20,9 @@ def test_merge_common_into_blocks_that_have_the_parameter(tmp_path):
     f = write(tmp_path, "run: r1\ncommon: {dataset: tiny, seed: 3}\n01_data_duckdb: {user_core: 7}\n")
     name, jobs = run.load_jobs(f, outputs_dir=str(tmp_path / "out"))
     assert name == "r1" and [j.name for j in jobs] == ["01_data_duckdb"]
-    assert jobs[0].params == {"dataset": "tiny", "seed": 3, "user_core": 7, "run": "r1", "outputs_dir": str(tmp_path / "out")}
+    # every parameter is resolved and injected: the defaults of the typed config fill what the file omits
+    assert jobs[0].params == {**DataConfig.defaults(), "dataset": "tiny", "seed": 3, "user_core": 7, "run": "r1",
+                              "outputs_dir": str(tmp_path / "out")}
 
 
 def test_block_overrides_common(tmp_path):
@@ -62,7 +65,7 @@ def test_select_only_and_from():
 
 def test_paper_blocks_only_with_flag(tmp_path):
     f = write(tmp_path, "run: r\n01_data_duckdb: {}\npaper:\n  01_data_duckdb: {user_core: 2}\n")
-    assert run.load_jobs(f)[1][0].params.get("user_core") is None
+    assert run.load_jobs(f)[1][0].params["user_core"] == DataConfig.defaults()["user_core"] != 2
     assert run.load_jobs(f, paper=True)[1][0].params["user_core"] == 2
 
 
@@ -196,7 +199,7 @@ FULL = TINY + "04_sft_unsloth: {}\n05_ppo: {}\n06_eval: {}\n07_case_study: {}\n"
     (FULL.replace("04_sft_unsloth: {}", "04_sft_unsloth: {label_source: teachers}"),
      "04_sft_unsloth.label_source = 'teachers' must be one of 'teacher', 'history'"),
     (FULL.replace("04_sft_unsloth: {}", "04_sft_unsloth: {base_model: smollm2-135M}"),
-     "04_sft_unsloth.base_model = 'smollm2-135M' is neither a built-in model (smollm2-135m, tiny-random)"),
+     "04_sft_unsloth.base_model = 'smollm2-135M' is neither a built-in model (smollm2-135m, tiny-random, tiny-llama)"),
     (FULL.replace("06_eval: {}", "06_eval: {models: {v2: 04_sft_unsloth, full: 05_ppo_typo}, constrained_models: []}"),
      "06_eval.models names '05_ppo_typo', which this file does not produce"),
     (FULL.replace("06_eval: {}", "06_eval: {constrained_models: [v3]}"),

@@ -10,10 +10,9 @@ import torch
 from trl import SFTTrainer
 
 from recnb import artifacts as col
-from recnb import llm, sft
+from recnb import llm, prompts, sft
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
-from recnb.instructions import prompts
 from recnb.sft import SFTConfig
 from recnb.tasks import select_tasks
 
@@ -156,6 +155,27 @@ def test_adapter_save_and_load_for_inference_reproduce_logits(trained, tmp_path)
         got = merged(**batch).logits
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(llm.load_base(llm.TINY_RANDOM)[0](**batch).logits, expected, atol=1e-3)
+
+
+def test_full_finetuning_trains_every_weight_and_loads_back_for_inference(tmp_path):
+    settings = SFTConfig(base_model=llm.TINY_LLAMA, finetune="full", max_steps=20, **FAST)
+    model, tok, wrapped = sft.load_trainable(settings)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = sft.build_trainer(model, tok, FIXED, settings, tmp_path / "run", wrapped, progress=False)
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert set(after) == set(before) and not any("lora_" in n for n in after)  # no adapter: the model itself
+    assert all(not torch.equal(before[n], after[n]) for n in before if "norm" not in n)
+    log = sft.train_log(trainer)
+    assert log["loss"].iloc[-1] < log["loss"].iloc[0] - 1.0
+    sft.save_adapter(trainer.model, tok, tmp_path, settings)
+    assert not (tmp_path / col.ADAPTER_DIR / "adapter_config.json").exists()
+    (tmp_path / col.PARAMS_FILE).write_text(json.dumps({"base_model": llm.TINY_LLAMA}))
+    loaded, loaded_tok = llm.load_for_inference(tmp_path)
+    batch = tok(llm.render_prompts(tok, [FIXED[1]["prompt"]], 512), return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch).logits, trainer.model.eval()(**batch).logits, atol=1e-5)
+    assert loaded_tok.get_vocab() == tok.get_vocab()
 
 
 def test_bf16_autocast_loss_stays_close_to_fp32(trained):
