@@ -50,7 +50,7 @@ test-unit: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests/unit
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --notebook-dir=.  # repo root: notebooks/, outputs/, paper_figures/ in the file browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recnb tests benchmarks

@@ -47,18 +47,27 @@ class ModelSpec:
 
 
 def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0) -> pd.DataFrame:
-    """Stage-03 `test_prompts.jsonl` as a frame; optionally only `max_test_users` users (seeded).
+    """Stage-03 `test_prompts.jsonl` as a frame; optionally `max_test_users` users per test group (seeded).
 
-    Every group keeps the same users, so tables compare models on identical prompts.
+    Each group draws its users among those that have a prompt in it (stage 03 skips a user whose
+    prompt cannot be labelled, e.g. no category to exclude), so every group gets `max_test_users`
+    lists where it can; its no-control twin keeps the same users. Every model answers the same
+    prompts, so tables compare models on identical inputs.
     """
     path = Path(path)
     frame = pd.DataFrame(read_records(path))
     if frame.empty or "test_group" not in frame:
         raise ValueError(f"{path} has no records with 'test_group'; rerun stage 03_instructions")
-    if max_test_users and frame[col.USER].nunique() > max_test_users:
-        users = np.sort(frame[col.USER].unique())
-        keep = np.random.default_rng(seed).choice(users, size=max_test_users, replace=False)
-        frame = frame[frame[col.USER].isin(keep)]
+    if max_test_users:
+        rng = np.random.default_rng(seed)
+        family = frame["test_group"].str.removesuffix(NOCONTROL)
+        keep = pd.Series(False, index=frame.index)
+        for group in sorted(family.unique()):
+            users = np.sort(frame.loc[family == group, col.USER].unique())
+            if len(users) > max_test_users:
+                users = rng.choice(users, size=max_test_users, replace=False)
+            keep |= (family == group) & frame[col.USER].isin(users)
+        frame = frame[keep]
     return frame.sort_values(["test_group", col.USER], kind="stable").reset_index(drop=True)
 
 

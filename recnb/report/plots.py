@@ -1,7 +1,9 @@
 """Stage 07's paper figures, drawn only from recorded results (06 summary, 05 PPO log, 01/02 metrics).
 
-One seaborn style for all figures (`set_style`); every figure is saved as PNG and PDF under
-`paper_figures/<run>/` by `save`. Functions return the matplotlib Figure so notebooks show it.
+One style for every figure (`set_style`): sized for a column (`COLUMN_IN` wide) or a page
+(`PAGE_IN`), TrueType fonts in PDFs (many venues reject Type 3), PNGs at `DPI`, no offset axes.
+Every figure is saved as PNG and PDF under `paper_figures/<run>/` by `save`. Functions return the
+matplotlib Figure so notebooks show it; a panel with nothing to draw says so in words.
 """
 
 from __future__ import annotations
@@ -11,18 +13,35 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from recnb import paths
 
+COLUMN_IN, PAGE_IN = 3.4, 7.0  # widths of one column and of a full page in a two-column paper
+DPI = 300
+GROUP_TITLES = {"I1+C": "I1 +C", "I1-C": "I1 −C", "I2<=20": "I2 ≤ 20%", "I2~=30": "I2 ≈ 30%", "I2>=30": "I2 ≥ 30%"}
 CONTROL = {"I1+C": ("tcp_pct", "TCP@10 (%) ↑"), "I1-C": ("tcp_pct", "TCP@10 (%) ↓"),
            "I2<=20": ("cpa_pct", "CPA (%) ↑"), "I2~=30": ("cpa_pct", "CPA (%) ↑"), "I2>=30": ("cpa_pct", "CPA (%) ↑")}
 FORMAT_ERRORS = {"repeat_item_pct": "RepeatItem", "non_exist_pct": "NonExist", "in_history_pct": "InHistory"}
+# ppo_log.csv columns drawn by `ppo_curves`, in words
+PPO_SERIES = {"list_reward": "list reward (sampled)", "item_reward": "item reward (sampled)",
+              "val_list_reward": "list reward (greedy, validation)", "kl": "KL to SFT (sampled tokens, nats)",
+              "full_kl": "KL to SFT (exact, nats)", "approx_kl": "approximate KL of the update"}
 
 
 def set_style() -> None:
-    """The one style of every paper figure: white grid, readable fonts, colour-blind palette."""
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=1.05)
-    plt.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+    """The one style of every paper figure: white grid, paper-size fonts, colour-blind palette."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.0)
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": DPI, "savefig.bbox": "tight", "pdf.fonttype": 42,
+                         "ps.fonttype": 42, "axes.formatter.useoffset": False,
+                         "axes.formatter.limits": (-6, 6), "axes.titleweight": "bold"})
+
+
+def no_data(ax: plt.Axes, what: str = "no answers to show") -> None:
+    """Write `what` in an empty panel instead of leaving it blank."""
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def figures_dir(outputs_dir: str | Path, run: str) -> Path:
@@ -52,27 +71,32 @@ def _matcher(summary: pd.DataFrame, matcher: str) -> pd.DataFrame:
 
 
 def control_metrics(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure:
-    """TCP (I1±C) and CPA (I2) per model: with the control sentence vs without it (paper's parentheses)."""
+    """TCP (I1±C) and CPA (I2) per model: with the control sentence vs without it (paper's parentheses).
+
+    A page-wide 2 × 3 grid: the five control groups and, in the sixth cell, the legend.
+    """
     part = _matcher(summary, matcher)
-    rows = []
-    for group, (metric, label) in CONTROL.items():
-        for suffix, setting in (("", "with control sentence"), ("_nocontrol", "without (uncontrolled)")):
+    fig, axes = plt.subplots(2, 3, figsize=(PAGE_IN, 4.6), squeeze=False)
+    cells = list(axes.flat)
+    handles, labels = [], []
+    for ax, (group, (metric, label)) in zip(cells, CONTROL.items()):
+        rows = []
+        for suffix, setting in (("", "with the control sentence"), ("_nocontrol", "without it")):
             sel = part[part["test_group"] == group + suffix]
-            rows += [{"group": f"{group}\n{label}", "model": m, "value": v, "prompt": setting}
-                     for m, v in zip(sel["model"], sel[metric])]
-    frame = pd.DataFrame(rows)
-    groups = list(dict.fromkeys(frame["group"])) if not frame.empty else []
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(3.2 * max(len(groups), 1), 4), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups):
-        sns.barplot(data=frame[frame["group"] == group], x="model", y="value", hue="prompt", ax=ax)
-        ax.set(title=group, xlabel="model", ylabel="% (control metric)")
-        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+            rows += [{"model": m, "value": v, "prompt": setting} for m, v in zip(sel["model"], sel[metric])]
+        frame = pd.DataFrame(rows)
+        ax.set_title(GROUP_TITLES[group])
+        if frame.empty or frame["value"].isna().all():
+            no_data(ax)
+            continue
+        sns.barplot(data=frame, x="model", y="value", hue="prompt", ax=ax)
+        ax.set(xlabel="", ylabel=label, ylim=(0, 100))
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
         handles, labels = ax.get_legend_handles_labels()
-        if ax.legend_:
-            ax.legend_.remove()  # one legend for the figure, below the panels, covering no bar
-    if groups:
-        fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.08), frameon=False)
-    fig.suptitle(f"Control metrics by model ({matcher} title matching)")
+        ax.legend_.remove()  # one legend for the figure, in its own cell, covering no bar
+    cells[-1].axis("off")
+    if handles:
+        cells[-1].legend(handles, labels, loc="center", frameon=False, title=f"prompt ({matcher} matching)")
     fig.tight_layout()
     return fig
 
@@ -81,13 +105,18 @@ def formatting_errors(summary: pd.DataFrame, matcher: str = "fuzzy", group: str 
     """RepeatItem / NonExist / InHistory (% of items) per model on the k ∈ 11..15 prompts."""
     part = _matcher(summary, matcher)
     part = part[part["test_group"] == group]
-    frame = part.melt(id_vars="model", value_vars=list(FORMAT_ERRORS), var_name="error", value_name="pct")
+    frame = part.melt(id_vars="model", value_vars=list(FORMAT_ERRORS), var_name="error", value_name="pct").dropna()
     frame["error"] = frame["error"].map(FORMAT_ERRORS)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.8))
+    ax.set_title(f"Formatting errors, k ∈ 11..15 ({matcher} matching)")
+    if frame.empty:
+        no_data(ax, "no answers to show\n(no model produced an item)")
+        return fig
     sns.barplot(data=frame, x="model", y="pct", hue="error", ax=ax)
-    ax.set(title=f"Formatting errors, k ∈ 11..15 ({matcher} matching)", xlabel="model", ylabel="% of items ↓")
+    ax.set(xlabel="", ylabel="% of items ↓")
     ax.set_ylim(bottom=0)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), frameon=False, title=None)
     fig.tight_layout()
     return fig
 
@@ -96,40 +125,53 @@ def teacher_vs_llm(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure:
     """HR@10 and NDCG@10 on I0: the SASRec teacher next to every LLM."""
     part = _matcher(summary, matcher)
     part = part[part["test_group"] == "I0"]
-    frame = part.melt(id_vars="model", value_vars=["hr", "ndcg"], var_name="metric", value_name="value")
+    frame = part.melt(id_vars="model", value_vars=["hr", "ndcg"], var_name="metric", value_name="value").dropna()
     frame["metric"] = frame["metric"].map({"hr": "HR@10", "ndcg": "NDCG@10"})
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.8))
+    ax.set_title("Teacher vs LLM accuracy (I0, k = 10)")
+    if frame.empty:
+        no_data(ax)
+        return fig
     sns.barplot(data=frame, x="model", y="value", hue="metric", ax=ax)
-    ax.set(title="Teacher vs LLM accuracy (I0, k = 10)", xlabel="model", ylabel="score")
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+    ax.set(xlabel="", ylabel="score (0-1) ↑")
+    plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), frameon=False, title=None)
     fig.tight_layout()
     return fig
 
 
 def ppo_curves(log: pd.DataFrame) -> plt.Figure:
-    """Every reward and KL column of stage 05's `ppo_log.csv` against the PPO step."""
+    """Rewards (left) and KL (right) of stage 05's `ppo_log.csv` against the PPO update: the series of
+    `PPO_SERIES` the log has with at least one value, named in words; integer update ticks."""
     step = next((c for c in ("update", "step") if c in log), log.columns[0])  # stage 05 logs "update"
-    reward_cols = [c for c in log.columns if "reward" in c.lower() and pd.api.types.is_numeric_dtype(log[c])]
-    kl_cols = [c for c in log.columns if "kl" in c.lower() and pd.api.types.is_numeric_dtype(log[c])]
-    if not reward_cols and not kl_cols:
-        raise ValueError(f"ppo_log.csv has no reward or KL column (columns: {list(log.columns)}); check stage 05")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, cols, title in ((axes[0], reward_cols, "reward"), (axes[1], kl_cols, "KL")):
+    present = [c for c in PPO_SERIES if c in log and pd.api.types.is_numeric_dtype(log[c]) and log[c].notna().any()]
+    panels = (("reward", [c for c in present if "reward" in c]), ("KL (nats)", [c for c in present if "kl" in c]))
+    if not any(cols for _, cols in panels):
+        raise ValueError(f"ppo_log.csv has no reward or KL column with values (columns: {list(log.columns)}); check stage 05")
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.8))
+    for ax, (ylabel, cols) in zip(axes, panels):
         for c in cols:
-            sns.lineplot(data=log, x=step, y=c, ax=ax, label=c)
-        ax.set(title=f"PPO {title} (as logged by stage 05)", xlabel="PPO update", ylabel=title)
+            points = log[[step, c]].dropna()
+            ax.plot(points[step], points[c], marker="o", markersize=3, label=PPO_SERIES[c])
+        ax.set(xlabel="PPO update", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if cols:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False, ncol=1)
+        else:
+            no_data(ax, "not logged")
     fig.tight_layout()
     return fig
 
 
 def dataset_stats(stats: dict, category_counts: pd.Series) -> plt.Figure:
-    """Items per category (bars) with the Table 1 statistics in the title."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    """Items per category (bars, most common first, at most 25) with the Table 1 statistics in the title."""
     frame = category_counts.sort_values(ascending=False).head(25).rename("items").reset_index()
     frame.columns = ["category", "items"]
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 0.9 + 0.17 * len(frame)))
     sns.barplot(data=frame, x="items", y="category", ax=ax, color=sns.color_palette()[0])
-    ax.set(xlabel="items", ylabel="category",
-           title=(f"{stats.get('dataset', '?')}: {stats.get('users', '?')} users, {stats.get('items', '?')} items, "
-                  f"{stats.get('interactions', '?')} interactions, sparsity {stats.get('sparsity', float('nan')):.2%}"))
+    ax.set(xlabel="items in the category", ylabel="category")
+    ax.set_title(f"{stats.get('dataset', '?')}: {stats.get('users', '?')} users, {stats.get('items', '?')} items,\n"
+                 f"{stats.get('interactions', '?')} interactions, sparsity {stats.get('sparsity', float('nan')):.2%}",
+                 fontsize="medium")
     fig.tight_layout()
     return fig

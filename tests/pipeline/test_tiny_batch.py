@@ -24,7 +24,10 @@ def run_root(tmp_path_factory):
     """
     fresh = os.environ.get("RECNB_TINY_OUTPUTS")
     out = paths.REPO_ROOT / fresh if fresh else tmp_path_factory.mktemp("outputs")
-    cmd = [sys.executable, "-m", "recnb.run", str(paths.REPO_ROOT / "params" / "tiny.yaml"), "--outputs-dir", str(out)]
+    cmd = [sys.executable, "-m", "recnb.run", str(paths.REPO_ROOT / "params" / "tiny.yaml")]
+    # nbval recorded outputs_dir as the notebooks spell it ("outputs"), so pass it the same way; its
+    # 06 and 07 lack the v1 row and are stale here: --force reruns them (and nothing up to date)
+    cmd += ["--outputs-dir", fresh, "--force"] if fresh else ["--outputs-dir", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return out / RUN
@@ -132,7 +135,7 @@ def test_sft_learns_the_answer_format_and_the_catalog(run_root):
     i0 = summary(run_root, "v2", "I0")
     assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds: 100, 100, 100
     assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0, 0, 0
-    assert i0["hr"] > 0, i0["hr"]  # 0.12, 0.16, 0.20
+    assert i0["hr"] > 0, i0["hr"]  # 0.12, 0.16, 0.20 (SASRec: 0.56-0.76)
     base = summary(run_root, "base", "I0")  # the untrained base cannot: SFT is what taught it
     assert base["non_exist_pct"] >= 80 and base["correct_count_pct"] <= 20, (base["non_exist_pct"], base["correct_count_pct"])
 
@@ -140,10 +143,9 @@ def test_sft_learns_the_answer_format_and_the_catalog(run_root):
 def test_sft_on_control_tasks_obeys_more_c(run_root):
     v2, twin = summary(run_root, "v2", "I1+C")["tcp_pct"], summary(run_root, "v2", "I1+C_nocontrol")["tcp_pct"]
     base, v1 = summary(run_root, "base", "I1+C")["tcp_pct"], summary(run_root, "v1", "I1+C")["tcp_pct"]
-    assert v2 >= base + 20, (v2, base)  # seeds: +97.8, +64.9, +86.7
-    assert v2 > v1 + 10, (v2, v1)  # +84.5, +24.7, +66.7: SFT on I0 alone does not teach it
-    # the control sentence, not the history, moves the list: +17.8, +10.6, +8.9 (issue 19 asks +10)
-    assert v2 >= twin + 5, (v2, twin)
+    assert v2 >= base + 20, (v2, base)  # seeds 0-2: +92.0, +82.0, +84.0
+    assert v2 > v1 + 10, (v2, v1)  # +74.0, +35.4, +60.0: SFT on I0 alone does not teach it
+    assert v2 >= twin + 10, (v2, twin)  # +32.0, +17.8, +20.0: the sentence, not the history, moves the list
 
 
 def test_rl_does_not_add_illegal_items(run_root):

@@ -211,13 +211,17 @@ def test_lm_eval_wiring_on_local_task(fixtures_dir, monkeypatch):
         "MMLU": generalization.SKIPPED_OFFLINE, "GSM8K": generalization.SKIPPED_OFFLINE}
 
 
-def test_load_test_prompts_keeps_the_same_users_in_every_group(tmp_path):
+def test_load_test_prompts_draws_users_per_group_and_keeps_twins_paired(tmp_path):
     recs = [_record(g, "I0", "I0", 10, 1, [2], user=u) for g in ("I0", "k11-15") for u in range(1, 11)]
+    # users 1-4 only: stage 03 could not label the others' prompts in this group
+    recs += [_record(g, "I1-C", "-C", 10, 1, [2], user=u) for g in ("I1-C", "I1-C_nocontrol") for u in range(1, 5)]
     path = tmp_path / "test_prompts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     test = evaluate.load_test_prompts(path, max_test_users=3, seed=0)
     users = test.groupby("test_group")["user_id"].apply(sorted)
-    assert len(test) == 6 and users["I0"] == users["k11-15"] and len(set(users["I0"])) == 3
+    assert len(test) == 12 and all(len(u) == 3 for u in users)  # every group full, the small one too
+    assert users["I1-C"] == users["I1-C_nocontrol"] and set(users["I1-C"]) <= {1, 2, 3, 4}
+    assert len(evaluate.load_test_prompts(path, max_test_users=0)) == len(recs)
     assert evaluate.load_test_prompts(path, 3, seed=0).equals(test)  # seeded: same subset again
     with pytest.raises(FileNotFoundError, match="run stage 03_instructions"):
         evaluate.load_test_prompts(tmp_path / "missing.jsonl")

@@ -33,7 +33,8 @@ def test_figures_are_written_with_labels(tmp_path):
                                                   "item_reward": [0.2, 0.1, 0.3], "kl": [0, .01, .02]})),
             "data": plots.dataset_stats({"dataset": "x", "users": 3, "items": 4, "interactions": 9, "sparsity": 0.25},
                                         pd.Series({"Drama": 2, "Comedy": 1}))}
-    assert len(figs["control"].axes) == 5  # one panel per control group
+    assert len(figs["control"].axes) == 6  # one panel per control group, and the legend's cell
+    assert [ax.get_title() for ax in figs["control"].axes[:5]] == ["I1 +C", "I1 −C", "I2 ≤ 20%", "I2 ≈ 30%", "I2 ≥ 30%"]
     bars = [p.get_height() for p in figs["format"].axes[0].patches if p.get_height() > 0]
     assert sorted(set(bars)) == [1.0, 3.0, 30.0, 50.0, 70.0]  # repeat, in-history, non-exist of 3 models
     assert figs["ppo"].axes[0].get_xlabel() == "PPO update"
@@ -42,6 +43,8 @@ def test_figures_are_written_with_labels(tmp_path):
         assert all(ax.get_ylabel() for ax in fig.axes if ax.has_data())
         files = plots.save(fig, tmp_path, name)
         assert all(f.stat().st_size > 1000 for f in files)
+    with pytest.raises(ValueError, match="no reward or KL"):
+        plots.ppo_curves(pd.DataFrame({"update": [1, 2], "list_reward": [float("nan")] * 2}))
     with pytest.raises(ValueError, match="no reward or KL"):
         plots.ppo_curves(pd.DataFrame({"update": [1], "loss": [0.0]}))
     with pytest.raises(ValueError, match="matcher 'exact'"):
@@ -77,3 +80,29 @@ def test_case_tags_and_rendering():
     md = case_study.case_markdown(case)
     assert "| v2 | 1. **Alpha**<br>2. ~~Beta~~<br>3. _Omega_ (?) |" in md and "| full | 1. 🎯 **Delta** |" in md
     assert "line-through'>Beta</span>" in case_study.case_html(case)
+
+
+def test_figures_are_fit_for_a_paper(tmp_path):
+    """TrueType fonts in every PDF (no Type 3), PNGs at >= 200 dpi, integer update ticks, no offset
+    axis, unlogged series left out, and a panel with nothing to draw that says so."""
+    from PIL import Image
+
+    plots.set_style()
+    log = pd.DataFrame({"update": [0, 1, 2, 3], "list_reward": [None, 10.1, 10.4, 10.5],
+                        "val_list_reward": [None] * 4, "kl": [None, 1e-5, 2e-5, 3e-5]})
+    fig = plots.ppo_curves(log)
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["list reward (sampled)"]  # all-NaN left out
+    assert all(float(t).is_integer() for t in left.get_xticks())
+    fig.canvas.draw()
+    assert left.yaxis.get_major_formatter().get_offset() == "" and right.yaxis.get_major_formatter().get_offset() == ""
+    empty = _summary()
+    empty[list(plots.FORMAT_ERRORS)] = float("nan")
+    blank = plots.formatting_errors(empty)
+    assert "no answers" in " ".join(t.get_text() for t in blank.axes[0].texts)
+    for name, f in {"ppo": fig, "blank": blank, "control": plots.control_metrics(_summary())}.items():
+        png, pdf = plots.save(f, tmp_path, name)
+        assert min(Image.open(png).info["dpi"]) >= 200
+        raw = pdf.read_bytes()
+        assert b"/Subtype /Type3" not in raw, name  # fonttype 42: TrueType, embedded as CIDFontType2
+        assert b"/Subtype /TrueType" in raw or b"/Subtype /CIDFontType2" in raw, name
