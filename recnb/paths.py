@@ -36,6 +36,18 @@ def run_dir(outputs_dir: str | os.PathLike, run: str) -> Path:
     return root / run
 
 
+def figures_dir(outputs_dir: str | os.PathLike, run: str, create: bool = True) -> Path:
+    """`paper_figures/<run>/` next to the outputs root.
+
+    With the default `outputs_dir` ("outputs") that is `<repo>/paper_figures/<run>/`; a run into
+    another root (tests, `--outputs-dir`) keeps its figures beside it instead of in the repository.
+    """
+    path = run_dir(outputs_dir, run).parent.parent / "paper_figures" / run
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def stage_dir_name(stage: str, variant: str = "") -> str:
     """`04_sft_unsloth` + `v1` -> `04_sft_unsloth-v1`; an empty variant is the main path."""
     if stage not in STAGES:

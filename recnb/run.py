@@ -31,6 +31,7 @@ import yaml
 from recnb import artifacts as col
 from recnb import paths, record
 from recnb.params import MODEL_SOURCES, REF_MODELS, REF_STAGE_DIR, ParamsError, StageConfig
+from recnb.tasks import NOCONTROL
 
 RESERVED = ("run", "outputs_dir", "variant")
 
@@ -319,6 +320,48 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
             tqdm.write(f"{job.name}: done in {time.time() - t0:.1f}s -> {out_root / job.name}")
 
 
+def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
+    """What a finished run shows, for the end of the console output: the teacher's HR@10, per model
+    of stage 06 the control figures and the illegal items (fuzzy matching), where the tables, figures
+    and executed notebooks are, and what to open next. Only the parts whose files exist."""
+    import pandas as pd
+
+    lines = [f"run {out_root.name}: {out_root}"]
+    teacher = out_root / "02_sasrec" / col.METRICS_FILE
+    if teacher.exists():
+        test = record.read_json(teacher).get("test", {})
+        lines.append(f"  SASRec teacher, full ranking: HR@10 {test.get('hr@10', float('nan')):.3f}, "
+                     f"NDCG@10 {test.get('ndcg@10', float('nan')):.3f}")
+    summary_file = out_root / "06_eval" / col.SUMMARY_FILE
+    if (out_root / "06_eval" / col.METRICS_FILE).exists() and summary_file.exists():
+        s = pd.read_csv(summary_file)
+        s = s[s["matcher"] == "fuzzy"].set_index(["model", "test_group"])
+
+        def cell(model: str, group: str, metric: str) -> float:
+            return float(s.loc[(model, group), metric]) if (model, group) in s.index else float("nan")
+
+        lines.append("  stage 06 (fuzzy matching; (…) = without the control sentence):")
+        lines.append(f"    {'model':18s} {'I0 HR@10':>8s} {'TCP(+C) %':>14s} {'TCP(-C) %':>14s} {'CPA ≤/≈/≥ %':>16s} "
+                     f"{'illegal I0 %':>12s}")
+        for model in dict.fromkeys(s.index.get_level_values("model")):
+            tcp = [f"{cell(model, g, 'tcp_pct'):.0f} ({cell(model, g + NOCONTROL, 'tcp_pct'):.0f})"
+                   for g in ("I1+C", "I1-C")]
+            cpa = "/".join(f"{cell(model, g, 'cpa_pct'):.0f}" for g in ("I2<=20", "I2~=30", "I2>=30"))
+            illegal = sum(cell(model, "I0", m) for m in ("repeat_item_pct", "non_exist_pct", "in_history_pct"))
+            lines.append(f"    {model:18s} {cell(model, 'I0', 'hr'):8.3f} {tcp[0]:>14s} {tcp[1]:>14s} {cpa:>16s} "
+                         f"{illegal:12.1f}")
+        lines.append(f"  tables:    {out_root / '06_eval'}/table2.md … table5.md (CSV beside each)")
+    figures = paths.figures_dir(outputs_dir, out_root.name, create=False)
+    if figures.exists() and any(figures.iterdir()):
+        lines.append(f"  figures:   {figures}/")
+    if (out_root / "07_case_study" / "case_I1.md").exists():
+        lines.append(f"  cases:     {out_root / '07_case_study'}/case_I1.md, case_I2.md")
+    if (out_root / "notebooks").exists():
+        lines.append(f"  notebooks: {out_root / 'notebooks'}/ (executed)")
+        lines.append("  next:      make lab, then open the executed notebooks or the tables above")
+    return lines
+
+
 class StageFailed(RuntimeError):
     """A notebook raised; earlier stages' outputs are left as they were."""
 
@@ -343,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, StageFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print("\n".join(run_summary(paths.run_dir(args.outputs_dir, run), args.outputs_dir)))
     return 0
 
 

@@ -45,14 +45,8 @@ def no_data(ax: plt.Axes, what: str = "no answers to show") -> None:
 
 
 def figures_dir(outputs_dir: str | Path, run: str) -> Path:
-    """`paper_figures/<run>/` next to the outputs root (created).
-
-    With the default `outputs_dir` ("outputs") that is `<repo>/paper_figures/<run>/`; a run into
-    another root (tests, `--outputs-dir`) keeps its figures beside it instead of in the repository.
-    """
-    path = paths.run_dir(outputs_dir, run).parent.parent / "paper_figures" / run
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """`paper_figures/<run>/` next to the outputs root, created (`recnb.paths.figures_dir`)."""
+    return paths.figures_dir(outputs_dir, run)
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:

@@ -244,3 +244,26 @@ def test_a_dead_kernel_is_one_line_naming_the_stage_and_the_likely_cause(tmp_pat
     last = err.splitlines()[-1]
     assert last.startswith("error: stage 01_data_duckdb: its kernel died (most likely out of memory, or killed)")
     assert "Traceback" not in err
+
+
+def test_the_run_ends_with_its_headline_figures_and_where_to_look(tmp_path):
+    import pandas as pd
+
+    root = tmp_path / "outputs" / "r"
+    _done(root, "02_sasrec", {})
+    record.write_json(root / "02_sasrec" / "metrics.json", {"test": {"hr@10": 0.5, "ndcg@10": 0.25}})
+    _done(root, "06_eval", {})
+    rows = [{"model": "v2", "matcher": "fuzzy", "test_group": g, "hr": 0.1, "tcp_pct": t, "cpa_pct": 50.0,
+             "repeat_item_pct": 10.0, "non_exist_pct": 5.0, "in_history_pct": 1.0}
+            for g, t in (("I0", None), ("I1+C", 90.0), ("I1+C_nocontrol", 60.0), ("I1-C", 20.0),
+                         ("I1-C_nocontrol", 40.0), ("I2<=20", 0), ("I2~=30", 0), ("I2>=30", 0))]
+    rows.append({**rows[1], "matcher": "exact", "tcp_pct": 1.0})  # the headline is the fuzzy matcher's
+    pd.DataFrame(rows).to_csv(root / "06_eval" / "summary.csv", index=False)
+    lines = run.run_summary(root, str(tmp_path / "outputs"))
+    text = "\n".join(lines)
+    assert "HR@10 0.500, NDCG@10 0.250" in text
+    v2 = next(line for line in lines if line.strip().startswith("v2"))
+    assert v2.split() == ["v2", "0.100", "90", "(60)", "20", "(40)", "50/50/50", "16.0"]
+    assert "table2.md" in text and "figures" not in text  # no figures written: not announced
+    assert run.run_summary(tmp_path / "outputs" / "empty", str(tmp_path / "outputs")) == [
+        f"run empty: {tmp_path / 'outputs' / 'empty'}"]
