@@ -38,13 +38,16 @@ paper: $(STAMP)
 	$(PY) -m recnb.run params/$(DATASET).yaml --paper --force $(ARGS)
 
 ## make test: nbval runs the notebooks 01→07 with their defaults (the tiny batch's main path, into
-## outputs/tiny/), then the unit tests and the pipeline tests, which run params/tiny.yaml through the
-## runner on top of those outputs (the main path is up to date: only v1, 06 and 07 run) and assert the
-## file contracts and the paper's directions on the tiny miniature.
+## outputs/tiny/) while the unit tests run beside it (each on one thread: the two cores of a CI
+## machine), then the pipeline tests run params/tiny.yaml through the runner on top of nbval's outputs
+## (the main path is up to date: only v1, 06 and 07 run) and assert the file contracts and the
+## paper's directions on the tiny miniature.
 test: $(STAMP)
-	rm -rf outputs/tiny
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0 $(PY) -m pytest --nbval-lax -p no:randomly notebooks/
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RECNB_TINY_OUTPUTS=outputs $(PY) -m pytest -m "not gpu and not slow" tests
+	rm -rf outputs/tiny && mkdir -p outputs
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -m "not gpu and not slow" tests/unit > outputs/unit-tests.log 2>&1 & unit=$$!; \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0 $(PY) -m pytest --nbval-lax -p no:randomly notebooks/; nb=$$?; \
+	wait $$unit; unit_rc=$$?; cat outputs/unit-tests.log; test $$nb -eq 0 && test $$unit_rc -eq 0
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RECNB_TINY_OUTPUTS=outputs $(PY) -m pytest -m "not gpu and not slow" tests/pipeline
 
 test-unit: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests/unit
