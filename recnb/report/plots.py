@@ -2,8 +2,8 @@
 
 One style for every figure (`set_style`): sized for a column (`COLUMN_IN` wide) or a page
 (`PAGE_IN`), TrueType fonts in PDFs (many venues reject Type 3), PNGs at `DPI`, no offset axes.
-Every figure is saved as PNG and PDF under `paper_figures/<run>/` by `save`. Functions return the
-matplotlib Figure so notebooks show it; a panel with nothing to draw says so in words.
+Every figure is saved as PNG and PDF under `paper_figures/<run>/` (`recnb.paths.figures_dir`) by
+`save`. Functions return the matplotlib Figure so notebooks show it; a panel with nothing to draw says so in words.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
-
-from recnb import paths
 
 COLUMN_IN, PAGE_IN = 3.4, 7.0  # widths of one column and of a full page in a two-column paper
 DPI = 300
@@ -42,11 +40,6 @@ def no_data(ax: plt.Axes, what: str = "no answers to show") -> None:
     ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
-
-
-def figures_dir(outputs_dir: str | Path, run: str) -> Path:
-    """`paper_figures/<run>/` next to the outputs root, created (`recnb.paths.figures_dir`)."""
-    return paths.figures_dir(outputs_dir, run)
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:

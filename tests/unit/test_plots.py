@@ -54,8 +54,8 @@ def test_figures_are_written_with_labels(tmp_path):
 def test_figures_dir_sits_beside_the_outputs_root(tmp_path):
     from recnb import paths
 
-    assert plots.figures_dir(tmp_path / "outputs", "r1") == tmp_path / "paper_figures" / "r1"
-    assert plots.figures_dir(tmp_path / "outputs", "r1").is_dir()
+    assert paths.figures_dir(tmp_path / "outputs", "r1") == tmp_path / "paper_figures" / "r1"
+    assert paths.figures_dir(tmp_path / "outputs", "r1").is_dir()
     assert paths.run_dir("outputs", "r1").parent.parent / "paper_figures" == paths.REPO_ROOT / "paper_figures"
 
 
