@@ -1,26 +1,37 @@
-"""Benchmark: recommendation lists per second of stage 06's batched evaluator vs one prompt at a time,
-and catalog-constrained vs free decoding, on the same prompts and model.
+"""Benchmark: stage 06's lists per second, the old decoding path against the new one, on the same
+prompts and model, and how far the answers agree.
 
-    nice .venv/bin/python benchmarks/eval_generation.py --model smollm2-135m --dataset ml-100k --n 32
+    nice .venv/bin/python benchmarks/eval_generation.py --model smollm2-135m --dataset ml-100k --n 64 --threads 2 --all
 
-Prompts are I0 requests (k = 10) built from each user's last 10 test-history titles with the paper's
-template. Greedy decoding; one torch thread by default (the machine is shared). One-at-a-time runs on
-the first `--n-single` prompts only (its lists/s does not depend on how many). Constrained decoding
-stops each list at the k it asked for. Prints a table and ends with one `key=value` line.
+Paths (greedy, batched, length-sorted, KV cache):
+- `old`: fp32 weights, batch 32, every row decodes to EOS or `max_new_tokens` (stage 06 before the change);
+- `bf16`: bfloat16 weights, batch 64;
+- `new`: bf16, batch 64, and a row stops once it lists more than its k items (`llm.ListOverflow`);
+- `fp32+stop` (with `--all`): fp32, batch 32 with the stop only: its answers must score exactly as `old`.
+
+Prompts: the stage-03 test prompts of a finished run (`--run`, all task groups, as stage 06 asks them;
+`--stage 04_sft_unsloth` then loads that run's model), or I0 requests (k = 10) built from the first `--n`
+users' histories. Agreement is against `old`:
+identical parsed lists (first k titles and the item count), and the change of each table figure. bf16
+rounds every weight, so some greedy tokens change; the stop changes no figure by construction.
+Ends with one `key=value` line.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from recnb import data, llm, prompts, record
-from recnb.answer import parse_titles
+from recnb import artifacts as col
+from recnb import data, llm, metrics, paths, prompts, record
 from recnb.catalog import Catalog
 from recnb.evaluation import predict as evaluate
+
+FIGURES = ("hr", "correct_count_pct", "repeat_item_pct", "non_exist_pct", "in_history_pct", "tcp_pct", "cpa_pct")
 
 
 def build_prompts(prepared: data.Prepared, n: int, k: int = 10) -> pd.DataFrame:
@@ -36,61 +47,83 @@ def build_prompts(prepared: data.Prepared, n: int, k: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timed(label: str, fn) -> tuple[pd.DataFrame, float]:
+def run_prompts(run_dir: Path, n: int, seed: int) -> pd.DataFrame:
+    """`n` of a finished run's test prompts, drawn evenly over the test groups (seeded)."""
+    test = evaluate.load_test_prompts(run_dir / "03_instructions" / col.TEST_PROMPTS_FILE)
+    per_group = max(1, n // test["test_group"].nunique())
+    return (test.groupby("test_group", group_keys=False).apply(lambda g: g.sample(min(len(g), per_group),
+                                                                                  random_state=seed))
+            .reset_index(drop=True))
+
+
+def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool):
+    how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512)
     t0 = time.perf_counter()
-    out = fn()
+    frame = evaluate.llm_predictions("m", model, tok, test, how, stop_past_k=stop)
     seconds = time.perf_counter() - t0
-    print(f"  {label:<28} {seconds:8.1f} s")
-    return out, seconds
+    print(f"  {name:<10} {seconds:8.1f} s  ({len(test) / seconds:.3f} lists/s)", flush=True)
+    return frame, seconds
+
+
+def figures(frame: pd.DataFrame, catalog: Catalog) -> tuple[dict[str, float], list]:
+    """Table figures over all prompts (fuzzy matching) and each answer's parsed list (first k, count)."""
+    matched = evaluate.match_predictions(frame, catalog)
+    scores = evaluate.score_predictions(matched, catalog)
+    agg = metrics.aggregate(scores[scores["matcher"] == "fuzzy"].to_dict("records"))
+    lists = [(tuple(t[:k]), len(t)) for t, k in zip(matched["titles"], matched["k"])]
+    return {f: agg[f] for f in FIGURES}, lists
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=llm.SMOLLM2, help="base model name (smollm2-135m, tiny-random, HF id)")
-    ap.add_argument("--dataset", default="ml-100k", help="tiny or ml-100k (built in memory)")
-    ap.add_argument("--n", type=int, default=32, help="prompts")
-    ap.add_argument("--n-single", type=int, default=8,
-                    help="prompts answered one at a time (a rate per prompt, so fewer suffice: it is the slow mode)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", default=llm.SMOLLM2, help="base model name (smollm2-135m, tiny-llama, ...)")
+    ap.add_argument("--dataset", default="ml-100k", help="tiny or ml-100k (built in memory; with --run: the run's)")
+    ap.add_argument("--run", help="a finished run under outputs/ (e.g. ml-100k): its test prompts over every group")
+    ap.add_argument("--stage", help="with --run: a finished stage 04/05 dir of it to load instead of --model")
+    ap.add_argument("--n", type=int, default=64, help="prompts")
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--all", action="store_true", help="also fp32 with the stop only (shows it changes no figure)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    prepared = data.build_dataset(args.dataset, seed=0)
-    catalog, test = Catalog(prepared.items), build_prompts(prepared, args.n)
-    model, tok = llm.load_base(args.model)
-    one = llm.Decoding(max_new_tokens=args.max_new_tokens, batch_size=1, max_prompt_tokens=512)
-    many = llm.Decoding(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, max_prompt_tokens=512)
-    print(f"{args.model} on {args.dataset}: {len(test)} prompts, {args.threads} thread(s), max_new_tokens {args.max_new_tokens}")
-    head = test.head(args.n_single)
-    single, t_single = timed(f"one at a time ({len(head)})", lambda: evaluate.llm_predictions(
-        "m", model, tok, head, one))
-    batched, t_batched = timed(f"batched ({len(test)}, batch {args.batch_size})", lambda: evaluate.llm_predictions(
-        "m", model, tok, test, many))
-    constraint = evaluate.make_constraint(tok, prepared.items, test, many)
-    constrained, t_con = timed("batched + constrained", lambda: evaluate.llm_predictions(
-        "m", model, tok, test, many, constraint))
-    same = (single["raw"].to_numpy() == batched["raw"].head(len(single)).to_numpy()).mean()
-    rows = []
-    for name, frame, seconds in (("single", single, t_single), ("batched", batched, t_batched),
-                                 ("constrained", constrained, t_con)):
-        matched = evaluate.match_predictions(frame, catalog)
-        items = sum(len(parse_titles(t)) for t in frame["raw"])
-        nonexist = sum(i is None for ids in matched["item_ids"] for i in ids) / max(items, 1)
-        rows.append({"mode": name, "seconds": seconds, "lists/s": len(frame) / seconds, "items/s": items / seconds,
-                     "items/list": items / len(frame), "NonExist % items": 100 * nonexist})
-    table = pd.DataFrame(rows).set_index("mode")
-    print(table.round(3).to_string())
-    print(f"batched and single answers identical for {same:.0%} of prompts (padding changes float sums slightly)")
-    speedup = table.loc["batched", "lists/s"] / table.loc["single", "lists/s"]
-    con_ratio = t_con / t_batched
+    torch.manual_seed(0)
+    if args.run:
+        run_dir = paths.run_dir("outputs", args.run)
+        prepared = data.load_prepared(run_dir / "01_data_duckdb", args.dataset)
+        test = run_prompts(run_dir, args.n, seed=0)
+    else:
+        prepared = data.build_dataset(args.dataset, seed=0)
+        test = build_prompts(prepared, args.n)
+    catalog = Catalog(prepared.items)
+    if args.stage and not args.run:
+        raise SystemExit("--stage names a stage dir of a run: give --run too")
+    model, tok = (llm.load_for_inference(paths.run_dir("outputs", args.run) / args.stage) if args.stage
+                  else llm.load_base(args.model))
+    source = f"{args.run}/{args.stage}" if args.stage else args.model
+    print(f"{source}: {len(test)} prompts ({test['test_group'].nunique()} groups), {args.threads} thread(s), "
+          f"max_new_tokens {args.max_new_tokens}")
+    modes = [("old", torch.float32, 32, False), *([("fp32+stop", torch.float32, 32, True)] if args.all else []),
+             ("bf16", torch.bfloat16, 64, False), ("new", torch.bfloat16, 64, True)]
+    rows, base_lists = [], None
+    for name, dtype, batch, stop in modes:
+        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop)
+        figs, lists = figures(frame, catalog)
+        base_lists = lists if base_lists is None else base_lists
+        same = sum(a == b for a, b in zip(lists, base_lists)) / len(lists)
+        rows.append({"path": name, "seconds": seconds, "lists/s": len(test) / seconds,
+                     "tokens/list": sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in frame["raw"]) / len(test),
+                     "same lists %": 100 * same, **figs})
+    table = pd.DataFrame(rows).set_index("path")
+    table.insert(2, "speedup", table["lists/s"] / table.loc["old", "lists/s"])
+    print(table.round(3).T.to_string())
+    delta = (table.loc["new", list(FIGURES)] - table.loc["old", list(FIGURES)]).abs()
     print(record.summary_line(
-        "eval_generation", model=args.model, dataset=args.dataset, n=len(test), n_single=len(single),
-        batch=args.batch_size, threads=args.threads, single_lists_per_s=table.loc["single", "lists/s"],
-        batched_lists_per_s=table.loc["batched", "lists/s"], speedup=speedup,
-        constrained_lists_per_s=table.loc["constrained", "lists/s"], constrained_time_ratio=con_ratio,
-        constrained_nonexist_pct=table.loc["constrained", "NonExist % items"],
-        free_nonexist_pct=table.loc["batched", "NonExist % items"]))
+        "eval_generation", model=source, n=len(test), threads=args.threads, max_new_tokens=args.max_new_tokens,
+        old_lists_per_s=table.loc["old", "lists/s"], new_lists_per_s=table.loc["new", "lists/s"],
+        speedup=table.loc["new", "speedup"], bf16_speedup=table.loc["bf16", "speedup"],
+        same_lists_pct=table.loc["new", "same lists %"], max_figure_change=float(delta.max()),
+        max_figure_change_at=str(delta.idxmax())))
+
 
 if __name__ == "__main__":
     main()

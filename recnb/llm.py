@@ -22,7 +22,9 @@ import inspect
 import os
 import re
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,13 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
 )
 
 from recnb import artifacts as col
 from recnb import paths, tiny_lm
+from recnb.answer import parse_lines
 from recnb.params import BASE_MODELS, base_model_problem
 
 SMOLLM2, TINY_RANDOM, TINY_LLAMA = BASE_MODELS
@@ -73,7 +78,7 @@ def pick_dtype(device: torch.device | str, prefer_bf16: bool = True) -> torch.dt
     return torch.float32
 
 
-def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -188,7 +193,7 @@ def load_base(name: str = SMOLLM2, *, dtype: str = "auto", device: str | None = 
     if problem := base_model_problem(name):
         raise ValueError(problem)  # fail fast: an unknown name would spend a minute retrying the Hub
     dev = torch.device(device) if device else pick_device()
-    torch_dtype = _resolve_dtype(dtype, dev)
+    torch_dtype = resolve_dtype(dtype, dev)
     tokenizer = load_tokenizer(name)
     if name == TINY_RANDOM:
         model = tiny_lm.tiny_random_model(tokenizer, seed)
@@ -278,14 +283,55 @@ class Decoding:
             raise ValueError("Decoding: num_beams > 1 is beam search, which needs do_sample=False")
 
 
+def newline_token_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Ids of the tokens whose text holds a line break (cached on the tokenizer)."""
+    cached = getattr(tokenizer, "_recnb_newline_ids", None)
+    if cached is None:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        cached = torch.tensor([i for i, t in enumerate(texts) if "\n" in t or "\r" in t], dtype=torch.long)
+        tokenizer._recnb_newline_ids = cached
+    return cached
+
+
+class ListOverflow(StoppingCriteria):
+    """Stops a row once its answer already lists more than its k items, in numbered lines.
+
+    From then on no token can change a metric: the parser keeps only numbered lines once one exists
+    (`recnb.answer.parse_lines`), so later lines only append entries; the first K entries are fixed
+    and the count is already past k (CorrectCount fails as it would). Rows that end with EOS stop as
+    before. Checked only at line breaks, by parsing the row's answer so far.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int, limits: list[int]) -> None:
+        self.tokenizer, self.prompt_len, self.limits = tokenizer, prompt_len, limits
+        self.newlines = newline_token_ids(tokenizer)
+        self.done = torch.zeros(len(limits), dtype=torch.bool)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        if input_ids.shape[1] <= self.prompt_len:
+            return self.done.clone().to(input_ids.device)
+        at_break = torch.isin(input_ids[:, -1].cpu(), self.newlines) & ~self.done
+        for row in at_break.nonzero().flatten().tolist():
+            text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
+            lines = parse_lines(text)
+            if len(lines) > self.limits[row] and any(line.numbered for line in lines):
+                self.done[row] = True
+        return self.done.clone().to(input_ids.device)
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]],
              decoding: Decoding = Decoding(), *, logits_processor: Any = None,
-             prefix_allowed_tokens_fn: Callable | None = None, progress: bool = True) -> list[str]:
+             prefix_allowed_tokens_fn: Callable | None = None, progress: bool = True,
+             item_limits: list[int] | None = None) -> list[str]:
     """Answer each conversation; returns the decoded completions in input order.
 
     Batched with left padding and the KV cache; prompts are sorted by length so a batch wastes
     little on padding. Sampling uses torch's global RNG (seed it for reproducible samples).
+
+    Args:
+        item_limits: per conversation, the k its list asks for: a row stops once it lists more than
+            k numbered items (`ListOverflow`; every metric is unchanged, the raw text is shorter).
     """
     d = decoding
     texts = render_prompts(tokenizer, messages_list, d.max_prompt_tokens)
@@ -301,7 +347,11 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
         idx = order[start:start + d.batch_size]
         batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
-        out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True,
+        stop = None
+        if item_limits is not None:
+            stop = StoppingCriteriaList([ListOverflow(tokenizer, batch["input_ids"].shape[1],
+                                                      [int(item_limits[i]) for i in idx])])
+        out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True, stopping_criteria=stop,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              logits_processor=logits_processor,
                              prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=d.num_beams, **sampling)
@@ -354,6 +404,19 @@ def continuation_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
     return out
 
 
+@contextmanager
+def peft_quiet() -> Iterator[None]:
+    """Around building a `PeftModel`: silence the one FutureWarning that is peft's, not ours.
+
+    peft 0.21's `PeftModel.__init__` reads `model.is_gradient_checkpointing`, which transformers 5.24
+    deprecates for `is_activation_checkpointing`; every adapter we load or create would print it.
+    Only that message is silenced, only inside the block.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def load_for_inference(stage_dir: Path, *, device: str | None = None,
                        dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model of a stage 04/05 dir, eval mode: its base with `adapter/` merged, or the whole
@@ -377,7 +440,7 @@ def load_for_inference(stage_dir: Path, *, device: str | None = None,
     if (adapter / "config.json").exists() and not (adapter / "adapter_config.json").exists():  # full weights
         base = params.get("base_model", SMOLLM2)
         dev = torch.device(device) if device else pick_device()
-        torch_dtype = _resolve_dtype(dtype, dev)
+        torch_dtype = resolve_dtype(dtype, dev)
         model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch_dtype).to(dev)
         return model.eval(), load_tokenizer(base)
     if not (adapter / "adapter_config.json").exists():
@@ -387,5 +450,6 @@ def load_for_inference(stage_dir: Path, *, device: str | None = None,
         model, tokenizer = load_for_inference(stage_dir.parent / params["init_from"], device=device, dtype=dtype)
     else:
         model, tokenizer = load_base(params.get("base_model", SMOLLM2), dtype=dtype, device=device)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    with peft_quiet():
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model.eval(), tokenizer

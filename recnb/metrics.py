@@ -164,29 +164,35 @@ def measure_record(record: Mapping[str, Any], items: Sequence[int | None], title
                         intent=intent, category_items=catalog.items_in(intent.category) if intent.category else frozenset())
 
 
+# How `aggregate` turns per-list rows into table figures (`recnb.evaluation.intervals` resamples the same):
+MEAN_FIGURES = (  # (per-list key, figure, scale): mean over the lists where the key is present
+    ("hit", "hr", 1),
+    ("ndcg", "ndcg", 1),
+    ("tcp", "tcp_pct", 100),
+    ("cpa", "cpa_pct", 100),
+    ("correct_count", "correct_count_pct", 100),
+)
+ITEM_FIGURES = (  # (per-list count, figure): 100 * summed count / summed `n_items`
+    ("repeat", "repeat_item_pct"),
+    ("non_exist", "non_exist_pct"),
+    ("in_history", "in_history_pct"),
+)
+
+
 def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Table figures from per-list rows (`measure_list`); units are in each key and in `UNITS`.
 
     Means skip rows where a metric is None or NaN; percentages of items divide summed counts by
-    summed `n_items`. A figure with nothing to average is NaN (null in metrics.json).
+    summed `n_items` (`MEAN_FIGURES`, `ITEM_FIGURES`). A figure with nothing to average is NaN (null
+    in metrics.json).
     """
     rows = list(rows)
     n_items = sum(int(r.get("n_items", 0)) for r in rows)
     out: dict[str, float] = {"n_lists": len(rows), "n_items": n_items}
-    for key, name, scale in (
-        ("hit", "hr", 1),
-        ("ndcg", "ndcg", 1),
-        ("tcp", "tcp_pct", 100),
-        ("cpa", "cpa_pct", 100),
-        ("correct_count", "correct_count_pct", 100),
-    ):
+    for key, name, scale in MEAN_FIGURES:
         values = [float(r[key]) for r in rows if _present(r.get(key))]
         out[name] = scale * sum(values) / len(values) if values else math.nan
-    for key, name in (
-        ("repeat", "repeat_item_pct"),
-        ("non_exist", "non_exist_pct"),
-        ("in_history", "in_history_pct"),
-    ):
+    for key, name in ITEM_FIGURES:
         total = sum(int(r.get(key, 0)) for r in rows)
         out[name] = 100 * total / n_items if n_items else math.nan
     return out

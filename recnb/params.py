@@ -21,10 +21,10 @@ BASE_MODELS = ("smollm2-135m", "tiny-random", "tiny-llama")  # built-in base LLM
 VARIANT = re.compile(r"[A-Za-z0-9_.]*")
 
 # What a `ref` parameter names: a finished stage dir of the same run (05's sft_dir, 07's ppo_dir),
-# or the `models` mapping of 06 (label -> "sasrec", "base" or a stage dir).
+# or the `models` mapping of 06 (label -> "sasrec", "popularity", "base" or a stage dir).
 REF_STAGE_DIR = "stage_dir"
 REF_MODELS = "models"
-MODEL_SOURCES = ("sasrec", "base")
+MODEL_SOURCES = ("sasrec", "popularity", "base")  # 06's model sources that are not stage dirs
 
 
 @dataclass(frozen=True)

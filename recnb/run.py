@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -301,7 +302,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     str(paths.notebook_path(job.stage)),
                     str(nb_dir / f"{job.name}.ipynb"),
                     parameters=job.params,
-                    kernel_name="python3",
+                    kernel_name=paths.KERNEL_NAME,
                     cwd=str(paths.REPO_ROOT / "notebooks"),
                     progress_bar=False,
                     log_output=log_output,
@@ -317,7 +318,21 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     f"batch sizes or free memory, then rerun it with --force (executed notebook so far: "
                     f"{nb_dir / f'{job.name}.ipynb'})"
                 ) from None
-            tqdm.write(f"{job.name}: done in {time.time() - t0:.1f}s -> {out_root / job.name}")
+            seconds = time.time() - t0
+            record_seconds(out_root / job.name, seconds)
+            tqdm.write(f"{job.name}: done in {seconds:.1f}s -> {out_root / job.name}")
+
+
+def record_seconds(stage_dir: Path, seconds: float) -> None:
+    """Add the stage's wall time (`stage_seconds`: kernel start to last cell) to its `metrics.json`.
+
+    metrics.json is outside the stage's manifest, so adding a key changes no digest downstream.
+    """
+    metrics_file = stage_dir / col.METRICS_FILE
+    if not metrics_file.exists():
+        raise StageFailed(f"stage {stage_dir.name} ended without writing {metrics_file}; its notebook must end "
+                          "with record.record_results")
+    record.write_json(metrics_file, {**record.read_json(metrics_file), "stage_seconds": round(seconds, 1)})
 
 
 def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
@@ -332,25 +347,52 @@ def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
         test = record.read_json(teacher).get("test", {})
         lines.append(f"  SASRec teacher, full ranking: HR@10 {test.get('hr@10', float('nan')):.3f}, "
                      f"NDCG@10 {test.get('ndcg@10', float('nan')):.3f}")
+    sft_metrics = out_root / "04_sft_unsloth" / col.METRICS_FILE
+    if sft_metrics.exists():
+        probe = record.read_json(sft_metrics).get("category_probe", {})
+        if probe:
+            shown = ", ".join(f"{name} {p['category_auc']:.2f}" + ("" if p.get("category_auc_se") is None
+                                                                  else f"±{p['category_auc_se']:.2f}")
+                              for name, p in probe.items() if p.get("category_auc") is not None)
+            lines.append(f"  SFT category probe (P(in-C title outscores out-of-C) under 'more C', 0.5 = chance): {shown}")
     summary_file = out_root / "06_eval" / col.SUMMARY_FILE
     if (out_root / "06_eval" / col.METRICS_FILE).exists() and summary_file.exists():
         s = pd.read_csv(summary_file)
         s = s[s["matcher"] == "fuzzy"].set_index(["model", "test_group"])
 
         def cell(model: str, group: str, metric: str) -> float:
-            return float(s.loc[(model, group), metric]) if (model, group) in s.index else float("nan")
+            return float(s.loc[(model, group), metric]) if (model, group) in s.index and metric in s else float("nan")
 
-        lines.append("  stage 06 (fuzzy matching; (…) = without the control sentence):")
-        lines.append(f"    {'model':18s} {'I0 HR@10':>8s} {'TCP(+C) %':>14s} {'TCP(-C) %':>14s} {'CPA ≤/≈/≥ %':>16s} "
-                     f"{'illegal I0 %':>12s}")
+        def pm(model: str, group: str, metric: str, digits: int = 0) -> str:
+            half = (cell(model, group, metric + "_hi") - cell(model, group, metric + "_lo")) / 2
+            return f"{cell(model, group, metric):.{digits}f}" + ("" if math.isnan(half) else f"±{half:.{digits}f}")
+
+        effects_file = out_root / "06_eval" / "control_effects.csv"
+        effects = pd.read_csv(effects_file).set_index(["model", "test_group"]) if effects_file.exists() else None
+
+        def effect(model: str, group: str) -> str:
+            if effects is None or (model, group) not in effects.index:
+                return "–"
+            e = effects.loc[(model, group)]
+            return f"{e['delta']:+.0f} [{e['delta_lo']:+.0f},{e['delta_hi']:+.0f}]"
+
+        lines.append("  stage 06 (fuzzy matching; ± half the 95 % interval over users; (…) = without the control "
+                     "sentence; Δ = with − without, paired 95 % interval):")
+        lines.append(f"    {'model':18s} {'I0 HR@10':>12s} {'TCP(+C) %':>14s} {'Δ':>13s} {'TCP(-C) %':>14s} {'Δ':>13s} "
+                     f"{'CPA ≤/≈/≥ %':>12s} {'illegal I0 %':>12s}")
         for model in dict.fromkeys(s.index.get_level_values("model")):
-            tcp = [f"{cell(model, g, 'tcp_pct'):.0f} ({cell(model, g + NOCONTROL, 'tcp_pct'):.0f})"
-                   for g in ("I1+C", "I1-C")]
             cpa = "/".join(f"{cell(model, g, 'cpa_pct'):.0f}" for g in ("I2<=20", "I2~=30", "I2>=30"))
             illegal = sum(cell(model, "I0", m) for m in ("repeat_item_pct", "non_exist_pct", "in_history_pct"))
-            lines.append(f"    {model:18s} {cell(model, 'I0', 'hr'):8.3f} {tcp[0]:>14s} {tcp[1]:>14s} {cpa:>16s} "
-                         f"{illegal:12.1f}")
+            tcp = [f"{pm(model, g, 'tcp_pct')} ({cell(model, g + NOCONTROL, 'tcp_pct'):.0f})" for g in ("I1+C", "I1-C")]
+            lines.append(f"    {model:18s} {pm(model, 'I0', 'hr', 3):>12s} {tcp[0]:>14s} {effect(model, 'I1+C'):>13s} "
+                         f"{tcp[1]:>14s} {effect(model, 'I1-C'):>13s} {cpa:>12s} {illegal:12.1f}")
         lines.append(f"  tables:    {out_root / '06_eval'}/table2.md … table5.md (CSV beside each)")
+    times = {d.name: record.read_json(d / col.METRICS_FILE).get("stage_seconds")
+             for d in sorted(out_root.iterdir()) if (d / col.METRICS_FILE).exists()} if out_root.exists() else {}
+    times = {name: t for name, t in times.items() if t is not None}
+    if times:
+        lines.append("  stage times: " + ", ".join(f"{name} {t:.0f}s" for name, t in times.items())
+                     + f"; total {sum(times.values()) / 60:.1f} min")
     figures = paths.figures_dir(outputs_dir, out_root.name, create=False)
     if figures.exists() and any(figures.iterdir()):
         lines.append(f"  figures:   {figures}/")

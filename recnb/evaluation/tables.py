@@ -23,6 +23,7 @@ from recnb.tasks import NOCONTROL
 
 UNRELIABLE_NON_EXIST_PCT = 50.0  # columns invented titles flatter: a model with this NonExist (% items) is not ranked
 MATCHER_ORDER = ("fuzzy", "exact")
+NO_CONTROL = " (no control)"  # suffix of a paired column's twin value in the CSV
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,11 @@ TABLES: dict[str, tuple[str, list[Column]]] = {
     "table2": ("Table 2 — sequential recommendation (I0, k = 10)", [
         *_hr_ndcg("I0"), Column("I0 HR@5", "I0", "hr5"), Column("I0 NDCG@5", "I0", "ndcg5")]),
     "table3": (("Table 3 — category control I1 (TCP@10 in % of the 10 positions; (…) = no control sentence; "
-                "SASRec = its ranking filtered by the intention)"), [
+                "SASRec and Popularity = their rankings filtered by the intention)"), [
         *_hr_ndcg("I1+C"), Column("I1+C TCP@10 (%) ↑", "I1+C", "tcp_pct", True, True, 2),
         *_hr_ndcg("I1-C"), Column("I1-C TCP@10 (%) ↓", "I1-C", "tcp_pct", False, True, 2, False)]),
     "table4": (("Table 4 — category proportion control I2 (CPA in % of lists; (…) = no control sentence; "
-                "SASRec = its ranking filtered by the intention)"), [
+                "SASRec and Popularity = their rankings filtered by the intention)"), [
         col for g in ("I2<=20", "I2~=30", "I2>=30")
         for col in (*_hr_ndcg(g), Column(f"{g} CPA (%) ↑", g, "cpa_pct", True, True, 2))]),
     "table5": ("Table 5 — formatting for k ∈ 11..15 (errors in % of items, CorrectCount in % of lists)", [
@@ -74,6 +75,11 @@ NOTES = {
 }
 
 
+INTERVAL_NOTE = ("± half the width of the 95 % percentile-bootstrap interval over the group's users (users resampled, "
+                 "the same resamples for every model; bounds in the CSV's `lo` / `hi` columns). Bold marks the best "
+                 "value, not a significant difference: the paired differences are in control_effects.md.")
+
+
 def build_table(summary: pd.DataFrame, name: str, models: list[str], primary: str = "fuzzy") -> pd.DataFrame:
     """One table as numbers: rows (matcher, model), columns of `TABLES[name]` (+ `… (no control)`)."""
     _, columns = TABLES[name]
@@ -84,9 +90,12 @@ def build_table(summary: pd.DataFrame, name: str, models: list[str], primary: st
         for model in models:
             row = {"matcher": matcher, "model": model}
             for c in columns:
-                row[c.name] = _lookup(index, matcher, model, c.group, c.metric)
-                if c.paired:
-                    row[c.name + " (no control)"] = _lookup(index, matcher, model, c.group + NOCONTROL, c.metric)
+                cells = [(c.name, c.group)] + ([(c.name + NO_CONTROL, c.group + NOCONTROL)] if c.paired else [])
+                for header, group in cells:
+                    row[header] = _lookup(index, matcher, model, group, c.metric)
+                    for end in ("lo", "hi"):
+                        if f"{c.metric}_{end}" in index.columns:
+                            row[f"{header} {end}"] = _lookup(index, matcher, model, group, f"{c.metric}_{end}")
             if any(not _missing(v) for k, v in row.items() if k not in ("matcher", "model")):
                 rows.append(row)
     table = pd.DataFrame(rows)
@@ -137,18 +146,28 @@ def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]]
                     text, daggers = text + "†", True
                 elif not _missing(rec[c.name]) and rec[c.name] == best[c.name]:
                     text = f"**{text}**"
+                text += _pm(rec, c.name, c.digits)
                 if c.paired:
-                    text += f" ({_fmt(rec[c.name + ' (no control)'], c.digits)})"
+                    twin = c.name + NO_CONTROL
+                    text += f" ({_fmt(rec[twin], c.digits)}{_pm(rec, twin, c.digits)})"
                 cells.append(text)
             cells += [extra[k].get(rec["model"], "–") for k in (extra or {})]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if any(f"{c.name} lo" in table.columns for c in columns):
+        lines += [INTERVAL_NOTE, ""]
     if name in NOTES:
         lines += [NOTES[name], ""]
     if daggers:
         lines += [(f"† at least {UNRELIABLE_NON_EXIST_PCT:.0f} % of this model's items in the group are not catalog "
                    "titles, so a low value here is no merit: not ranked for bold."), ""]
     return "\n".join(lines)
+
+
+def _pm(rec: dict, name: str, digits: int) -> str:
+    """` ±h`: half the width of the cell's 95 % interval (empty without one)."""
+    lo, hi = rec.get(f"{name} lo", math.nan), rec.get(f"{name} hi", math.nan)
+    return "" if _missing(lo) or _missing(hi) else f" ±{(hi - lo) / 2:.{digits}f}"
 
 
 def _best(values: pd.Series, higher: bool) -> float:
@@ -182,3 +201,38 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, models: list[str],
         (Path(out_dir) / f"{name}.md").write_text(md)
         tables[name] = table
     return tables
+
+
+EFFECT_NAMES = {"I1+C": "TCP(+C) % ↑", "I1-C": "TCP(−C) % ↓", "I2<=20": "CPA ≤ 20 % ↑", "I2~=30": "CPA ≈ 30 % ↑",
+                "I2>=30": "CPA ≥ 30 % ↑"}
+
+
+def effects_markdown(effects: pd.DataFrame) -> str:
+    """`control_effects.md`: per model and control group, the figure with the control sentence, without
+    it (same users) and the paired difference with its 95 % interval (`intervals.control_effects`)."""
+    lines = ["### What the control sentence changes (same users with and without it)", ""]
+    if effects.empty:
+        return "\n".join([*lines, "no control groups", ""])
+    groups = [g for g in EFFECT_NAMES if g in set(effects["test_group"])]
+    lines += ["| model | " + " | ".join(EFFECT_NAMES[g] for g in groups) + " |", "|" + "---|" * (len(groups) + 1)]
+    index = effects.set_index(["model", "test_group"])
+    for model in dict.fromkeys(effects["model"]):
+        cells = [model]
+        for g in groups:
+            if (model, g) not in index.index:
+                cells.append("–")
+                continue
+            r = index.loc[(model, g)]
+            cells.append(f"{r['with']:.1f} vs {r['without']:.1f}: {r['delta']:+.1f} [{r['delta_lo']:+.1f}, {r['delta_hi']:+.1f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    matcher = effects["matcher"].iloc[0]
+    lines += ["", (f"with vs without the sentence: difference [95 % paired bootstrap interval over users], {matcher} "
+                   "matching. An interval that excludes 0 is a change the sample of users cannot explain; "
+                   "TCP(−C) should fall, the others rise."), ""]
+    return "\n".join(lines)
+
+
+def write_control_effects(effects: pd.DataFrame, out_dir: Path) -> None:
+    """`control_effects.csv` + `.md` in `out_dir`."""
+    effects.to_csv(Path(out_dir) / "control_effects.csv", index=False)
+    (Path(out_dir) / "control_effects.md").write_text(effects_markdown(effects))

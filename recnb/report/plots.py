@@ -50,6 +50,30 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     return files
 
 
+def grouped_bars(ax: plt.Axes, frame: pd.DataFrame, x: str, hue: str, value: str = "value") -> None:
+    """Bars of `value` per `x` category, one colour per `hue` level, with the 95 % interval as an error
+    bar where `frame` has `lo` / `hi` (stage 06's bootstrap over users); a legend entry per hue level."""
+    xs, hues = list(dict.fromkeys(frame[x])), list(dict.fromkeys(frame[hue]))
+    width = 0.8 / len(hues)
+    colours = sns.color_palette(n_colors=len(hues))
+    for j, (level, colour) in enumerate(zip(hues, colours)):
+        part = frame[frame[hue] == level].set_index(x).reindex(xs)
+        pos = [i - 0.4 + width * (j + 0.5) for i in range(len(xs))]
+        ax.bar(pos, part[value].fillna(0), width=width * 0.95, color=colour, label=level)
+        if {"lo", "hi"} <= set(part.columns) and part[["lo", "hi"]].notna().any(axis=None):
+            err = [(part[value] - part["lo"]).clip(lower=0), (part["hi"] - part[value]).clip(lower=0)]
+            ax.errorbar(pos, part[value], yerr=err, fmt="none", ecolor="0.2", elinewidth=0.8, capsize=1.5)
+    ax.set_xticks(range(len(xs)), xs, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_xlim(-0.6, len(xs) - 0.4)
+
+
+def _with_bounds(part: pd.DataFrame, metric: str) -> dict[str, list]:
+    """`value`, `lo`, `hi` columns of one metric (NaN bounds where the summary has no intervals)."""
+    nan = [float("nan")] * len(part)
+    return {"value": list(part[metric]), "lo": list(part.get(f"{metric}_lo", nan)),
+            "hi": list(part.get(f"{metric}_hi", nan))}
+
+
 def _matcher(summary: pd.DataFrame, matcher: str) -> pd.DataFrame:
     part = summary[summary["matcher"] == matcher]
     if part.empty:
@@ -60,7 +84,8 @@ def _matcher(summary: pd.DataFrame, matcher: str) -> pd.DataFrame:
 def control_metrics(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure:
     """TCP (I1±C) and CPA (I2) per model: with the control sentence vs without it (paper's parentheses).
 
-    A page-wide 2 × 3 grid: the five control groups and, in the sixth cell, the legend.
+    A page-wide 2 × 3 grid: the five control groups and, in the sixth cell, the legend; error bars are
+    the 95 % intervals over users where the summary has them.
     """
     part = _matcher(summary, matcher)
     fig, axes = plt.subplots(2, 3, figsize=(PAGE_IN, 4.6), squeeze=False)
@@ -70,20 +95,19 @@ def control_metrics(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure
         rows = []
         for suffix, setting in (("", "with the control sentence"), ("_nocontrol", "without it")):
             sel = part[part["test_group"] == group + suffix]
-            rows += [{"model": m, "value": v, "prompt": setting} for m, v in zip(sel["model"], sel[metric])]
-        frame = pd.DataFrame(rows)
+            rows.append(pd.DataFrame({"model": list(sel["model"]), "prompt": setting, **_with_bounds(sel, metric)}))
+        frame = pd.concat(rows, ignore_index=True)
         ax.set_title(GROUP_TITLES[group])
         if frame.empty or frame["value"].isna().all():
             no_data(ax)
             continue
-        sns.barplot(data=frame, x="model", y="value", hue="prompt", ax=ax)
+        grouped_bars(ax, frame, "model", "prompt")
         ax.set(xlabel="", ylabel=label, ylim=(0, 100))
-        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend_.remove()  # one legend for the figure, in its own cell, covering no bar
+        handles, labels = ax.get_legend_handles_labels()  # one legend for the figure, in its own cell
     cells[-1].axis("off")
     if handles:
-        cells[-1].legend(handles, labels, loc="center", frameon=False, title=f"prompt ({matcher} matching)")
+        bars = "\nbars: 95 % interval over users" if {"tcp_pct_lo", "cpa_pct_lo"} & set(part.columns) else ""
+        cells[-1].legend(handles, labels, loc="center", frameon=False, title=f"prompt ({matcher} matching){bars}")
     fig.tight_layout()
     return fig
 
@@ -92,37 +116,40 @@ def formatting_errors(summary: pd.DataFrame, matcher: str = "fuzzy", group: str 
     """RepeatItem / NonExist / InHistory (% of items) per model on the k ∈ 11..15 prompts."""
     part = _matcher(summary, matcher)
     part = part[part["test_group"] == group]
-    frame = part.melt(id_vars="model", value_vars=list(FORMAT_ERRORS), var_name="error", value_name="pct").dropna()
-    frame["error"] = frame["error"].map(FORMAT_ERRORS)
+    frame = pd.concat([pd.DataFrame({"model": list(part["model"]), "error": name, **_with_bounds(part, metric)})
+                       for metric, name in FORMAT_ERRORS.items() if metric in part]
+                      or [pd.DataFrame(columns=["model", "error", "value"])], ignore_index=True)
+    frame = frame.dropna(subset=["value"])
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.8))
     ax.set_title(f"Formatting errors, k ∈ 11..15 ({matcher} matching)")
     if frame.empty:
         no_data(ax, "no answers to show\n(no model produced an item)")
         return fig
-    sns.barplot(data=frame, x="model", y="pct", hue="error", ax=ax)
+    grouped_bars(ax, frame, "model", "error")
     ax.set(xlabel="", ylabel="% of items ↓")
     ax.set_ylim(bottom=0)
-    plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), frameon=False, title=None)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
     fig.tight_layout()
     return fig
 
 
 def teacher_vs_llm(summary: pd.DataFrame, matcher: str = "fuzzy") -> plt.Figure:
-    """HR@10 and NDCG@10 on I0: the SASRec teacher next to every LLM."""
+    """HR@10 and NDCG@10 on I0: the SASRec teacher (and the popularity floor) next to every LLM, with
+    95 % intervals over users as error bars where the summary has them."""
     part = _matcher(summary, matcher)
     part = part[part["test_group"] == "I0"]
-    frame = part.melt(id_vars="model", value_vars=["hr", "ndcg"], var_name="metric", value_name="value").dropna()
-    frame["metric"] = frame["metric"].map({"hr": "HR@10", "ndcg": "NDCG@10"})
+    frame = pd.concat([pd.DataFrame({"model": list(part["model"]), "metric": name, **_with_bounds(part, metric)})
+                       for metric, name in (("hr", "HR@10"), ("ndcg", "NDCG@10"))], ignore_index=True)
+    frame = frame.dropna(subset=["value"])
     fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.8))
     ax.set_title("Teacher vs LLM accuracy (I0, k = 10)")
     if frame.empty:
         no_data(ax)
         return fig
-    sns.barplot(data=frame, x="model", y="value", hue="metric", ax=ax)
+    grouped_bars(ax, frame, "model", "metric")
     ax.set(xlabel="", ylabel="score (0-1) ↑")
-    plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), frameon=False, title=None)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
     fig.tight_layout()
     return fig
 

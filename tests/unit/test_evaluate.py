@@ -148,6 +148,27 @@ def test_table3_numbers_bold_and_parentheses(tmp_path):
     assert "no rows" in (tmp_path / "table2.md").read_text()
 
 
+def test_intervals_become_csv_bounds_and_markdown_plus_minus(tmp_path):
+    summary = _summary()
+    summary["tcp_pct_lo"], summary["tcp_pct_hi"] = summary["tcp_pct"] - 4.0, summary["tcp_pct"] + 6.0
+    table = tables.build_table(summary, "table3", ["A", "B"])
+    assert table["I1+C TCP@10 (%) ↑ lo"].tolist()[:2] == [76.0, 56.0]
+    assert table["I1+C TCP@10 (%) ↑ (no control) hi"].tolist()[:2] == [16.0, 18.0]
+    md = tables.to_markdown(table, "table3")
+    assert "| A | 0.2000 | 0.1000 | **80.00** ±5.00 (10.00 ±5.00) |" in md and tables.INTERVAL_NOTE in md
+    assert "±" not in tables.to_markdown(tables.build_table(_summary(), "table3", ["A", "B"]), "table3")
+
+
+def test_popularity_answers_the_most_popular_unseen_items_filtered_by_intent(catalog):
+    assert evaluate.popularity_ranking(ITEMS) == [1, 2, 3, 4, 5, 6]
+    test = pd.DataFrame([_record("I0", "I0", "I0", 3, 4, [2]),
+                         _record("I1+C", "I1+C", "+C", 2, 4, [1], "Drama"),
+                         _record("I1+C_nocontrol", "I1+C", "+C", 2, 4, [1], "Drama")])
+    preds = evaluate.match_predictions(evaluate.popularity_predictions(test, ITEMS, catalog), catalog)
+    assert preds["item_ids"].tolist() == [[1, 3, 4], [3, 5], [2, 3]]
+    assert preds["filtered"].tolist() == [False, True, False] and set(preds["model"]) == {"Popularity"}
+
+
 def test_mostly_invented_titles_do_not_win_a_lower_is_better_column():
     summary = _summary()
     summary["non_exist_pct"] = 10.0

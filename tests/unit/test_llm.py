@@ -113,3 +113,48 @@ def test_smollm2_answers_a_chat_prompt():
                 {"role": "user", "content": "Name three colours."}]
     [answer] = llm.generate(model, tok, [messages], llm.Decoding(max_new_tokens=30), progress=False)
     assert len(answer.split()) >= 3
+
+
+class _Force:
+    """A logits processor that makes any model write `text`, then EOS (per row, same text)."""
+
+    def __init__(self, tok, text):
+        self.ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        self.start = None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        step = min(input_ids.shape[1] - self.start, len(self.ids) - 1)
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.ids[step]] = 0.0
+        return forced
+
+
+def test_list_overflow_stops_each_row_once_it_lists_more_than_its_k_items(tiny):
+    from transformers import LogitsProcessorList
+
+    from recnb.answer import parse_titles
+
+    model, tok = tiny
+    text = "Sure:\n1. Alpha\n2. Beta\n3. Gamma\n4. Delta\n5. Epsilon"
+    convs = [_messages(["A"]), _messages(["B", "C"])]
+    decoding = llm.Decoding(max_new_tokens=40, batch_size=2)
+    full = llm.generate(model, tok, convs, decoding, logits_processor=LogitsProcessorList([_Force(tok, text)]),
+                        progress=False)
+    cut = llm.generate(model, tok, convs, decoding, logits_processor=LogitsProcessorList([_Force(tok, text)]),
+                       progress=False, item_limits=[1, 3])
+    assert full == [text, text]
+    assert cut == ["Sure:\n1. Alpha\n2. Beta", "Sure:\n1. Alpha\n2. Beta\n3. Gamma\n4. Delta"]
+    for k, answer in zip((1, 3), cut):  # the first k items and "more than k" are what the metrics read
+        assert parse_titles(answer)[:k] == parse_titles(text)[:k] and len(parse_titles(answer)) > k
+
+
+def test_list_overflow_never_stops_on_unnumbered_chatter(tiny):
+    _, tok = tiny
+    stop = llm.ListOverflow(tok, prompt_len=2, limits=[1])
+    ids = tok("ab", add_special_tokens=False)["input_ids"][:2]
+    for line in ("Here are\n", "some lines\n", "without numbers\n"):
+        ids = ids + tok(line, add_special_tokens=False)["input_ids"]
+        assert not bool(stop(torch.tensor([ids]), None)[0])  # a numbered list could still follow and drop them
+    ids = ids + tok("1. A\n2. B\n", add_special_tokens=False)["input_ids"]
+    assert bool(stop(torch.tensor([ids]), None)[0])

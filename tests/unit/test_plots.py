@@ -51,6 +51,25 @@ def test_figures_are_written_with_labels(tmp_path):
         plots.teacher_vs_llm(summary, "exact")
 
 
+def test_intervals_are_drawn_as_error_bars_where_the_summary_has_them():
+    from matplotlib.container import ErrorbarContainer
+
+    plots.set_style()
+    summary = _summary()
+    plain = plots.control_metrics(summary)
+    assert not any(isinstance(c, ErrorbarContainer) for ax in plain.axes for c in ax.containers)
+    summary["tcp_pct_lo"], summary["tcp_pct_hi"] = summary["tcp_pct"] - 5, summary["tcp_pct"] + 7
+    summary["hr_lo"], summary["hr_hi"] = summary["hr"] - 0.1, summary["hr"] + 0.1
+    fig = plots.control_metrics(summary)
+    bars = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2  # with and without the sentence, in the I1 +C panel
+    segments = bars[0].lines[2][0].get_segments()  # one vertical segment per model: lo .. hi
+    assert [(seg[0][1], seg[1][1]) for seg in segments] == [(45.0, 57.0), (25.0, 37.0), (65.0, 77.0)]
+    assert "95 % interval" in fig.axes[-1].get_legend().get_title().get_text()
+    teacher = plots.teacher_vs_llm(summary)
+    assert sum(isinstance(c, ErrorbarContainer) for c in teacher.axes[0].containers) == 1  # HR only has bounds
+
+
 def test_figures_dir_sits_beside_the_outputs_root(tmp_path):
     from recnb import paths
 

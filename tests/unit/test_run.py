@@ -263,7 +263,32 @@ def test_the_run_ends_with_its_headline_figures_and_where_to_look(tmp_path):
     text = "\n".join(lines)
     assert "HR@10 0.500, NDCG@10 0.250" in text
     v2 = next(line for line in lines if line.strip().startswith("v2"))
-    assert v2.split() == ["v2", "0.100", "90", "(60)", "20", "(40)", "50/50/50", "16.0"]
+    assert v2.split() == ["v2", "0.100", "90", "(60)", "–", "20", "(40)", "–", "50/50/50", "16.0"]
+    summary = pd.read_csv(root / "06_eval" / "summary.csv")
+    summary["tcp_pct_lo"], summary["tcp_pct_hi"] = summary["tcp_pct"] - 4, summary["tcp_pct"] + 6
+    summary.to_csv(root / "06_eval" / "summary.csv", index=False)
+    pd.DataFrame([{"model": "v2", "test_group": "I1+C", "delta": 30.0, "delta_lo": 21.0, "delta_hi": 38.4}]).to_csv(
+        root / "06_eval" / "control_effects.csv", index=False)
+    record.write_json(root / "02_sasrec" / "metrics.json", {"test": {}, "stage_seconds": 30.0})
+    record.write_json(root / "06_eval" / "metrics.json", {"stage_seconds": 90.0})
+    lines = run.run_summary(root, str(tmp_path / "outputs"))
+    v2 = next(line for line in lines if line.strip().startswith("v2"))
+    assert v2.split() == ["v2", "0.100", "90±5", "(60)", "+30", "[+21,+38]", "20±5", "(40)", "–", "50/50/50", "16.0"]
+    assert "stage times: 02_sasrec 30s, 06_eval 90s; total 2.0 min" in "\n".join(lines)
+    _done(root, "04_sft_unsloth", {})
+    record.write_json(root / "04_sft_unsloth" / "metrics.json", {"category_probe": {
+        "base": {"category_auc": 0.5, "category_auc_se": 0.03}, "sft": {"category_auc": 0.712, "category_auc_se": 0.04}}})
+    assert "0.5 = chance): base 0.50±0.03, sft 0.71±0.04" in "\n".join(run.run_summary(root, str(tmp_path / "outputs")))
     assert "table2.md" in text and "figures" not in text  # no figures written: not announced
     assert run.run_summary(tmp_path / "outputs" / "empty", str(tmp_path / "outputs")) == [
         f"run empty: {tmp_path / 'outputs' / 'empty'}"]
+
+
+def test_stage_seconds_join_metrics_json_and_a_missing_one_is_an_error(tmp_path):
+    stage = tmp_path / "02_sasrec"
+    stage.mkdir()
+    with pytest.raises(run.StageFailed, match="without writing"):
+        run.record_seconds(stage, 3.0)
+    record.write_json(stage / "metrics.json", {"test": {"hr@10": 0.5}})
+    run.record_seconds(stage, 12.345)
+    assert record.read_json(stage / "metrics.json") == {"test": {"hr@10": 0.5}, "stage_seconds": 12.3}

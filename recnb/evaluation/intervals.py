@@ -1,0 +1,182 @@
+"""95 % bootstrap intervals over users for every figure of stage 06, paired across models and twins.
+
+A test group's figure is a sample: 100 users stand for the 943 of ml-100k. Its interval resamples
+the *users* of the group with replacement (`n_resamples` times) and recomputes the figure exactly as
+`recnb.metrics.aggregate` does (means over the lists where a metric is present; item percentages as
+summed counts over summed `n_items`); the interval is the 2.5th and 97.5th percentile of the
+resampled figures (the percentile bootstrap).
+
+Pairing: one family of groups (a group and its `_nocontrol` twin, which ask the same users) draws
+one set of resamples, shared by every model and matcher. So a difference between two models, or
+between a group and its twin, is resampled user by user (`paired_delta`), and its interval is much
+narrower than the two intervals side by side suggest when the models agree on users. The draws are
+seeded by (seed, family name), so the same scores give the same intervals, whatever else the frame
+holds.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from recnb import artifacts as col
+from recnb.metrics import ITEM_FIGURES, MEAN_FIGURES
+from recnb.tasks import NOCONTROL
+
+N_RESAMPLES = 1000
+LEVEL = 0.95
+# stage 06 also reports HR@5 / NDCG@5 (see `recnb.evaluation.predict.summarise`)
+MEANS = (*MEAN_FIGURES, ("hit5", "hr5", 1), ("ndcg5", "ndcg5", 1))
+KEYS = ("model", "test_group", "matcher")
+
+
+def family(group: str) -> str:
+    """The group a `_nocontrol` twin belongs to (its users are the group's)."""
+    return group.removesuffix(NOCONTROL)
+
+
+def resample_weights(n: int, n_resamples: int, seed: int, name: str) -> np.ndarray:
+    """(n_resamples, n) counts: how often each of n users is drawn in each resample (rows sum to n).
+
+    Seeded by `seed` and `name` (a family of groups), so every model of the family gets the same draws.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    weights = np.zeros((n_resamples, n), dtype=np.float64)
+    np.add.at(weights, (np.arange(n_resamples)[:, None], draws), 1.0)
+    return weights
+
+
+def _figure_draws(part: pd.DataFrame, users: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Each figure of one (model, group, matcher) under every resample: {figure: (n_resamples,)}."""
+    aligned = part.set_index(col.USER).reindex(users)  # a user without a row adds nothing
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for key, name, scale in MEANS:
+            if key not in aligned:
+                continue
+            values = pd.to_numeric(aligned[key], errors="coerce").to_numpy(np.float64)
+            present = ~np.isnan(values)
+            out[name] = scale * (weights @ np.where(present, values, 0.0)) / (weights @ present)
+        n_items = pd.to_numeric(aligned.get("n_items"), errors="coerce").fillna(0).to_numpy(np.float64)
+        for key, name in ITEM_FIGURES:
+            if key in aligned:
+                counts = pd.to_numeric(aligned[key], errors="coerce").fillna(0).to_numpy(np.float64)
+                out[name] = 100 * (weights @ counts) / (weights @ n_items)
+    return out
+
+
+def _draws(scores: pd.DataFrame, n_resamples: int, seed: int) -> dict[tuple[str, str, str], dict[str, np.ndarray]]:
+    """Resampled figures of every (model, test_group, matcher), families drawing shared weights."""
+    _check_unique(scores)
+    fam = scores["test_group"].map(family)
+    out = {}
+    for name in sorted(fam.unique()):
+        rows = scores[fam == name]
+        users = np.sort(rows[col.USER].unique())
+        weights = resample_weights(len(users), n_resamples, seed, name)
+        for key, part in rows.groupby(list(KEYS), sort=False):
+            out[key] = _figure_draws(part, users, weights)
+    return out
+
+
+def _check_unique(scores: pd.DataFrame) -> None:
+    dup = scores.duplicated([*KEYS, col.USER])
+    if dup.any():
+        first = scores.loc[dup, [*KEYS, col.USER]].iloc[0].to_dict()
+        raise ValueError(f"scores hold more than one list per user and group (e.g. {first}); intervals resample "
+                         "users, so each (model, test_group, matcher, user) must be one row")
+
+
+def _bounds(draws: np.ndarray, level: float) -> tuple[float, float]:
+    finite = draws[~np.isnan(draws)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_intervals(scores: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                        level: float = LEVEL) -> pd.DataFrame:
+    """`<figure>_lo` / `<figure>_hi` columns per (model, test_group, matcher) of stage 06's scores.
+
+    Args:
+        scores: one row per (model, test_group, matcher, user): `predict.score_predictions`.
+        n_resamples: bootstrap resamples of the users (1000 gives percentiles stable to ~0.5 points).
+        level: coverage of the interval.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level = {level}: the coverage of an interval is in (0, 1), e.g. 0.95")
+    rows = []
+    for key, figures in _draws(scores, n_resamples, seed).items():
+        row = dict(zip(KEYS, key))
+        for name, draws in figures.items():
+            row[f"{name}_lo"], row[f"{name}_hi"] = _bounds(draws, level)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _family_draws(scores: pd.DataFrame, group: str, matcher: str, n_resamples: int, seed: int):
+    """(resampled figures, figures on all users) of one matcher and one group's family."""
+    part = scores[(scores["matcher"] == matcher) & (scores["test_group"].map(family) == family(group))]
+    users = np.sort(part[col.USER].unique())
+    whole = {key: _figure_draws(rows, users, np.ones((1, len(users))))
+             for key, rows in part.groupby(list(KEYS), sort=False)}
+    return _draws(part, n_resamples, seed), whole
+
+
+def _delta(draws, whole, figure: str, a: tuple[str, str], b: tuple[str, str], matcher: str,
+           level: float) -> dict[str, float]:
+    keys = [(model, group, matcher) for model, group in (a, b)]
+    for key in keys:
+        if figure not in draws.get(key, {}):
+            raise KeyError(f"no {figure!r} for model {key[0]!r} in group {key[1]!r} ({matcher} matching)")
+    lo, hi = _bounds(draws[keys[0]][figure] - draws[keys[1]][figure], level)
+    va, vb = (float(whole[key][figure][0]) for key in keys)
+    return {"a": va, "b": vb, "delta": va - vb, "lo": lo, "hi": hi}
+
+
+def paired_delta(scores: pd.DataFrame, figure: str, a: tuple[str, str], b: tuple[str, str], matcher: str = "fuzzy",
+                 n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict[str, float]:
+    """Figure of `a` minus figure of `b` (each a (model, test_group) of one family), with its paired interval.
+
+    Returns:
+        `{"a", "b", "delta", "lo", "hi"}`: both figures on all users, their difference and its interval.
+    """
+    if family(a[1]) != family(b[1]):
+        raise ValueError(f"paired_delta compares groups asked of the same users; {a[1]!r} and {b[1]!r} are not")
+    draws, whole = _family_draws(scores, a[1], matcher, n_resamples, seed)
+    return _delta(draws, whole, figure, a, b, matcher, level)
+
+
+CONTROL_FIGURES = {"I1+C": "tcp_pct", "I1-C": "tcp_pct", "I2<=20": "cpa_pct", "I2~=30": "cpa_pct",
+                   "I2>=30": "cpa_pct"}
+EFFECT_COLUMNS = ["model", "test_group", "figure", "matcher", "with", "without", "delta", "delta_lo", "delta_hi"]
+
+
+def control_effects(scores: pd.DataFrame, models: Iterable[str], matcher: str = "fuzzy",
+                    n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
+    """What the control sentence does, per model and control group: the figure with it, without it (the
+    `_nocontrol` twin, same users) and the paired difference with its interval.
+
+    TCP(+C) and CPA should rise with the sentence, TCP(−C) fall; an interval that excludes 0 says the
+    sentence changed the lists beyond what the sample of users can explain.
+    """
+    present = set(zip(scores["model"], scores["test_group"]))
+    rows = []
+    for group, figure in CONTROL_FIGURES.items():
+        twin = group + NOCONTROL
+        pairs = [m for m in models if (m, group) in present and (m, twin) in present]
+        if not pairs:
+            continue
+        draws, whole = _family_draws(scores, group, matcher, n_resamples, seed)
+        for model in pairs:
+            d = _delta(draws, whole, figure, (model, group), (model, twin), matcher, level)
+            rows.append({"model": model, "test_group": group, "figure": figure, "matcher": matcher,
+                         "with": d["a"], "without": d["b"], "delta": d["delta"], "delta_lo": d["lo"],
+                         "delta_hi": d["hi"]})
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)

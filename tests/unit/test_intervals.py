@@ -1,0 +1,114 @@
+"""Bootstrap intervals over users: hand-computed cases, pairing, and agreement with `metrics.aggregate`."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recnb import metrics
+from recnb.evaluation import intervals, predict, tables
+
+
+def score_rows(model: str, group: str, hits: list[float], **extra: list) -> list[dict]:
+    """Per-list score rows of one model in one group, user i has hits[i] (and extra[key][i])."""
+    rows = []
+    for i, hit in enumerate(hits):
+        row = {"model": model, "test_group": group, "user_id": i + 1, "matcher": "fuzzy", "hit": hit, "ndcg": hit,
+               "n_items": 10, "repeat": 0, "non_exist": 0, "in_history": 0}
+        row.update({key: values[i] for key, values in extra.items()})
+        rows.append(row)
+    return rows
+
+
+def test_resample_weights_count_draws_and_are_seeded_per_family():
+    w = intervals.resample_weights(7, 50, seed=3, name="I1+C")
+    assert w.shape == (50, 7) and (w.sum(axis=1) == 7).all() and (w >= 0).all()
+    np.testing.assert_array_equal(w, intervals.resample_weights(7, 50, seed=3, name="I1+C"))
+    assert not np.array_equal(w, intervals.resample_weights(7, 50, seed=3, name="I0"))
+    assert not np.array_equal(w, intervals.resample_weights(7, 50, seed=4, name="I1+C"))
+
+
+def test_two_users_one_hit_spans_zero_to_one():
+    # resampled HR of users {hit, miss}: 0 w.p. 1/4, 0.5 w.p. 1/2, 1 w.p. 1/4 -> 2.5th pct 0, 97.5th pct 1
+    out = intervals.bootstrap_intervals(pd.DataFrame(score_rows("m", "I0", [1.0, 0.0])), n_resamples=2000)
+    row = out.iloc[0]
+    assert (row["hr_lo"], row["hr_hi"]) == (0.0, 1.0)
+
+
+def test_constant_figure_has_a_point_interval():
+    out = intervals.bootstrap_intervals(pd.DataFrame(score_rows("m", "I0", [1.0] * 5)), n_resamples=200)
+    assert out.iloc[0]["hr_lo"] == out.iloc[0]["hr_hi"] == 1.0
+    assert out.iloc[0]["repeat_item_pct_lo"] == out.iloc[0]["repeat_item_pct_hi"] == 0.0
+
+
+def test_item_percentages_are_ratios_of_sums_and_skip_empty_resamples():
+    # user 1: 10 items, all invented; user 2: an empty answer (0 items). Every resample that holds user 1
+    # reads NonExist 100 %; one that holds only user 2 has no item, adds NaN and is skipped.
+    rows = score_rows("m", "I0", [0.0, 0.0], n_items=[10, 0], non_exist=[10, 0])
+    out = intervals.bootstrap_intervals(pd.DataFrame(rows), n_resamples=500).iloc[0]
+    assert out["non_exist_pct_lo"] == out["non_exist_pct_hi"] == 100.0
+
+
+def test_means_skip_missing_values_like_aggregate():
+    # HR is absent (NaN) for user 3: resamples average the present lists only
+    rows = score_rows("m", "I0", [1.0, 1.0, math.nan])
+    out = intervals.bootstrap_intervals(pd.DataFrame(rows), n_resamples=300).iloc[0]
+    assert out["hr_lo"] == out["hr_hi"] == 1.0
+
+
+def test_paired_difference_sees_what_two_separate_intervals_hide():
+    # A hits every user B hits, plus user 2: each resample's difference is (#draws of user 2) / 4 >= 0
+    rows = score_rows("A", "I0", [1, 1, 0, 0]) + score_rows("B", "I0", [1, 0, 0, 0])
+    scores = pd.DataFrame(rows)
+    d = intervals.paired_delta(scores, "hr", ("A", "I0"), ("B", "I0"), n_resamples=1000)
+    assert (d["a"], d["b"], d["delta"]) == (0.5, 0.25, 0.25)
+    assert d["lo"] >= 0.0 and d["hi"] <= 1.0
+    separate = intervals.bootstrap_intervals(scores, n_resamples=1000).set_index("model")
+    assert separate.loc["A", "hr_lo"] < separate.loc["B", "hr_hi"]  # unpaired, the intervals overlap
+
+
+def test_identical_models_differ_by_exactly_zero():
+    rows = score_rows("A", "I0", [1, 0, 1, 0, 1]) + score_rows("B", "I0", [1, 0, 1, 0, 1])
+    d = intervals.paired_delta(pd.DataFrame(rows), "hr", ("A", "I0"), ("B", "I0"), n_resamples=200)
+    assert d["delta"] == d["lo"] == d["hi"] == 0.0
+
+
+def test_paired_delta_refuses_groups_of_different_users():
+    rows = score_rows("A", "I0", [1, 0]) + score_rows("A", "I1+C", [1, 0])
+    with pytest.raises(ValueError, match="same users"):
+        intervals.paired_delta(pd.DataFrame(rows), "hr", ("A", "I0"), ("A", "I1+C"))
+
+
+def test_two_rows_for_one_user_are_refused():
+    rows = score_rows("A", "I0", [1, 0])
+    rows[1]["user_id"] = rows[0]["user_id"]
+    with pytest.raises(ValueError, match="one row"):
+        intervals.bootstrap_intervals(pd.DataFrame(rows))
+
+
+def test_control_effects_pair_a_group_with_its_twin():
+    rows = (score_rows("v2", "I1+C", [0, 0, 0, 0], tcp=[1.0, 0.8, 0.9, 1.0])
+            + score_rows("v2", "I1+C_nocontrol", [0, 0, 0, 0], tcp=[0.5, 0.3, 0.4, 0.6]))
+    effects = intervals.control_effects(pd.DataFrame(rows), ["v2", "absent"], n_resamples=500)
+    assert len(effects) == 1
+    e = effects.iloc[0]
+    assert e["with"] == pytest.approx(92.5) and e["without"] == pytest.approx(45.0)
+    # every user gains 40-50 points, so every resample does too
+    assert e["delta"] == pytest.approx(47.5) and 40.0 - 1e-9 <= e["delta_lo"] <= e["delta_hi"] <= 50.0 + 1e-9
+    assert "+47.5 [" in tables.effects_markdown(effects)
+
+
+def test_summary_intervals_bracket_the_figures_of_aggregate():
+    rng = np.random.default_rng(0)
+    n = 60
+    rows = score_rows("A", "I0", rng.integers(0, 2, n).astype(float).tolist(),
+                      n_items=rng.integers(0, 11, n).tolist(), repeat=rng.integers(0, 3, n).tolist())
+    scores = pd.DataFrame(rows)
+    summary = predict.summarise(scores, n_resamples=500, seed=1).iloc[0]
+    agg = metrics.aggregate(rows)
+    for figure in ("hr", "repeat_item_pct"):
+        assert summary[f"{figure}_lo"] < agg[figure] < summary[f"{figure}_hi"]
+    # same seed, same intervals
+    again = predict.summarise(scores, n_resamples=500, seed=1).iloc[0]
+    assert summary["hr_lo"] == again["hr_lo"] and summary["hr_hi"] == again["hr_hi"]
