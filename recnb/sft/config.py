@@ -51,6 +51,8 @@ class SFTConfig(StageConfig):
     max_prompt_tokens: int = param(512, "longer prompts lose their oldest history items", lo=16)
     fuzzy: bool = param(False, "also accept catalog titles within Levenshtein distance 3")
     eval_base: bool = param(True, "also score the untuned base model on the same prompts")
+    probe_users: int = param(32, "valid I1+C users of the category probe, untuned and tuned (0: skip)", lo=0)
+    probe_per_side: int = param(10, "probe candidates per user in C and outside C (teacher's top titles)", lo=1)
 
     @classmethod
     def check_together(cls, values) -> list[str]:

@@ -295,8 +295,9 @@ def decoding(cfg: SFTConfig) -> llm.Decoding:
 
 
 def stage_metrics(result: SFTResult, cfg: SFTConfig, n_records: int,
-                  valid: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """metrics.json of stage 04: training figures, valid metrics per model (`sft`, `base`) and units."""
+                  valid: dict[str, pd.DataFrame], probe: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """metrics.json of stage 04: training figures, valid metrics per model (`sft`, `base`), the
+    category probe per model (`recnb.sft.probe`; `category_auc` pulls out its headline) and units."""
     log = result.log
     steps = int(log["step"].max()) if len(log) else 0
     summaries = {name: summarise_scores(scores) for name, scores in valid.items()}
@@ -310,5 +311,7 @@ def stage_metrics(result: SFTResult, cfg: SFTConfig, n_records: int,
                   "first_loss": float(log["loss"].iloc[0]) if len(log) else None, "final_loss": result.final_loss},
         "headline": {name: {k: s["all"][k] for k in keys} for name, s in summaries.items()},
         "valid": summaries,
+        "category_auc": {name: figures["category_auc"] for name, figures in (probe or {}).items()},
+        "category_probe": probe or {},
         "units": metrics.UNITS,
     }
