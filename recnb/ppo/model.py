@@ -24,6 +24,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
+from recnb import llm
+
 ACTOR, CRITIC = "actor", "critic"
 VALUE_HEAD_FILE = "value_head.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -48,7 +50,7 @@ class ActorCritic(nn.Module):
         self.bf16 = bf16
         cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                          bias="none", task_type="CAUSAL_LM")
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), llm.peft_quiet():
             torch.manual_seed(seed)
             self.model: PeftModel = get_peft_model(sft_model, cfg, adapter_name=ACTOR)
             self.model.add_adapter(CRITIC, cfg)

@@ -44,6 +44,9 @@ def test_notebook_conventions(path: Path):
     nb = json.loads(path.read_text())
     cells = code_cells(nb)
     assert nb["cells"][0]["cell_type"] == "markdown"
+    # one kernel for the project (make install registers it): papermill, nbval and Lab all open the same one
+    assert nb["metadata"]["kernelspec"] == {"name": paths.KERNEL_NAME, "display_name": "recnb (.venv)",
+                                            "language": "python"}
     assert "".join(nb["cells"][0]["source"]).startswith(f"# {path.stem[:2]} · ")
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
