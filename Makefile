@@ -33,7 +33,7 @@ run: $(STAMP)
 	$(PY) -m recnb.run $(PARAMS) $(ARGS)
 
 ## make paper DATASET=ml-100k: the main path (skipped where `make run` left it up to date) plus the
-## ablation grid (v1, PALR, v3), then stages 06-07 over every model. --force: 06/07 of the main run
+## ablation grid (v1, PALR, v3, full-grpo, v3-grpo), then stages 06-07 over every model. --force: 06/07 of the main run
 ## are replaced by the grid's (a superset of its models).
 paper: $(STAMP)
 	$(PY) -m recnb.run params/$(DATASET).yaml --paper --force $(ARGS)

@@ -1,4 +1,4 @@
-"""Does the RL learner learn? PPO (stage 05's loop) against plain REINFORCE on the toy world.
+"""Does the RL learner learn? PPO and GRPO (stage 05's loop) against plain REINFORCE on the toy world.
 
 `recnb.ppo.toy`: a prompt asking for 3 items, 6 fruits and 6 animals, fruit pays; a 64-wide Llama
 warm-started on random well-formed answers. Both learners train the same actor LoRA (r=4,
@@ -8,10 +8,13 @@ updates, which is far less noisy than a training batch of 8.
 
 - PPO: `recnb.ppo.train_ppo` with the toy's config (`toy.PPO_SETTINGS`, overridable with
   `--set k=v`), resumed every `--every` updates (a resumed run equals an uninterrupted one).
+- GRPO: the same loop with `algorithm: grpo` (`toy.GRPO_SETTINGS`: 2 prompts x 4 answers per update,
+  no critic; `recnb.ppo.grpo`), the same `--set` overrides.
 - REINFORCE: one Adam step per batch on -(R - mean R) · Σ log π over the answer's tokens, where R
   is the answer's summed item rewards plus 10 × the list reward (what PPO is paid), no critic.
 
-    .venv/bin/python studies/rl_toy.py                          # both learners, seeds 0-5
+    .venv/bin/python studies/rl_toy.py                          # every learner, seeds 0-5
+    .venv/bin/python studies/rl_toy.py --learners ppo,grpo      # the critic-free head-to-head
     .venv/bin/python studies/rl_toy.py --set kl_loss_coef=0     # PPO without the KL term in the loss
 
 Writes `outputs/studies/rl_toy/curves.csv` and `rl_toy.png`; ends with one key=value line.
@@ -40,10 +43,11 @@ from recnb.ppo.model import ACTOR, ActorCritic
 from recnb.ppo.rollout import sample_rollout, score_rollout
 
 
-def run_ppo(model, tok, seed: int, updates: int, every: int, overrides: dict) -> list[dict]:
-    """Sampled reward of the PPO actor every `every` updates (the checkpoint carries the run on)."""
-    ac = ActorCritic(copy.deepcopy(model), seed=seed)
-    cfg = PPOConfig(**{**toy.PPO_SETTINGS, **overrides, "seed": seed, "updates": 0, "eval_every": every})
+def run_ppo(model, tok, seed: int, updates: int, every: int, overrides: dict, algorithm: str = "ppo") -> list[dict]:
+    """Sampled reward of the PPO (or GRPO) actor every `every` updates (the checkpoint carries the run on)."""
+    ac = ActorCritic(copy.deepcopy(model), seed=seed, critic=algorithm == "ppo")
+    base = toy.PPO_SETTINGS if algorithm == "ppo" else toy.GRPO_SETTINGS
+    cfg = PPOConfig(**{**base, **overrides, "seed": seed, "updates": 0, "eval_every": every})
     records, rows = toy.records(cfg.batch_size), []
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as out:
@@ -53,7 +57,8 @@ def run_ppo(model, tok, seed: int, updates: int, every: int, overrides: dict) ->
                 log = train_ppo(ac, tok, records, records, toy.FruitScorer(), cfg, Path(out), resume=done > every)
             ac.use_actor()
             rows.append({"update": done, **toy.sampled_reward(ac.model, tok),
-                         "train_reward": log["list_reward"].iloc[-every:].mean()})
+                         "train_reward": log["list_reward"].iloc[-every:].mean(),
+                         "s_per_update": float(log[["t_generate", "t_score", "t_train"]].iloc[-every:].sum(1).mean())})
     return rows
 
 
@@ -113,7 +118,7 @@ def plot(curves: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--learners", default="ppo,reinforce", help="comma list of ppo, reinforce")
+    ap.add_argument("--learners", default="ppo,grpo,reinforce", help="comma list of ppo, grpo, reinforce")
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--updates", type=int, default=32)
     ap.add_argument("--every", type=int, default=8, help="updates between sampled-reward evaluations")
@@ -130,12 +135,12 @@ def main() -> None:
     for learner in args.learners.split(","):
         for seed in map(int, args.seeds.split(",")):
             t0 = time.perf_counter()
-            if learner == "ppo":
-                curve = run_ppo(model, tok, seed, args.updates, args.every, overrides)
+            if learner in ("ppo", "grpo"):
+                curve = run_ppo(model, tok, seed, args.updates, args.every, overrides, learner)
             elif learner == "reinforce":
                 curve = run_reinforce(model, tok, seed, args.updates, args.every, args.reinforce_lr)
             else:
-                raise SystemExit(f"--learners: {learner!r} unknown; use ppo, reinforce")
+                raise SystemExit(f"--learners: {learner!r} unknown; use ppo, grpo, reinforce")
             seconds = time.perf_counter() - t0
             rows += [{"learner": learner, "seed": seed, "update": 0, **start, "seconds": 0.0}]
             rows += [{"learner": learner, "seed": seed, **r, "seconds": seconds} for r in curve]
@@ -149,10 +154,13 @@ def main() -> None:
     last = curves[curves["update"] == args.updates].groupby("learner")
     summary = (last["reward"].mean() - start["reward"]).round(3)
     spread = last["reward"].std().round(3)
+    pace = curves[curves["update"] > 0].groupby("learner")["s_per_update"].mean().dropna().round(3) \
+        if "s_per_update" in curves else pd.Series(dtype=float)
     print(curves.pivot_table(index="update", columns="learner", values="reward", aggfunc="mean").round(3))
     print(record.summary_line("rl_toy", start_reward=start["reward"],
                               **{f"{k}_gain": float(summary[k]) for k in summary.index},
                               **{f"{k}_gain_sd": float(spread[k]) for k in spread.index},
+                              **{f"{k}_s_per_update": float(pace[k]) for k in pace.index},
                               **({"set": ",".join(args.set)} if args.set else {})))
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from recnb.params import REF_STAGE_DIR, StageConfig, param, tasks_problem, varia
 from recnb.tasks import RL_TASKS
 
 REWARDS = ("full", "list")  # item + list rewards (Ours_full), list reward only (Ours_v3)
+ALGORITHMS = ("ppo", "grpo")  # the paper's PPO with a critic; critic-free group-relative (`recnb.ppo.grpo`)
 # Settings a resumed run may change (`recnb.ppo.loop.train_ppo`): they do not alter what was trained.
 RESUMABLE = ("updates", "resume", "threads")
 
@@ -24,9 +25,12 @@ class PPOConfig(StageConfig):
                          ref=REF_STAGE_DIR)
     reward: str = param("full", "'full': item + list rewards (Ours_full); 'list': list reward only (Ours_v3)",
                         choices=REWARDS)
+    algorithm: str = param("ppo", "'ppo' (the paper: actor + critic, GAE) or 'grpo' (no critic: advantages within "
+                           "groups of answers to one prompt)", choices=ALGORITHMS)
+    group_size: int = param(4, "grpo: answers sampled per prompt (batch_size / group_size prompts per update)", lo=2)
     tasks: str | list = param("all", "RL prompts trained on: 'all' (paper) or tasks/prefixes", types=(str, list))
     updates: int = param(4, "PPO updates (one rollout batch each)", lo=1)
-    batch_size: int = param(8, "prompts sampled per update", lo=1)
+    batch_size: int = param(8, "answers sampled per update (ppo: one per prompt)", lo=1)
     minibatch_size: int = param(4, "sequences per gradient step", lo=1)
     ppo_epochs: int = param(2, "passes over each rollout batch", lo=1)
     lr: float = param(5e-06, "actor learning rate (paper: 5e-6)", lo=0, lo_open=True)
@@ -63,6 +67,13 @@ class PPOConfig(StageConfig):
         if values["batch_size"] % values["minibatch_size"]:
             problems.append(f"batch_size = {values['batch_size']} must be a multiple of "
                             f"minibatch_size = {values['minibatch_size']}")
+        if values["algorithm"] == "grpo":
+            if values["batch_size"] % values["group_size"]:
+                problems.append(f"batch_size = {values['batch_size']} must be a multiple of group_size = "
+                                f"{values['group_size']} (grpo answers each prompt group_size times)")
+            if values["kl_coef"] != 0:
+                problems.append(f"kl_coef = {values['kl_coef']}: grpo keeps the KL in the loss (kl_loss_coef); "
+                                "set kl_coef = 0")
         if not str(values["sft_dir"]).startswith("04_sft_unsloth"):
             problems.append(f"sft_dir = {values['sft_dir']!r} must name a stage-04 dir (04_sft_unsloth[-variant])")
         return [p for p in problems if p]

@@ -23,7 +23,10 @@ reward's sampled-token KL penalty only acts on tokens the policy happens to draw
 the list's format tokens (numbering, newlines, EOS), which no reward pays for, drift as LoRA updates
 for the titles spill over; the exact KL holds them (`studies/rl_toy.py`).
 
-Checkpoints (`checkpoint/`: both adapters, value head, optimiser, torch RNG, step) are written
+`algorithm: grpo` swaps the update for `recnb.ppo.grpo.grpo_update` (no critic): everything in this
+module (prompt order, validation, best actor, checkpoints, resume) is the same for both.
+
+Checkpoints (`checkpoint/`: the adapters, value head, optimiser, torch RNG, step) are written
 after every update, so `resume=True` continues where a run stopped with the same prompts and samples.
 """
 
@@ -37,12 +40,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from recnb import artifacts as col
-from recnb import metrics
+from recnb import metrics, progress
 from recnb.answer import parse_titles
 from recnb.ppo.config import RESUMABLE, PPOConfig
+from recnb.ppo.grpo import grpo_update
 from recnb.ppo.model import ACTOR, CRITIC, ActorCritic
 from recnb.ppo.rollout import Scorer, sample_rollout
 from recnb.ppo.update import batch_records, make_optimizer, ppo_update, reward_stats
@@ -120,10 +123,11 @@ def evaluate(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cf
 
 def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict], scorer: Scorer,
               cfg: PPOConfig, out_dir: Path, resume: bool = False, settings: dict | None = None) -> pd.DataFrame:
-    """Run `cfg.updates` PPO updates, evaluating every `eval_every`; returns the `ppo_log.csv` frame.
+    """Run `cfg.updates` updates (PPO, or GRPO with `algorithm: grpo` on an `ac` without critic),
+    evaluating every `eval_every`; returns the `ppo_log.csv` frame.
 
     Writes `adapter/` (best actor by mean validation list reward, the SFT start included),
-    `adapter_last/`, `critic/` (LoRA + value head), `ppo_log.csv` and `checkpoint/`.
+    `adapter_last/`, `critic/` (LoRA + value head; PPO only), `ppo_log.csv` and `checkpoint/`.
 
     Args:
         settings: what the run was started with (the notebook's params; default: `cfg`). It is stored
@@ -131,6 +135,8 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
             (only `updates`, `resume` and `threads` may change), so a resumed run never mixes two.
     """
     out_dir = Path(out_dir)
+    if ac.has_critic != (cfg.algorithm == "ppo"):
+        raise ValueError(f"algorithm = {cfg.algorithm!r} needs an ActorCritic with critic={cfg.algorithm == 'ppo'}")
     settings = _plain_settings(settings if settings is not None else dataclasses.asdict(cfg))
     opt = make_optimizer(ac, cfg)
     valid = valid[: cfg.eval_size]
@@ -138,10 +144,14 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
     if start == 0:  # evaluate the SFT start: "best" must beat it to replace it
         rows = [{"update": 0, **evaluate(ac, tokenizer, valid, scorer, cfg)}]
         best = _keep_best(ac, rows[0], best, out_dir)
-    bar = tqdm(range(start, cfg.updates), desc="ppo", initial=start, total=cfg.updates)
+    bar = progress.bar(range(start, cfg.updates), desc=cfg.algorithm, initial=start, total=cfg.updates)
     for update in bar:
-        row = {"update": update + 1, **ppo_update(ac, opt, tokenizer, batch_records(prompts, cfg.batch_size,
-                                                                                    cfg.seed, update), scorer, cfg)}
+        if cfg.algorithm == "grpo":  # batch_size answers: batch_size / group_size prompts, group_size times each
+            batch = batch_records(prompts, cfg.batch_size // cfg.group_size, cfg.seed, update)
+            row = {"update": update + 1, **grpo_update(ac, opt, tokenizer, batch, scorer, cfg)}
+        else:
+            batch = batch_records(prompts, cfg.batch_size, cfg.seed, update)
+            row = {"update": update + 1, **ppo_update(ac, opt, tokenizer, batch, scorer, cfg)}
         if (update + 1) % cfg.eval_every == 0 or update + 1 == cfg.updates:
             row.update(evaluate(ac, tokenizer, valid, scorer, cfg))
             best = _keep_best(ac, row, best, out_dir)
@@ -149,7 +159,8 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
         bar.set_postfix(reward=f"{row['list_reward']:.3f}", kl=f"{row['kl']:.3f}")
         save_checkpoint(ac, opt, out_dir, update + 1, best, rows, settings)
     ac.save_adapter(ACTOR, out_dir / col.ADAPTER_LAST_DIR)
-    ac.save_adapter(CRITIC, out_dir / col.CRITIC_DIR)
+    if ac.has_critic:
+        ac.save_adapter(CRITIC, out_dir / col.CRITIC_DIR)
     return pd.DataFrame(rows)
 
 
@@ -185,7 +196,8 @@ def save_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path, 
     ckpt, tmp, old = out_dir / CHECKPOINT, out_dir / f"{CHECKPOINT}.tmp", out_dir / f"{CHECKPOINT}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     ac.save_adapter(ACTOR, tmp / ACTOR)
-    ac.save_adapter(CRITIC, tmp / CRITIC)
+    if ac.has_critic:
+        ac.save_adapter(CRITIC, tmp / CRITIC)
     torch.save({"step": step, "best": best, "optimizer": opt.state_dict(), "rng": torch.get_rng_state()},
                tmp / STATE_FILE)
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1, sort_keys=True))
@@ -224,7 +236,8 @@ def load_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path,
                              "restore them, or set resume = False to start over (the runner needs --force)")
     state = torch.load(ckpt / STATE_FILE, weights_only=True)
     ac.load_adapter(ACTOR, ckpt / ACTOR)
-    ac.load_adapter(CRITIC, ckpt / CRITIC)
+    if ac.has_critic:
+        ac.load_adapter(CRITIC, ckpt / CRITIC)
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     log = pd.read_csv(ckpt / LOG_FILE)

@@ -36,6 +36,7 @@ class ActorCritic(nn.Module):
 
     Args:
         sft_model: base model with the SFT adapter already merged (its weights stay frozen).
+        critic: False for critic-free RL (`recnb.ppo.grpo`): no critic adapter, no value head.
         lora_r: LoRA rank of both adapters.
         lora_alpha: LoRA alpha of both adapters.
         seed: initialises the adapters and the value head without touching the global RNG.
@@ -45,20 +46,21 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, sft_model: PreTrainedModel, lora_r: int = 4, lora_alpha: int = 2, seed: int = 0,
-                 bf16: bool = False):
+                 bf16: bool = False, critic: bool = True):
         super().__init__()
-        self.bf16 = bf16
+        self.bf16, self.has_critic = bf16, critic
         cfg = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear",
                          bias="none", task_type="CAUSAL_LM")
         with torch.random.fork_rng(devices=[]), llm.peft_quiet():
             torch.manual_seed(seed)
             self.model: PeftModel = get_peft_model(sft_model, cfg, adapter_name=ACTOR)
-            self.model.add_adapter(CRITIC, cfg)
-            hidden = sft_model.config.hidden_size
-            self.value_head = nn.Linear(hidden, 1)
-            nn.init.zeros_(self.value_head.weight)
-            nn.init.zeros_(self.value_head.bias)
-        self.value_head.to(next(sft_model.parameters()).device)
+            self.value_head = None
+            if critic:
+                self.model.add_adapter(CRITIC, cfg)
+                self.value_head = nn.Linear(sft_model.config.hidden_size, 1)
+                nn.init.zeros_(self.value_head.weight)
+                nn.init.zeros_(self.value_head.bias)
+                self.value_head.to(next(sft_model.parameters()).device)
         self.model.set_adapter(ACTOR)
         self.model.eval()  # no dropout anywhere: rollout and update log-probs must agree exactly
 

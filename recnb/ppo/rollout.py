@@ -103,13 +103,35 @@ def place_scores(char_ends: Sequence[int], item_ends: Sequence[int], item_reward
         list_reward: the already scaled R_list.
         length: number of real response tokens (EOS included).
     """
+    return place_on_tokens(item_end_tokens(char_ends, item_ends, length), item_rewards, list_reward, length)
+
+
+def place_on_tokens(item_tokens: Sequence[int], item_rewards: Sequence[float], list_reward: float,
+                    length: int) -> torch.Tensor:
+    """Scores `(length,)`: each item reward on its end token, `list_reward` on the last real token."""
     score = torch.zeros(length)
-    for end, reward in zip(item_ends, item_rewards, strict=True):
-        token = next((t for t, e in enumerate(char_ends[:length]) if e >= end), length - 1)
+    for token, reward in zip(item_tokens, item_rewards, strict=True):
         score[token] += reward
     if length:
         score[length - 1] += list_reward
     return score
+
+
+def item_end_tokens(char_ends: Sequence[int], item_ends: Sequence[int], length: int) -> list[int]:
+    """Index of the token that holds each item's last character (the first token ending at or past it;
+    the last real token when the text was cut). PPO pays R_item there; GRPO's item credit spans from the
+    token after the previous item's to it (`recnb.ppo.grpo`)."""
+    return [next((t for t, e in enumerate(char_ends[:length]) if e >= end), length - 1) for end in item_ends]
+
+
+def answer_items(rollout: Rollout, row: int, tokenizer: PreTrainedTokenizerBase) -> tuple[list, list[int], int]:
+    """(parsed lines, each line's end token, number of real tokens) of one sampled answer."""
+    length = int(rollout.response_mask[row].sum())
+    ids = rollout.response_ids[row, :length].tolist()
+    text = rollout.texts[row]
+    lines = answer.parse_lines(text)
+    ends = token_char_ends(tokenizer, ids, text)
+    return lines, item_end_tokens(ends, [line.end for line in lines], length), length
 
 
 class ScoreLike(Protocol):
@@ -132,15 +154,11 @@ def score_rollout(rollout: Rollout, records: list[dict], tokenizer: PreTrainedTo
     """
     scores = torch.zeros_like(rollout.response_mask)
     results = []
-    for row, (record, text) in enumerate(zip(records, rollout.texts)):
-        length = int(rollout.response_mask[row].sum())
-        ids = rollout.response_ids[row, :length].tolist()
-        lines = answer.parse_lines(text)
+    for row, record in enumerate(records):
+        lines, tokens, length = answer_items(rollout, row, tokenizer)
         result = scorer(record, [line.title for line in lines])
         rewards = list(result.item_rewards) if item_rewards else [0.0] * len(lines)
-        ends = token_char_ends(tokenizer, ids, text)
-        scores[row, :length] = place_scores(ends, [line.end for line in lines], rewards,
-                                            list_reward_scale * result.list_reward, length)
+        scores[row, :length] = place_on_tokens(tokens, rewards, list_reward_scale * result.list_reward, length)
         results.append(result)
     return scores, results
 

@@ -29,6 +29,9 @@ K = 3
 PPO_SETTINGS = {"batch_size": 8, "minibatch_size": 4, "ppo_epochs": 4, "max_new_tokens": 16, "lr": 1e-2,
                 "critic_lr": 3e-2, "kl_coef": 0.05, "kl_loss_coef": 0.2, "ent_coef": 0.0, "target_kl": 0.1,
                 "cliprange_value": 0.0, "eval_size": 8}
+# GRPO on the toy: the same answers per update (8 = 2 prompts x 4), the same exact KL in the loss; no critic.
+GRPO_SETTINGS = {**{k: v for k, v in PPO_SETTINGS.items() if k not in ("critic_lr", "cliprange_value")},
+                 "algorithm": "grpo", "group_size": 4, "kl_coef": 0.0}
 MESSAGES = [{"role": "system", "content": "You are an expert recommender engine."},
             {"role": "user", "content": f"Recommend {K} items."}]
 

@@ -61,11 +61,12 @@ def prepare_batch(ac: ActorCritic, rollout: Rollout, scores: torch.Tensor, cfg: 
 
 
 def make_optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
-    """Adam over the actor LoRA, the critic LoRA and the value head (base weights stay frozen)."""
-    return torch.optim.Adam([
-        {"params": ac.adapter_params(ACTOR), "lr": cfg.lr},
-        {"params": ac.adapter_params(CRITIC) + list(ac.value_head.parameters()), "lr": cfg.critic_lr},
-    ])
+    """Adam over the actor LoRA, and the critic LoRA and value head where there is a critic (base
+    weights stay frozen)."""
+    groups = [{"params": ac.adapter_params(ACTOR), "lr": cfg.lr}]
+    if ac.has_critic:
+        groups.append({"params": ac.adapter_params(CRITIC) + list(ac.value_head.parameters()), "lr": cfg.critic_lr})
+    return torch.optim.Adam(groups)
 
 
 def optimise_minibatch(ac: ActorCritic, opt: torch.optim.Optimizer, b: PPOBatch, rows: torch.Tensor,
