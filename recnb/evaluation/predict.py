@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from recnb import artifacts as col
-from recnb import llm, metrics, paths
+from recnb import llm, metrics, paths, progress
 from recnb.answer import format_item_list, parse_titles
 from recnb.catalog import Catalog
 from recnb.evaluation import intervals
@@ -228,7 +227,7 @@ def score_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     """One row per (prediction, matcher): `recnb.metrics.measure_record` (the scoring of stages 04
     and 05) on the stored matching, plus HR/NDCG@5."""
     rows = []
-    for rec in tqdm(preds.to_dict("records"), desc="score", leave=False):
+    for rec in progress.bar(preds.to_dict("records"), desc="score", leave=False):
         for matcher, column in MATCHERS.items():
             items = [None if i is None or pd.isna(i) else int(i) for i in rec[column]]
             m = metrics.measure_record(rec, items, list(rec["titles"]), catalog)

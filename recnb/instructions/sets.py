@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from recnb import artifacts as col
-from recnb import record
+from recnb import progress, record
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
 from recnb.instructions.build import (
@@ -193,7 +192,7 @@ def token_lengths(files: dict[str, list[dict[str, Any]]], tokenizer: Any) -> pd.
         tokenizer: a Hugging Face tokenizer with a chat template (`recnb.llm.load_tokenizer`).
     """
     records = []
-    bar = tqdm(total=sum(len(rows) for rows in files.values()), desc="tokenizing", unit="row")
+    bar = progress.bar(total=sum(len(rows) for rows in files.values()), desc="tokenizing", unit="row")
     for name, rows in files.items():
         for row in rows:
             bar.update()

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from recnb import artifacts as col
+from recnb.progress import bar as progress_bar
 from recnb.sasrec.config import SASRecConfig
 from recnb.sasrec.evaluate import evaluate_split, popularity_vector
 from recnb.sasrec.model import PAD, Architecture, SASRec
@@ -83,7 +83,7 @@ def train_sasrec(model: SASRec, splits: pd.DataFrame, cfg: SASRecConfig,
     windows = torch.from_numpy(training_windows(splits[col.TRAIN_ITEMS], model.cfg.max_len, cfg.window_stride))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, since_best, log = -1.0, None, 0, []
-    bar = tqdm(range(1, cfg.epochs + 1), desc="SASRec", unit="epoch", disable=not progress)
+    bar = progress_bar(range(1, cfg.epochs + 1), desc="SASRec", unit="epoch", disable=not progress)
     for epoch in bar:
         t0, cpu0 = time.perf_counter(), time.process_time()
         loss = train_epoch(model, windows, opt, cfg.batch_size, gen)

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from recnb import llm, prompts
 from recnb.catalog import Catalog
+from recnb.progress import bar
 
 
 def auc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -77,7 +77,7 @@ def category_probe(model, tokenizer, cases: list[dict], catalog: Catalog, max_pr
     """
     aucs: dict[str, list[float]] = {"ctl": [], "noctl": []}
     shifts = []
-    for case in tqdm(cases, desc="category probe", leave=False, disable=not progress):
+    for case in bar(cases, desc="category probe", leave=False, disable=not progress):
         titles = [f" {catalog.title(i)}\n" for i in case["inside"] + case["outside"]]
         n_in = len(case["inside"])
         per_token = {}

@@ -29,7 +29,7 @@ from trl import SFTConfig as TrlSFTConfig
 from trl import SFTTrainer
 
 from recnb import artifacts as col
-from recnb import llm, metrics
+from recnb import llm, metrics, progress
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
 from recnb.sft.config import SFTConfig
@@ -72,7 +72,8 @@ def grad_accumulation(cfg: SFTConfig) -> int:
 
 
 class TokenRateCallback(TrainerCallback):
-    """Adds `tokens_per_s` (trained tokens incl. prompts, since the last log) to every log line."""
+    """Adds `tokens_per_s` (trained tokens incl. prompts, since the last log) to every log line, and
+    reports step, loss and rate to the runner's live line (`recnb.progress`)."""
 
     def __init__(self) -> None:
         self._last = (time.perf_counter(), 0.0)
@@ -84,6 +85,9 @@ class TokenRateCallback(TrainerCallback):
             last_t, last_n = self._last
             logs["tokens_per_s"] = self.rates[state.global_step] = round((tokens - last_n) / max(now - last_t, 1e-9), 1)
             self._last = (now, tokens)
+        if logs is not None and "loss" in logs:
+            progress.report(f"SFT step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f} "
+                            f"{logs.get('tokens_per_s', 0):.0f} tokens/s")
 
 
 class CompletionSFTTrainer(SFTTrainer):

@@ -292,3 +292,20 @@ def test_stage_seconds_join_metrics_json_and_a_missing_one_is_an_error(tmp_path)
     record.write_json(stage / "metrics.json", {"test": {"hr@10": 0.5}})
     run.record_seconds(stage, 12.345)
     assert record.read_json(stage / "metrics.json") == {"test": {"hr@10": 0.5}, "stage_seconds": 12.3}
+
+
+def test_the_kernel_process_logs_to_a_file_not_to_the_terminal(tmp_path, capfd):
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('import os\nos.write(2, b"from the kernel process\\n")\nprint("in the notebook")')]
+    nb.metadata["kernelspec"] = {"name": paths.KERNEL_NAME, "display_name": "recnb (.venv)", "language": "python"}
+    src, out, log = tmp_path / "in.ipynb", tmp_path / "out.ipynb", tmp_path / "k.log"
+    nbformat.write(nb, src)
+    papermill.execute_notebook(str(src), str(out), kernel_name=paths.KERNEL_NAME, progress_bar=False,
+                               kernel_manager_class=run.kernel_logged_to(log))
+    assert "from the kernel process" in log.read_text()
+    assert "in the notebook" in out.read_text()
+    captured = capfd.readouterr()
+    assert "from the kernel process" not in captured.err + captured.out

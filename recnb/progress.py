@@ -1,0 +1,80 @@
+"""One live progress line in the runner's terminal while a stage's notebook runs.
+
+A notebook's progress bars belong to the notebook (tqdm's widgets, one line each in the saved file);
+the terminal that started `python -m recnb.run` would see nothing move for the 20 minutes of an SFT
+stage. So the runner names a status file in `RECNB_PROGRESS_FILE` (kernels inherit the variable),
+every long loop in `recnb` reports its position there (`bar`, `report`), and the runner shows the
+latest line next to its stage bar (`watch`). Without the variable (JupyterLab, nbval, tests) the
+reports are no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+ENV = "RECNB_PROGRESS_FILE"
+MIN_INTERVAL_S = 0.5  # at most two writes a second
+
+
+_last_write = 0.0
+
+
+def report(text: str, force: bool = False) -> None:
+    """Write `text` as the current status line (atomic rename; throttled unless `force`)."""
+    global _last_write
+    target = os.environ.get(ENV)
+    now = time.monotonic()
+    if not target or (not force and now - _last_write < MIN_INTERVAL_S):
+        return
+    _last_write = now
+    path = Path(target)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(" ".join(text.split()))
+    tmp.replace(path)
+
+
+class _ReportingBar(tqdm):
+    """tqdm.auto's bar (a widget in a notebook) that also reports its position to the status file."""
+
+    def update(self, n: float | None = 1) -> bool | None:
+        shown = super().update(n)
+        total = f"/{self.total:.0f}" if self.total else ""
+        postfix = f" {self.postfix}" if self.postfix else ""
+        report(f"{self.desc} {self.n:.0f}{total}{postfix}", force=self.total is not None and self.n >= self.total)
+        return shown
+
+
+def bar(*args, **kwargs) -> tqdm:
+    """`tqdm.auto.tqdm(*args, **kwargs)` that also feeds the runner's live line."""
+    return _ReportingBar(*args, **kwargs)
+
+
+def watch(status_file: Path, show: Callable[[str], None], every_s: float = 1.0) -> Callable[[], None]:
+    """Call `show(line)` whenever the status file changes, from a daemon thread; returns `stop()`."""
+    done = threading.Event()
+
+    def loop() -> None:
+        seen = None
+        while not done.wait(every_s):
+            try:
+                line = status_file.read_text()
+            except FileNotFoundError:
+                continue
+            if line != seen:
+                seen = line
+                show(line)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(timeout=2 * every_s)
+
+    return stop

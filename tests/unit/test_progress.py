@@ -1,0 +1,29 @@
+"""The runner's live line: loops report to a status file only when the runner names one."""
+
+import time
+
+from recnb import progress
+
+
+def test_reports_are_no_ops_without_the_runner(tmp_path, monkeypatch):
+    monkeypatch.delenv(progress.ENV, raising=False)
+    progress.report("SFT step 1/70", force=True)
+    for _ in progress.bar(range(3), disable=True):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bar_reports_its_position_and_the_watcher_shows_each_new_line(tmp_path, monkeypatch):
+    status = tmp_path / "04_sft_unsloth.progress"
+    monkeypatch.setenv(progress.ENV, str(status))
+    seen = []
+    stop = progress.watch(status, seen.append, every_s=0.05)
+    for _ in progress.bar(range(4), desc="generate", mininterval=0):
+        pass
+    time.sleep(0.3)
+    stop()
+    assert status.read_text() == "generate 4/4"  # the last step is always written, whatever the throttle
+    assert seen and seen[-1] == "generate 4/4"
+    progress.report("SFT  step 2/70\n loss 1.5", force=True)
+    assert status.read_text() == "SFT step 2/70 loss 1.5"  # one line, whitespace collapsed
+    assert not (tmp_path / "04_sft_unsloth.progress.tmp").exists()
