@@ -1,11 +1,12 @@
 """Stage 06: every model answers the fixed test prompts; Tables 2-5 from the scored answers.
 
 `predict` generates and scores, `constrained` decodes under the catalog-title trie, `tables`
-writes the paper's tables, `intervals` the bootstrap intervals over users, `generalization` the
-MMLU / GSM8K columns.
+writes the paper's tables, `intervals` the bootstrap intervals over users, `findings` the closing
+sentences, `generalization` the MMLU / GSM8K columns.
 """
 
 from recnb.evaluation.config import EvalConfig
+from recnb.evaluation.findings import eval_findings
 from recnb.evaluation.intervals import bootstrap_intervals, control_effects, paired_delta
 from recnb.evaluation.predict import (
     ModelSpec,
@@ -18,8 +19,8 @@ from recnb.evaluation.predict import (
     summarise,
     write_outputs,
 )
-from recnb.evaluation.tables import write_control_effects, write_tables
+from recnb.evaluation.tables import to_markdown, write_control_effects, write_tables
 
-__all__ = ["EvalConfig", "ModelSpec", "bootstrap_intervals", "control_effects", "load_test_prompts",
+__all__ = ["EvalConfig", "ModelSpec", "bootstrap_intervals", "control_effects", "eval_findings", "load_test_prompts",
            "match_predictions", "metrics_dict", "paired_delta", "predict_all", "resolve_models", "score_predictions",
-           "summarise", "write_control_effects", "write_outputs", "write_tables"]
+           "summarise", "to_markdown", "write_control_effects", "write_outputs", "write_tables"]

@@ -117,17 +117,21 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]] | None = None) -> str:
+def to_markdown(table: pd.DataFrame, name: str, extra: dict[str, dict[str, str]] | None = None,
+                matchers: tuple[str, ...] | None = None) -> str:
     """Markdown of a numeric table, one block per matcher, best per column in bold.
 
     Args:
         extra: additional text columns per model (e.g. Table 5's MMLU / GSM8K), `{column: {model: text}}`.
+        matchers: only these matchers' blocks (default: every matcher in the table).
     """
     title, columns = TABLES[name]
     lines = [f"### {title}", ""]
     non_exist = table.attrs.get("non_exist_pct", {})
     daggers = False
     for matcher, part in table.groupby("matcher", sort=False):
+        if matchers is not None and matcher not in matchers:
+            continue
         lines += [f"Title matching: **{matcher}**" + (" (paper convention)" if matcher == "fuzzy" else ""), ""]
         headers = ["model", *[c.name for c in columns], *(extra or {})]
         lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

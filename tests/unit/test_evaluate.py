@@ -157,6 +157,8 @@ def test_intervals_become_csv_bounds_and_markdown_plus_minus(tmp_path):
     md = tables.to_markdown(table, "table3")
     assert "| A | 0.2000 | 0.1000 | **80.00** ±5.00 (10.00 ±5.00) |" in md and tables.INTERVAL_NOTE in md
     assert "±" not in tables.to_markdown(tables.build_table(_summary(), "table3", ["A", "B"]), "table3")
+    fuzzy_only = tables.to_markdown(table, "table3", matchers=("fuzzy",))
+    assert "**fuzzy**" in fuzzy_only and "**exact**" not in fuzzy_only and fuzzy_only.count("| A |") == 1
 
 
 def test_popularity_answers_the_most_popular_unseen_items_filtered_by_intent(catalog):
@@ -246,3 +248,22 @@ def test_load_test_prompts_draws_users_per_group_and_keeps_twins_paired(tmp_path
     assert evaluate.load_test_prompts(path, 3, seed=0).equals(test)  # seeded: same subset again
     with pytest.raises(FileNotFoundError, match="run stage 03_instructions"):
         evaluate.load_test_prompts(tmp_path / "missing.jsonl")
+
+
+def test_findings_read_the_numbers_with_their_intervals():
+    from recnb.evaluation import findings
+
+    rows = []
+    for model, hr, ill in (("SASRec", 0.6, 0.0), ("Popularity", 0.1, 0.0), ("v2", 0.2, 40.0), ("full", 0.3, 20.0)):
+        rows.append({"model": model, "test_group": "I0", "matcher": "fuzzy", "hr": hr, "hr_lo": hr - 0.1,
+                     "hr_hi": hr + 0.1, "repeat_item_pct": ill, "non_exist_pct": 0.0, "in_history_pct": 0.0,
+                     "n_lists": 50})
+    effects = pd.DataFrame([
+        {"model": "v2", "test_group": "I1+C", "with": 90.0, "without": 60.0, "delta": 30.0, "delta_lo": 20.0, "delta_hi": 40.0},
+        {"model": "v2", "test_group": "I1-C", "with": 50.0, "without": 40.0, "delta": 10.0, "delta_lo": 2.0, "delta_hi": 18.0},
+        {"model": "full", "test_group": "I1+C", "with": 70.0, "without": 65.0, "delta": 5.0, "delta_lo": -3.0, "delta_hi": 12.0}])
+    text = findings.eval_findings(pd.DataFrame(rows), effects)
+    assert "SASRec 0.600 [0.500, 0.700], Popularity 0.100 [0.000, 0.200]; the best LLM, full, 0.300 [0.200, 0.400], is below" in text
+    assert "v2: the sentence moves TCP(+C) 90 vs 60 without it, +30 [+20, +40]: as asked; TCP(−C) 50 vs 40 without it, +10 [+2, +18]: against the request." in text
+    assert "full: the sentence moves TCP(+C) 70 vs 65 without it, +5 [-3, +12]: within noise." in text
+    assert "v2 40.0, full 20.0" in text
