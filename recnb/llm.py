@@ -299,7 +299,9 @@ class ListOverflow(StoppingCriteria):
     From then on no token can change a metric: the parser keeps only numbered lines once one exists
     (`recnb.answer.parse_lines`), so later lines only append entries; the first K entries are fixed
     and the count is already past k (CorrectCount fails as it would). Rows that end with EOS stop as
-    before. Checked only at line breaks, by parsing the row's answer so far.
+    before. Checked only at line breaks, by parsing the complete lines of the row's answer so far.
+    Greedy decoding (stage 06) gives every other row the same tokens; under sampling, a batch that
+    stops early draws fewer random numbers, so later batches sample differently.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int, limits: list[int]) -> None:
@@ -313,7 +315,9 @@ class ListOverflow(StoppingCriteria):
         at_break = torch.isin(input_ids[:, -1].cpu(), self.newlines) & ~self.done
         for row in at_break.nonzero().flatten().tolist():
             text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
-            lines = parse_lines(text)
+            # complete lines only: a token may carry text past its line break, and that fragment could
+            # still parse differently once its line is finished
+            lines = parse_lines(text[: max(text.rfind("\n"), text.rfind("\r")) + 1])
             if len(lines) > self.limits[row] and any(line.numbered for line in lines):
                 self.done[row] = True
         return self.done.clone().to(input_ids.device)
@@ -334,6 +338,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
             k numbered items (`ListOverflow`; every metric is unchanged, the raw text is shorter).
     """
     d = decoding
+    if item_limits is not None and d.num_beams > 1:
+        raise ValueError("item_limits stops rows of greedy or sampled decoding; beam search (num_beams > 1) keeps "
+                         "several rows per prompt: pass item_limits=None")
     texts = render_prompts(tokenizer, messages_list, d.max_prompt_tokens)
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])

@@ -402,13 +402,17 @@ def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
             return f"{cell(model, group, metric):.{digits}f}" + ("" if math.isnan(half) else f"±{half:.{digits}f}")
 
         effects_file = out_root / "06_eval" / "control_effects.csv"
-        effects = pd.read_csv(effects_file).set_index(["model", "test_group"]) if effects_file.exists() else None
+        effects = pd.read_csv(effects_file) if effects_file.exists() else None
+        if effects is not None:
+            effects = effects[effects.get("matcher", pd.Series("fuzzy", index=effects.index)) == "fuzzy"]
+            effects = effects.set_index(["model", "test_group"])
 
         def effect(model: str, group: str) -> str:
             if effects is None or (model, group) not in effects.index:
                 return "–"
             e = effects.loc[(model, group)]
-            return f"{e['delta']:+.0f} [{e['delta_lo']:+.0f},{e['delta_hi']:+.0f}]"
+            bounds = "" if math.isnan(e["delta_lo"]) else f" [{e['delta_lo']:+.0f},{e['delta_hi']:+.0f}]"
+            return f"{e['delta']:+.0f}{bounds}"
 
         lines.append("  stage 06 (fuzzy matching; ± half the 95 % interval over users; (…) = without the control "
                      "sentence; Δ = with − without, paired 95 % interval):")

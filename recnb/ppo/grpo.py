@@ -21,10 +21,14 @@ and no value head: an answer's advantage is measured against the other answers t
   R_item). Tokens after the last item (the final newline, EOS) carry only the list advantage.
   Rank-GRPO (arXiv 2510.20150) credits ranks the same way; normalising per position keeps a list's
   first slot, which the teacher's rank rewards most, from drowning the later ones.
+- **Loss**: PPO's clipped surrogate on these advantages, averaged over all response tokens of the
+  minibatch (as our PPO; DeepSeekMath averages per answer first), minus `ent_coef` × entropy.
 - **KL** in the loss, not in the reward: `kl_loss_coef · KL(π ‖ π_ref)`, exact over the vocabulary at
   every response position (GRPO's k3 estimator is its sampled, unbiased stand-in). A per-token
   penalty in the reward would be shifted away by the group normalisation, and the exact KL also holds
   the format tokens no reward pays for (see `recnb.ppo.loop`). `kl_coef` (the reward's penalty) must be 0.
+- Unused under grpo: the critic's settings (`critic_lr`, `vf_coef`, `cliprange_value`), GAE's `gamma`
+  and `lam`, and `list_reward_scale` (a scale is standardised away within the group).
 
 Why our loop and not trl's `GRPOTrainer`: it pays one scalar per completion (per-token advantages
 need a subclass of its loss), samples through its own generation path and keeps its own
@@ -114,7 +118,8 @@ def grpo_update(ac: ActorCritic, opt: torch.optim.Optimizer, tokenizer, records:
     """One GRPO update: `records` are the update's distinct prompts; each is answered `group_size` times.
 
     Returns the `ppo_log.csv` row: the same reward, KL and timing columns as PPO's (no value columns),
-    plus `zero_var_groups` (% of groups whose list rewards were all equal: they teach nothing).
+    plus `zero_var_groups` (% of groups whose list rewards were all equal: no list-level signal; with
+    `reward: full` their item advantages can still differ).
     """
     t0 = time.perf_counter()
     groups = [rec for rec in records for _ in range(cfg.group_size)]

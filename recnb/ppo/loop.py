@@ -198,8 +198,8 @@ def save_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path, 
     ac.save_adapter(ACTOR, tmp / ACTOR)
     if ac.has_critic:
         ac.save_adapter(CRITIC, tmp / CRITIC)
-    torch.save({"step": step, "best": best, "optimizer": opt.state_dict(), "rng": torch.get_rng_state()},
-               tmp / STATE_FILE)
+    torch.save({"step": step, "best": best, "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / STATE_FILE)
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1, sort_keys=True))
     log = pd.DataFrame(rows)
     log.to_csv(tmp / LOG_FILE, index=False)
@@ -228,6 +228,9 @@ def load_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path,
         raise FileNotFoundError(f"{out_dir / CHECKPOINT / STATE_FILE} not found: nothing to resume; set resume = False")
     if settings is not None and (ckpt / SETTINGS_FILE).exists():
         stored = json.loads((ckpt / SETTINGS_FILE).read_text())
+        defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
+        # a setting added after the checkpoint was written counts as unchanged at its default
+        stored = {**{k: settings[k] for k in settings if k not in stored and settings[k] == defaults.get(k)}, **stored}
         changed = sorted(k for k in set(stored) | set(settings)
                          if k not in RESUMABLE and stored.get(k) != settings.get(k))
         if changed:
@@ -240,6 +243,8 @@ def load_checkpoint(ac: ActorCritic, opt: torch.optim.Optimizer, out_dir: Path,
         ac.load_adapter(CRITIC, ckpt / CRITIC)
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():  # GPU sampling draws from the CUDA generators
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     log = pd.read_csv(ckpt / LOG_FILE)
     rows = log[log["update"] <= state["step"]].to_dict("records")  # NaN kept: the columns keep their order
     return int(state["step"]), float(state["best"]), rows

@@ -58,7 +58,8 @@ def test_item_credit_ends_on_the_tokens_where_ppo_pays_item_rewards():
     assert [line.title for line in lines] == ["Apple", "Tiger", "Plum"] and length == len(ids) + 1
     assert ends == scores[0].nonzero().flatten().tolist()  # the same three tokens
     adv = grpo.token_advantages([0.0], [[1.0, 2.0, 3.0]], [ends], [length], resp.shape[1])[0]
-    assert adv[: ends[0] + 1].eq(1.0).all() and adv[ends[1]] == 2.0 and adv[ends[2]] == 3.0
+    assert adv[: ends[0] + 1].eq(1.0).all() and adv[ends[0] + 1: ends[1] + 1].eq(2.0).all()
+    assert adv[ends[1] + 1: ends[2] + 1].eq(3.0).all()
     assert adv[ends[2] + 1:].eq(0.0).all()  # EOS and padding: no item credit (and no list advantage here)
 
 
@@ -126,3 +127,19 @@ def test_grpo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path, s
 
 
 GRPO_MIN_GAIN = 0.08
+
+
+def test_a_checkpoint_from_before_algorithm_existed_still_resumes_at_the_defaults(warm_model, tmp_path):
+    import dataclasses
+    import json
+
+    from recnb.ppo.loop import load_checkpoint, save_checkpoint
+
+    ac = ActorCritic(copy.deepcopy(warm_model[0]), seed=0)
+    cfg = PPOConfig(updates=1)
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    old = {k: v for k, v in settings.items() if k not in ("algorithm", "group_size")}
+    save_checkpoint(ac, make_optimizer(ac, cfg), tmp_path, 1, 0.0, [{"update": 1}], old)
+    assert load_checkpoint(ac, make_optimizer(ac, cfg), tmp_path, settings)[0] == 1  # ppo, group_size 4: defaults
+    with pytest.raises(ValueError, match="algorithm: None -> 'grpo'"):
+        load_checkpoint(ac, make_optimizer(ac, cfg), tmp_path, {**settings, "algorithm": "grpo"})

@@ -58,12 +58,15 @@ def test_means_skip_missing_values_like_aggregate():
 
 
 def test_paired_difference_sees_what_two_separate_intervals_hide():
-    # A hits every user B hits, plus user 2: each resample's difference is (#draws of user 2) / 4 >= 0
-    rows = score_rows("A", "I0", [1, 1, 0, 0]) + score_rows("B", "I0", [1, 0, 0, 0])
-    scores = pd.DataFrame(rows)
+    # 40 users, half of them hit by both models; A also hits 6 users B misses. Unpaired, A's interval
+    # and B's overlap; paired, every resample's difference counts only those 6 users: it is >= 0, and
+    # it is 0 only if none of the 6 is drawn, which 1000 resamples never see ((34/40)^40 ~ 0.15 %).
+    b_hits = [1.0] * 20 + [0.0] * 20
+    a_hits = [1.0] * 26 + [0.0] * 14
+    scores = pd.DataFrame(score_rows("A", "I0", a_hits) + score_rows("B", "I0", b_hits))
     d = intervals.paired_delta(scores, "hr", ("A", "I0"), ("B", "I0"), n_resamples=1000)
-    assert (d["a"], d["b"], d["delta"]) == (0.5, 0.25, 0.25)
-    assert d["lo"] >= 0.0 and d["hi"] <= 1.0
+    assert (d["a"], d["b"]) == (0.65, 0.5) and d["delta"] == pytest.approx(0.15)
+    assert 0.0 < d["lo"] < d["delta"] < d["hi"] <= 0.3
     separate = intervals.bootstrap_intervals(scores, n_resamples=1000).set_index("model")
     assert separate.loc["A", "hr_lo"] < separate.loc["B", "hr_hi"]  # unpaired, the intervals overlap
 
@@ -97,6 +100,24 @@ def test_control_effects_pair_a_group_with_its_twin():
     # every user gains 40-50 points, so every resample does too
     assert e["delta"] == pytest.approx(47.5) and 40.0 - 1e-9 <= e["delta_lo"] <= e["delta_hi"] <= 50.0 + 1e-9
     assert "+47.5 [" in tables.effects_markdown(effects)
+
+
+def test_the_all_user_figures_of_the_intervals_module_equal_aggregate():
+    rng = np.random.default_rng(3)
+    n = 30
+    rows = score_rows("A", "I0", rng.integers(0, 2, n).astype(float).tolist(), n_items=rng.integers(0, 11, n).tolist(),
+                      repeat=rng.integers(0, 3, n).tolist(), non_exist=rng.integers(0, 2, n).tolist(),
+                      in_history=rng.integers(0, 2, n).tolist(), hit5=rng.integers(0, 2, n).astype(float).tolist())
+    rows[4]["hit"] = math.nan  # a list without a target
+    other = score_rows("B", "I0", [0.0] * (n - 5))  # B answered 5 users fewer: its figures use its own lists
+    scores = pd.DataFrame(rows + other)
+    agg = metrics.aggregate(rows)
+    for figure in ("hr", "repeat_item_pct", "non_exist_pct", "in_history_pct"):
+        got = intervals.paired_delta(scores, figure, ("A", "I0"), ("B", "I0"), n_resamples=10)
+        assert got["a"] == pytest.approx(agg[figure]), figure
+    hr5 = intervals.paired_delta(scores, "hr5", ("A", "I0"), ("A", "I0"), n_resamples=10)["a"]
+    assert hr5 == pytest.approx(np.mean([r["hit5"] for r in rows]))
+    assert intervals.paired_delta(scores, "hr", ("A", "I0"), ("B", "I0"), n_resamples=10)["b"] == 0.0
 
 
 def test_summary_intervals_bracket_the_figures_of_aggregate():

@@ -158,3 +158,33 @@ def test_list_overflow_never_stops_on_unnumbered_chatter(tiny):
         assert not bool(stop(torch.tensor([ids]), None)[0])  # a numbered list could still follow and drop them
     ids = ids + tok("1. A\n2. B\n", add_special_tokens=False)["input_ids"]
     assert bool(stop(torch.tensor([ids]), None)[0])
+
+
+class _Vocab:
+    """A tokenizer stand-in whose token 3 holds a line break *and* the start of the next line."""
+
+    pieces = ["1. A", "\n", "2. B", '\n- "', "3. C"]
+
+    def __len__(self):
+        return len(self.pieces)
+
+    def batch_decode(self, ids_list):
+        return [self.decode(ids) for ids in ids_list]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.pieces[int(i)] for i in ids)
+
+
+def test_list_overflow_reads_complete_lines_only():
+    # '1. A\n2. B\n3. C\n- "': the fragment '- "' parses as a 4th (bulleted) entry now, but '- " "' would
+    # be dropped later (an empty title); with k = 3 the row must go on
+    stop = llm.ListOverflow(_Vocab(), prompt_len=0, limits=[3])
+    assert not bool(stop(torch.tensor([[0, 1, 2, 1, 4, 3]]), None)[0])
+    assert bool(llm.ListOverflow(_Vocab(), prompt_len=0, limits=[2])(torch.tensor([[0, 1, 2, 1, 4, 3]]), None)[0])
+
+
+def test_item_limits_refuse_beam_search(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="beam search"):
+        llm.generate(model, tok, [_messages(["A"])], llm.Decoding(max_new_tokens=2, num_beams=2), progress=False,
+                     item_limits=[3])
