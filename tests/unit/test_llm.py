@@ -163,7 +163,7 @@ def test_list_overflow_never_stops_on_unnumbered_chatter(tiny):
 class _Vocab:
     """A tokenizer stand-in whose token 3 holds a line break *and* the start of the next line."""
 
-    pieces = ["1. A", "\n", "2. B", '\n- "', "3. C"]
+    pieces = ("1. A", "\n", "2. B", '\n- "', "3. C")
 
     def __len__(self):
         return len(self.pieces)
