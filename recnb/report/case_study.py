@@ -19,7 +19,7 @@ from recnb.catalog import Catalog
 CASE_GROUPS = ("I2~=30", "I1-C")  # the paper's two cases: an I2 "about m" prompt and an I1 -C prompt
 CASE_METRIC = {"I2": "cpa", "I1": "tcp"}
 TAGS = ("target", "in_category", "history", "not_in_catalog")
-_HTML_STYLE = {"target": "background:#ffe08a;font-weight:bold", "in_category": "color:#1a7f37;font-weight:bold",
+HTML_STYLE = {"target": "background:#ffe08a;font-weight:bold", "in_category": "color:#1a7f37;font-weight:bold",
                "history": "color:#b42318;text-decoration:line-through", "not_in_catalog": "color:#888;font-style:italic"}
 MAX_TITLE = 80  # characters shown per entry: a degenerate answer can be one 500-character line
 _MD_MARK = {"target": ("🎯 **", "**"), "in_category": ("**", "**"), "history": ("~~", "~~"), "not_in_catalog": ("_", "_ (?)")}
@@ -94,10 +94,10 @@ def case_html(case: dict) -> str:
     """The case as an HTML table with highlighted items (for the notebook)."""
     rows = []
     for model, items in case["answers"].items():
-        cells = "<br>".join(f"{i}. <span style='{_HTML_STYLE.get(tag, '')}'>{html.escape(_short(title))}</span>"
+        cells = "<br>".join(f"{i}. <span style='{HTML_STYLE.get(tag, '')}'>{html.escape(_short(title))}</span>"
                             for i, (title, tag) in enumerate(items, start=1)) or "(no list)"
         rows.append(f"<tr><td><b>{html.escape(model)}</b></td><td style='text-align:left'>{cells}</td></tr>")
-    legend = " · ".join(f"<span style='{_HTML_STYLE[t]}'>{t.replace('_', ' ')}</span>" for t in TAGS)
+    legend = " · ".join(f"<span style='{HTML_STYLE[t]}'>{t.replace('_', ' ')}</span>" for t in TAGS)
     return (f"<h4>Case: {html.escape(case['group'])}, user {case['user_id']}</h4>"
             f"<p><b>Instruction</b>: {html.escape(case['prompt'])}</p>"
             f"<p><b>Target</b>: {html.escape(str(case['target']))} · <b>Category</b>: "

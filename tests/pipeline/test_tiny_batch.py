@@ -1,9 +1,11 @@
 """The tiny batch 01→07 through papermill (as CI and `make run` drive it), then the file contracts
 of every stage (CONTRACTS.md)."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 from recnb import paths
 from recnb.record import read_json
 from recnb.tasks import read_records
+from tests.pipeline import lab_browser
 
 RUN = "tiny"
 
@@ -175,3 +178,60 @@ def test_rl_does_not_add_illegal_items(run_root):
         return i0["repeat_item_pct"] + i0["non_exist_pct"] + i0["in_history_pct"]
 
     assert illegal("full") <= illegal("v2"), (illegal("full"), illegal("v2"))  # 98.6/109.0, 86.0/97.0, 88.2/88.2
+
+
+# ------------------------------------------------------------------ the playground in a real browser (issue 21)
+
+def _wait_for(evaluate, probe: str, seconds: int = 300):
+    """Evaluate a JS arrow function in the page every half second until it returns something truthy;
+    fail after `seconds`. Values come back as JSON: probes return text or booleans, not DOM nodes. A
+    probe that meets a page still loading (its context replaced) is asked again."""
+    end = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < end:
+        try:
+            value = evaluate(f"({probe})()", timeout=30)
+        except RuntimeError as err:  # the page navigated under the probe
+            last = err
+        else:
+            if value:
+                return value
+        time.sleep(0.5)
+    raise AssertionError(f"the page never satisfied {probe} within {seconds} s (last error: {last})")
+
+
+@pytest.mark.skipif(lab_browser.CHROMIUM is None, reason="no chromium (Debian: apt install chromium)")
+def test_the_playground_works_in_jupyterlab_in_a_real_browser(run_root, tmp_path):
+    """Notebook 08 opened in JupyterLab in headless chromium: run all cells, the widgets render, the
+    example's table appears; then a choice made in the page's own dropdown and a click on the page's
+    button redraw the table for the new intention."""
+    nb = json.loads((paths.REPO_ROOT / "notebooks" / "08_playground.ipynb").read_text())
+    params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    params["source"] = [f"run = {run_root.name!r}\n", f"outputs_dir = {str(run_root.parent)!r}"]
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "08_playground.ipynb").write_text(json.dumps(nb))
+    with lab_browser.lab_page(tmp_path / "lab") as evaluate:
+        _wait_for(evaluate, "() => !!window.jupyterapp")  # JupyterLab exposes its app once it has started
+        evaluate("(async () => { const app = window.jupyterapp; await app.restored; "
+                 "const w = await app.commands.execute('docmanager:open', {path: '08_playground.ipynb', factory: 'Notebook'}); "
+                 "await w.context.ready; await w.sessionContext.ready; "
+                 "await app.commands.execute('notebook:run-all-cells'); return true; })()")
+        # textContent, not innerText: a widget's text counts whether or not the page has laid it out;
+        # ipywidgets writes option labels with non-breaking spaces, hence \s in the patterns
+        first = _wait_for(evaluate, "() => { const t = [...document.querySelectorAll('.jp-OutputArea-output table')]"
+                                    ".map(e => e.textContent).join(' '); const b = [...document.querySelectorAll("
+                                    "'button.widget-button')].find(e => e.textContent.includes('Recommend')); "
+                                    "return t.includes('SASRec') && b ? t : null; }")
+        assert "v2" in first and "full" in first  # every model of the run answered the example
+        category = _wait_for(evaluate, "() => { const s = [...document.querySelectorAll('.widget-dropdown select')]"
+                                       ".find(e => [...e.options].some(o => /^no\\s+C/.test(o.text))); if (!s) return null; "
+                                       "s.value = [...s.options].find(o => /^no\\s+C/.test(o.text)).value; "
+                                       "s.dispatchEvent(new Event('change', {bubbles: true})); "
+                                       "const c = [...document.querySelectorAll('.widget-dropdown')].find("
+                                       "e => e.textContent.startsWith('category')); "
+                                       "return c.querySelector('select').selectedOptions[0].text; }")
+        evaluate("(() => { [...document.querySelectorAll('button.widget-button')].find("
+                 "e => e.textContent.includes('Recommend')).click(); return true; })()")
+        redrawn = _wait_for(evaluate, "() => { const t = document.body.textContent; "
+                                      f"return t.includes('no {category}, k = 10') ? t : null; }}")
+        assert "Popularity" in redrawn

@@ -11,7 +11,9 @@ import pytest
 
 from recnb import paths, run
 
-NOTEBOOKS = sorted((paths.REPO_ROOT / "notebooks").glob("*.ipynb"))
+ALL_NOTEBOOKS = sorted((paths.REPO_ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = [p for p in ALL_NOTEBOOKS if p.stem in paths.STAGES]  # the pipeline's stages
+APPS = ("08_playground",)  # notebooks on top of a finished run, not stages
 COMMON = {"run": "tiny", "outputs_dir": "outputs", "dataset": "tiny", "seed": 0, "threads": 1}
 
 
@@ -37,6 +39,21 @@ def tiny_main_path(stage: str) -> dict:
 
 def test_every_stage_has_its_notebook():
     assert [p.stem for p in NOTEBOOKS] == list(paths.STAGES)
+    assert [p.stem for p in ALL_NOTEBOOKS if p not in NOTEBOOKS] == list(APPS)
+
+
+@pytest.mark.parametrize("path", [p for p in ALL_NOTEBOOKS if p.stem in APPS], ids=lambda p: p.stem)
+def test_app_notebooks_keep_the_shared_conventions(path: Path):
+    """No stage config or record, but the project's kernel, a literal parameters cell, logic in recnb."""
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == paths.KERNEL_NAME
+    assert "".join(nb["cells"][0]["source"]).startswith(f"# {path.stem[:2]} · ")
+    tagged = [c for c in code_cells(nb) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and all(isinstance(s, ast.Assign) for s in ast.parse("".join(tagged[0]["source"])).body)
+    for cell in code_cells(nb):
+        tree = ast.parse("".join(cell["source"]))
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+        assert not cell.get("outputs") and cell.get("execution_count") is None
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -113,6 +130,12 @@ def test_a_stage_imports_only_the_core_and_the_artifact_loaders_of_other_stages(
     for path in root.rglob("*.py"):
         others = (_recnb_imports(path) & set(STAGE_PACKAGES)) - {package}
         assert all((package, o) in LOADERS for o in others), f"{path.relative_to(paths.REPO_ROOT)} imports {others}"
+
+
+def test_no_stage_imports_an_app():
+    for package in STAGE_PACKAGES:
+        for path in (paths.REPO_ROOT / "recnb" / package).rglob("*.py"):
+            assert "playground" not in _recnb_imports(path), path
 
 
 def test_the_core_imports_no_stage_but_the_runner_their_configs():
