@@ -47,7 +47,7 @@ def run_ppo(model, tok, seed: int, updates: int, every: int, overrides: dict, al
     """Sampled reward of the PPO (or GRPO) actor every `every` updates (the checkpoint carries the run on)."""
     ac = ActorCritic(copy.deepcopy(model), seed=seed, critic=algorithm == "ppo")
     base = toy.PPO_SETTINGS if algorithm == "ppo" else toy.GRPO_SETTINGS
-    cfg = PPOConfig(**{**base, **overrides, "seed": seed, "updates": 0, "eval_every": every})
+    cfg = PPOConfig(**{**base, **overrides, "seed": seed, "updates": every, "eval_every": every})
     records, rows = toy.records(cfg.batch_size), []
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as out:
