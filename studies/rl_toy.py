@@ -58,7 +58,7 @@ def run_ppo(model, tok, seed: int, updates: int, every: int, overrides: dict, al
             ac.use_actor()
             rows.append({"update": done, **toy.sampled_reward(ac.model, tok),
                          "train_reward": log["list_reward"].iloc[-every:].mean(),
-                         "s_per_update": float(log[["t_generate", "t_score", "t_train"]].iloc[-every:].sum(1).mean())})
+                         "s_per_update": float(log[["t_generate", "t_score", "t_train"]].iloc[-every:].sum(axis=1).mean())})
     return rows
 
 
