@@ -1,0 +1,62 @@
+"""'What this shows' of notebooks 01-05 and 07: the sentences follow the numbers they are given."""
+
+from recnb import findings
+
+
+def test_data_reports_what_the_filter_kept():
+    stats = {"dataset": "d", "users": 100, "items": 50, "interactions": 800, "interactions_before_filter": 1000,
+             "user_core": 5, "item_core": 5, "k_core_rounds": 2, "avg_seq_len": 8.0, "sparsity": 0.84, "categories": 6}
+    text = findings.data(stats)
+    assert "800 interactions (80 % of the raw ones) after the 5/5-core filter in 2 round(s)" in text
+    assert "84.00 % empty; 6 categories" in text
+
+
+def test_teacher_verdict_follows_its_lift_over_popularity():
+    base = {"best_epoch": 3, "epochs": 8, "train_s": 12.0}
+    strong = findings.teacher({**base, "test": {"hr@10": 0.30, "ndcg@10": 0.2}, "pop_test": {"hr@10": 0.10}})
+    assert "30.0 % of users" in strong and "3.0× the floor, a teacher worth distilling" in strong
+    weak = findings.teacher({**base, "test": {"hr@10": 0.11, "ndcg@10": 0.05}, "pop_test": {"hr@10": 0.10}})
+    assert "1.1× the floor, barely above popularity" in weak
+    assert "below popularity" in findings.teacher({**base, "test": {"hr@10": 0.05, "ndcg@10": 0.0},
+                                                    "pop_test": {"hr@10": 0.10}})
+
+
+def test_instructions_flag_broken_labels():
+    metrics = {"rows": {"sft_train": 10, "rl_prompts": 4, "sft_valid": 2, "test_prompts": 6},
+               "table7": {"ALL": 10, "I0": 6, "I1+C": 4, "I4": 0}, "label_problems": 0, "skipped_total": 3,
+               "prompt_tokens_max": 90, "prompt_tokens_p50": 40.0, "prompts_over_max": 0}
+    assert "10 SFT records over 2 tasks (I0 6, I1+C 4)" in findings.instructions(metrics)
+    assert "every SFT label obeys" in findings.instructions(metrics)
+    assert "2 SFT labels break" in findings.instructions({**metrics, "label_problems": 2})
+
+
+def test_sft_compares_untuned_and_tuned_and_reads_the_probe():
+    metrics = {"train": {"steps": 70, "epochs": 0.13, "seconds": 1240.0, "first_loss": 1.45, "final_loss": 0.9},
+               "headline": {"base": {"correct_count_pct": 1.6, "non_exist_pct": 71.8, "repeat_item_pct": 21.9,
+                                     "tcp_pct": 33.3},
+                            "sft": {"correct_count_pct": 18.8, "non_exist_pct": 5.3, "repeat_item_pct": 78.6,
+                                    "tcp_pct": 41.0}},
+               "category_auc": {"base": 0.51, "sft": 0.49},
+               "category_probe": {"sft": {"category_auc_se": 0.03, "users": 32}}}
+    text = findings.sft(metrics)
+    assert "invented titles (% of items): 71.8 % → 5.3 % (want down)" in text
+    assert "0.51 → 0.49 ± 0.03 over 32 users: chance: it does not" in text
+    knows = {**metrics, "category_auc": {"base": 0.56, "sft": 0.91}}
+    assert "it tells C from the rest" in findings.sft(knows)
+
+
+def test_rl_names_the_kept_actor_and_the_trend():
+    summary = {"updates": 10, "best_update": 0,
+               "valid_start": {"val_list_reward": -4.9, "val_illegal_pct": 83.8},
+               "valid_best": {"val_list_reward": -4.9, "val_illegal_pct": 83.8},
+               "valid_last": {"val_list_reward": -5.2, "val_illegal_pct": 85.0},
+               "train_first_quarter": {"list_reward": -1.3, "illegal_pct": 38.8},
+               "train_last_quarter": {"list_reward": -1.5, "illegal_pct": 40.0}}
+    text = findings.rl(summary, "grpo")
+    assert "10 GRPO updates" in text and "down 0.200" in text and "the SFT model itself (no update beat it)" in text
+
+
+def test_report_lists_figures_and_cases():
+    text = findings.report({"figures": {"a": [], "b": []}, "figures_dir": "/f",
+                            "cases": {"I1-C": {"user_id": 7, "models": ["x", "y"]}}})
+    assert "2 figures (PNG and PDF) in `/f`" in text and "I1-C: user 7, 2 models" in text
