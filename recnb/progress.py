@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as std_tqdm
 
 ENV = "RECNB_PROGRESS_FILE"
 MIN_INTERVAL_S = 0.5  # at most two writes a second
@@ -39,8 +40,8 @@ def report(text: str, force: bool = False) -> None:
     tmp.replace(path)
 
 
-class _ReportingBar(tqdm):
-    """tqdm.auto's bar (a widget in a notebook) that also reports its position to the status file."""
+class _Reporting:
+    """Mixin: every update also reports the bar's position to the status file."""
 
     def update(self, n: float | None = 1) -> bool | None:
         shown = super().update(n)
@@ -50,9 +51,18 @@ class _ReportingBar(tqdm):
         return shown
 
 
+class _AutoBar(_Reporting, tqdm):
+    """tqdm.auto's bar: a widget when a person runs the notebook in JupyterLab."""
+
+
+class _TextBar(_Reporting, std_tqdm):
+    """A text bar: under the runner, whose papermill coalesces each cell's stream, so the saved notebook
+    keeps one line per bar in its final state (a widget would be saved as its first frame, "0 %")."""
+
+
 def bar(*args, **kwargs) -> tqdm:
-    """`tqdm.auto.tqdm(*args, **kwargs)` that also feeds the runner's live line."""
-    return _ReportingBar(*args, **kwargs)
+    """A tqdm bar (`tqdm.auto` arguments) that also feeds the runner's live line; text under the runner."""
+    return (_TextBar if os.environ.get(ENV) else _AutoBar)(*args, **kwargs)
 
 
 def watch(status_file: Path, show: Callable[[str], None], every_s: float = 1.0) -> Callable[[], None]:

@@ -292,6 +292,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
     nb_dir.mkdir(parents=True, exist_ok=True)
     # kernels inherit it: peft writes target_modules from a set, whose order follows the hash seed
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" widget saved at 0 %
     with tqdm(jobs, desc=f"run {run}", unit="stage") as bar:  # closed on failure too: the error gets its own line
         for job in bar:
             bar.set_postfix_str(job.name)
@@ -312,6 +313,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     progress_bar=False,
                     log_output=log_output,
                     kernel_manager_class=kernel_logged_to(kernel_log),
+                    coalesce_streams=True,  # a text bar's frames collapse into its last line
                 )
             except papermill.PapermillExecutionError as err:
                 raise StageFailed(

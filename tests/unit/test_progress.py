@@ -27,3 +27,14 @@ def test_a_bar_reports_its_position_and_the_watcher_shows_each_new_line(tmp_path
     progress.report("SFT  step 2/70\n loss 1.5", force=True)
     assert status.read_text() == "SFT step 2/70 loss 1.5"  # one line, whitespace collapsed
     assert not (tmp_path / "04_sft_unsloth.progress.tmp").exists()
+
+
+def test_under_the_runner_bars_are_text_so_a_saved_notebook_keeps_their_last_line(monkeypatch, tmp_path):
+    from tqdm.std import tqdm as text_bar
+
+    monkeypatch.setenv(progress.ENV, str(tmp_path / "s"))
+    under_runner = progress.bar(range(2), disable=True)
+    monkeypatch.delenv(progress.ENV)
+    by_hand = progress.bar(range(2), disable=True)
+    assert type(under_runner).__mro__[1:3] == (progress._Reporting, text_bar)
+    assert isinstance(by_hand, progress._AutoBar)
