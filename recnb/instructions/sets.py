@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,13 +224,14 @@ def warn_long_prompts(lengths: pd.DataFrame, max_prompt_tokens: int) -> int:
     return n_long
 
 
-def show_samples(rows: Iterable[dict[str, Any]], per_task: int = 1) -> str:
-    """The first `per_task` rows of each task (test group for test prompts) as readable text."""
+def show_samples(rows: Iterable[dict[str, Any]], per_task: int = 1, groups: Sequence[str] | None = None) -> str:
+    """The first `per_task` rows of each task (test group for test prompts) as readable text; with
+    `groups`, only those tasks or groups, in the rows' order."""
     shown: Counter = Counter()
     blocks = []
     for row in rows:
         group = row.get("test_group", row["task"])
-        if shown[group] >= per_task:
+        if shown[group] >= per_task or (groups is not None and group not in groups):
             continue
         shown[group] += 1
         user = row["prompt"][-1]["content"]

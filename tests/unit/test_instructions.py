@@ -343,6 +343,8 @@ def test_token_lengths_percentiles_and_long_prompt_warning():
 def test_show_samples_and_stage_metrics(sets):
     text = instructions.show_samples(sets.files["test_prompts"], per_task=1)
     assert text.count("[I2~=30_nocontrol]") == 1 and text.count("USER: ") == 12
+    few = instructions.show_samples(sets.files["test_prompts"], per_task=1, groups=("I1-C", "k11-15", "absent"))
+    assert few.count("USER: ") == 2 and "[I1-C]" in few and "[k11-15]" in few and "[I0]" not in few
     report = pd.DataFrame({"rows": [3], "repeat": [2]}, index=["I0"])
     metrics = instructions.stage_metrics(sets, report)
     assert metrics["label_problems"] == 2 and metrics["rows"] == sets.stats["rows"]
