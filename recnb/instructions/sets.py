@@ -64,13 +64,16 @@ def load_teacher(stage_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: InstructionConfig) -> InstructionSets:
+def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: InstructionConfig,
+                           warn_skips: bool = True) -> InstructionSets:
     """Build every instruction file in memory.
 
     Args:
         prepared: stage 01's `recnb.data.Prepared` (its `items` and `splits` are read).
         teacher: stage 02's teacher frame (CONTRACTS.md columns).
         config: sample counts and options.
+        warn_skips: warn when samples were skipped (no label fits the intention); notebook 03 passes
+            False because it shows `stats["skipped"]` as a table right after.
     """
     catalog = Catalog(prepared.items)
     train_items = {int(u): [int(i) for i in seq] for u, seq in zip(prepared.splits[col.USER], prepared.splits[col.TRAIN_ITEMS])}
@@ -83,7 +86,7 @@ def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: In
         "rl_prompts": [render_row(s, catalog, completion=False) for s in build_rl_prompts(ctx)],
         "test_prompts": _test_rows(ctx),
     }
-    if ctx.skips:
+    if ctx.skips and warn_skips:
         detail = ", ".join(f"{key}: {n}" for key, n in sorted(ctx.skips.items()))
         warnings.warn(f"stage 03 skipped {sum(ctx.skips.values())} sample(s), counted in stats.json ({detail})", stacklevel=2)
     return InstructionSets(files, instruction_stats(files, ctx.skips, prepared.stats.get("dataset")))

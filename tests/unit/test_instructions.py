@@ -348,3 +348,14 @@ def test_show_samples_and_stage_metrics(sets):
     report = pd.DataFrame({"rows": [3], "repeat": [2]}, index=["I0"])
     metrics = instructions.stage_metrics(sets, report)
     assert metrics["label_problems"] == 2 and metrics["rows"] == sets.stats["rows"]
+
+
+def test_skips_warn_unless_the_caller_shows_them(tiny):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the quiet build
+        quiet = instructions.build_instruction_sets(tiny[0], tiny[1], CONFIG, warn_skips=False)
+    assert quiet.stats["skipped_total"] > 0  # there were skips to warn about, recorded instead
+    with pytest.warns(UserWarning, match="skipped"):
+        instructions.build_instruction_sets(tiny[0], tiny[1], CONFIG)
