@@ -90,7 +90,7 @@ def rl(summary: Mapping[str, Any], algorithm: str = "ppo") -> str:
     start, best, last = summary["valid_start"], summary["valid_best"], summary["valid_last"]
     first, late = summary["train_first_quarter"], summary["train_last_quarter"]
     trend = late["list_reward"] - first["list_reward"]
-    kept = ("the SFT model itself (no update beat it)" if summary["best_update"] == 0
+    kept = ("the SFT model: no update beat it" if summary["best_update"] == 0
             else f"update {summary['best_update']}")
     return "\n".join([
         (f"{HEAD}: {summary['updates']} {algorithm.upper()} updates. The sampled list reward went from "

@@ -53,7 +53,7 @@ def test_rl_names_the_kept_actor_and_the_trend():
                "train_first_quarter": {"list_reward": -1.3, "illegal_pct": 38.8},
                "train_last_quarter": {"list_reward": -1.5, "illegal_pct": 40.0}}
     text = findings.rl(summary, "grpo")
-    assert "10 GRPO updates" in text and "down 0.200" in text and "the SFT model itself (no update beat it)" in text
+    assert "10 GRPO updates" in text and "down 0.200" in text and "kept actor (the SFT model: no update beat it)" in text
 
 
 def test_report_lists_figures_and_cases():
