@@ -143,7 +143,9 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
     start, best, rows = (load_checkpoint(ac, opt, out_dir, settings) if resume else (0, -math.inf, []))
     if start == 0:  # evaluate the SFT start: "best" must beat it to replace it
         rows = [{"update": 0, **evaluate(ac, tokenizer, valid, scorer, cfg)}]
-        best = _keep_best(ac, rows[0], best, out_dir)
+    start_pct = float(rows[0].get("val_correct_count_pct", 100.0))
+    if start == 0:
+        best = _keep_best(ac, rows[0], best, out_dir, start_pct)
     bar = progress.bar(range(start, cfg.updates), desc=cfg.algorithm, initial=start, total=cfg.updates)
     for update in bar:
         if cfg.algorithm == "grpo":  # batch_size answers: batch_size / group_size prompts, group_size times each
@@ -154,10 +156,13 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
             row = {"update": update + 1, **ppo_update(ac, opt, tokenizer, batch, scorer, cfg)}
         if (update + 1) % cfg.eval_every == 0 or update + 1 == cfg.updates:
             row.update(evaluate(ac, tokenizer, valid, scorer, cfg))
-            best = _keep_best(ac, row, best, out_dir)
+            best = _keep_best(ac, row, best, out_dir, start_pct)
         rows.append(row)
         bar.set_postfix(reward=f"{row['list_reward']:.3f}", kl=f"{row['kl']:.3f}")
         save_checkpoint(ac, opt, out_dir, update + 1, best, rows, settings)
+    if not (out_dir / col.ADAPTER_DIR / "adapter_config.json").exists():
+        raise RuntimeError(f"{out_dir / col.ADAPTER_DIR}: no actor was kept as the best (a bug: the SFT start "
+                           "always qualifies); stage 06 would have nothing to load")
     ac.save_adapter(ACTOR, out_dir / col.ADAPTER_LAST_DIR)
     if ac.has_critic:
         ac.save_adapter(CRITIC, out_dir / col.CRITIC_DIR)
@@ -166,14 +171,18 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
 
 # The paper's rewards pay an empty or short answer more than a full list with illegal items (no item,
 # no penalty), so a policy can climb the validation reward by saying less. Such a checkpoint is never
-# kept as the best actor: its greedy validation answers must still have exactly k items this often (%).
+# kept as the best actor: its greedy validation answers must still have exactly k items this often (%),
+# or as often as the SFT start's where that is lower (so the start itself always qualifies and
+# `adapter/` always exists: on ml-100k the SFT model answers with exactly k items < 50 % of the time).
 MIN_BEST_CORRECT_COUNT_PCT = 50.0
 
 
-def _keep_best(ac: ActorCritic, row: dict, best: float, out_dir: Path) -> float:
+def _keep_best(ac: ActorCritic, row: dict, best: float, out_dir: Path, start_correct_pct: float = 100.0) -> float:
     """Save the actor as `adapter/` when its validation reward is the best so far among checkpoints
-    that still answer in full (`MIN_BEST_CORRECT_COUNT_PCT`); returns the best reward."""
-    if row["val_list_reward"] > best and row.get("val_correct_count_pct", 100.0) >= MIN_BEST_CORRECT_COUNT_PCT:
+    that still answer in full (`MIN_BEST_CORRECT_COUNT_PCT`, or the SFT start's share
+    `start_correct_pct` where lower); returns the best reward."""
+    bar = min(MIN_BEST_CORRECT_COUNT_PCT, start_correct_pct)
+    if row["val_list_reward"] > best and row.get("val_correct_count_pct", 100.0) >= bar:
         ac.save_adapter(ACTOR, out_dir / col.ADAPTER_DIR)
         return row["val_list_reward"]
     return best

@@ -370,3 +370,11 @@ def test_a_checkpoint_that_answers_less_is_never_kept_as_the_best_actor(tmp_path
     assert best == -4.0 and len(saved) == 1
     best = loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 75.0}, best, tmp_path)
     assert best == -1.0 and len(saved) == 2
+    # an SFT start that itself answers in full only 18.75 % of the time (ml-100k) is kept, and the bar for
+    # later checkpoints becomes its share: the stage always has an adapter/
+    saved.clear()
+    best = loop._keep_best(fake, {"val_list_reward": -4.8, "val_correct_count_pct": 18.75}, float("-inf"), tmp_path,
+                           18.75)
+    assert best == -4.8 and len(saved) == 1
+    assert loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 12.5}, best, tmp_path, 18.75) == -4.8
+    assert loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 25.0}, best, tmp_path, 18.75) == -1.0
