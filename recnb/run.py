@@ -292,7 +292,9 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
     nb_dir.mkdir(parents=True, exist_ok=True)
     # kernels inherit it: peft writes target_modules from a set, whose order follows the hash seed
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" widget saved at 0 %
+    # no Hugging Face widget saved at its first frame ("Loading weights", trl's dataset preparation: 0 %)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     with tqdm(jobs, desc=f"run {run}", unit="stage") as bar:  # closed on failure too: the error gets its own line
         for job in bar:
             bar.set_postfix_str(job.name)

@@ -227,7 +227,7 @@ def score_predictions(preds: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     """One row per (prediction, matcher): `recnb.metrics.measure_record` (the scoring of stages 04
     and 05) on the stored matching, plus HR/NDCG@5."""
     rows = []
-    for rec in progress.bar(preds.to_dict("records"), desc="score", leave=False):
+    for rec in progress.bar(preds.to_dict("records"), desc="score"):
         for matcher, column in MATCHERS.items():
             items = [None if i is None or pd.isna(i) else int(i) for i in rec[column]]
             m = metrics.measure_record(rec, items, list(rec["titles"]), catalog)

@@ -77,7 +77,7 @@ def category_probe(model, tokenizer, cases: list[dict], catalog: Catalog, max_pr
     """
     aucs: dict[str, list[float]] = {"ctl": [], "noctl": []}
     shifts = []
-    for case in bar(cases, desc="category probe", leave=False, disable=not progress):
+    for case in bar(cases, desc="category probe", disable=not progress):
         titles = [f" {catalog.title(i)}\n" for i in case["inside"] + case["outside"]]
         n_in = len(case["inside"])
         per_token = {}
