@@ -140,7 +140,8 @@ def popularity_predictions(test: pd.DataFrame, items: pd.DataFrame, catalog: Cat
     """The popularity floor's answers: the most popular items the prompt does not show (as the
     teacher masks its history), filtered by the intent like the teacher's (`filtered`)."""
     ranking = popularity_ranking(items)
-    lists = [[i for i in ranking if i not in set(map(int, history))] for history in test["history"]]
+    shown = [set(map(int, history)) for history in test["history"]]
+    lists = [[i for i in ranking if i not in seen] for seen in shown]
     return ranked_predictions(test, lists, catalog, label)
 
 

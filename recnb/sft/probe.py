@@ -58,7 +58,8 @@ def probe_cases(valid: list[dict], teacher: pd.DataFrame, catalog: Catalog, user
             continue
         in_c = catalog.items_in(rec["intent"]["category"])
         history = [int(i) for i in rec["history"]]
-        ranking = [int(i) for i in ranked[rec["user_id"]] if int(i) not in set(history)]
+        seen = set(history)
+        ranking = [int(i) for i in ranked[rec["user_id"]] if int(i) not in seen]
         inside = [i for i in ranking if i in in_c][:per_side]
         outside = [i for i in ranking if i not in in_c][:per_side]
         if len(inside) < max(1, per_side // 2) or len(outside) < per_side:
