@@ -56,3 +56,16 @@ PREDICTIONS_FILE = "predictions.parquet"
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "summary.csv"
 TABLE_NAMES = ("table2", "table3", "table4", "table5")  # each as .csv and .md
+
+# What a finished stage must hold besides metrics.json, as glob patterns. `recnb.run` treats a stage
+# dir missing one as incomplete, so a stage that wrote metrics.json but not a file its readers need
+# (a bug, a crash between two writes) is rerun, never reported as up to date. 04's `adapter/` holds
+# a LoRA adapter or, with `finetune: full`, the whole model: either way a safetensors file.
+REQUIRED_OUTPUTS = {
+    "01_data_duckdb": (INTERACTIONS_FILE, ITEMS_FILE, SPLITS_FILE, STATS_FILE),
+    "02_sasrec": (SASREC_FILE, TEACHER_FILE),
+    "03_instructions": (SFT_TRAIN_FILE, SFT_VALID_FILE, RL_PROMPTS_FILE, TEST_PROMPTS_FILE),
+    "04_sft_unsloth": (f"{ADAPTER_DIR}/*.safetensors", VALID_ANSWERS_FILE),
+    "05_ppo": (f"{ADAPTER_DIR}/*.safetensors", f"{ADAPTER_LAST_DIR}/*.safetensors", PPO_LOG_FILE),
+    "06_eval": (PREDICTIONS_FILE, SCORES_FILE, SUMMARY_FILE),
+}

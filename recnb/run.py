@@ -211,10 +211,17 @@ def feeds(upstream: Job, job: Job) -> bool:
     return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
 
 
+def missing_outputs(target: Path) -> list[str]:
+    """The files of `col.REQUIRED_OUTPUTS` that the stage dir `target` (`05_ppo`, `05_ppo-v3`) lacks."""
+    stage = next((s for s in paths.STAGES if target.name == s or target.name.startswith(f"{s}-")), None)
+    return [pattern for pattern in col.REQUIRED_OUTPUTS.get(stage, ()) if not any(target.glob(pattern))]
+
+
 def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     """(`state`, why) of a stage directory against the params it would run with.
 
-    `missing`; `incomplete` (no metrics.json: it never finished); `changed` (recorded params differ,
+    `missing`; `incomplete` (no metrics.json: it never finished; or a file its readers need,
+    `col.REQUIRED_OUTPUTS`, is absent); `changed` (recorded params differ,
     its files differ from the manifest it recorded, or an upstream stage it read changed since);
     or `done`. `why` says what, for messages.
     """
@@ -233,6 +240,9 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     if changes:
         shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
         return "changed", f"{shown} since it ran"
+    lacking = missing_outputs(target)
+    if lacking:
+        return "incomplete", f"incomplete: no {', '.join(lacking)}"
     return "done", ""
 
 

@@ -2,9 +2,11 @@
 refusal to overwrite stale stages, errors."""
 
 import json
+import shutil
 
 import pytest
 
+from recnb import artifacts as col
 from recnb import paths, record, run
 from recnb.data import DataConfig
 from recnb.run import ParamsError
@@ -90,9 +92,13 @@ def test_runs_stage_then_skips_it_and_refuses_to_overwrite_when_stale(tmp_path, 
 
 
 def _done(root, name, params, reads=(), files=None):
-    """A finished stage dir as record_results leaves it, having read the stage dirs `reads`."""
+    """A finished stage dir as record_results leaves it, having read the stage dirs `reads`; `files`
+    (default: one per pattern of the stage's `col.REQUIRED_OUTPUTS`) on top of the required ones."""
     (root / name).mkdir(parents=True, exist_ok=True)
-    for file, text in (files or {"out.txt": name}).items():
+    stage = name.split("-")[0]
+    required = {pattern.replace("*", "model"): name for pattern in col.REQUIRED_OUTPUTS.get(stage, ())}
+    for file, text in {**required, **(files or {"out.txt": name})}.items():
+        (root / name / file).parent.mkdir(parents=True, exist_ok=True)
         (root / name / file).write_text(text)
     record.record_results(root / name, params, {}, inputs={r: root / r for r in reads})
 
@@ -309,3 +315,17 @@ def test_the_kernel_process_logs_to_a_file_not_to_the_terminal(tmp_path, capfd):
     assert "in the notebook" in out.read_text()
     captured = capfd.readouterr()
     assert "from the kernel process" not in captured.err + captured.out
+
+
+def test_a_stage_that_finished_without_a_file_its_readers_need_is_incomplete(tmp_path):
+    """metrics.json written but no adapter/ (stage 05 once did so when no actor qualified as best):
+    stale, rerun with --force, never skipped as up to date."""
+    _done(tmp_path, "05_ppo-v3", {"b": 1})
+    assert run.stage_state(tmp_path / "05_ppo-v3", {"b": 1}) == ("done", "")
+    shutil.rmtree(tmp_path / "05_ppo-v3" / "adapter")
+    record.record_results(tmp_path / "05_ppo-v3", {"b": 1}, {})  # the manifest agrees: it never wrote one
+    assert run.stage_state(tmp_path / "05_ppo-v3", {"b": 1}) == ("incomplete", "incomplete: no adapter/*.safetensors")
+    job = run.Job("05_ppo", "v3", {"b": 1})
+    with pytest.raises(ParamsError, match=r"05_ppo-v3 \(incomplete: no adapter/\*.safetensors\)"):
+        run.plan([job], tmp_path)
+    assert run.plan([job], tmp_path, force=True) == ([job], [])
