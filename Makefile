@@ -54,11 +54,12 @@ test-unit: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not gpu and not slow" tests/unit
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=.  # repo root: notebooks/, outputs/, paper_figures/ in the file browser
+	$(PY) -m recnb.lab $(ARGS)  # repo root: notebooks/, outputs/, paper_figures/ in the file browser; opening a notebook does not modify it
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recnb tests benchmarks
 
 ## strip outputs from notebooks before committing (keeps cell tags such as `parameters`)
 strip: $(STAMP)
-	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
+	$(VENV)/bin/nbstripout --keep-id --extra-keys "$(addprefix metadata.language_info.,version mimetype codemirror_mode \
+		pygments_lexer nbconvert_exporter file_extension)" notebooks/*.ipynb  # language_info as recnb.lab expects it

@@ -2,7 +2,7 @@
 Chrome DevTools Protocol with tornado's websocket client (jupyter_server's own dependency), so no
 browser-automation package is needed.
 
-`lab_page(root)` starts `jupyter lab` on `root` (with `window.jupyterapp` exposed) and chromium on
+`lab_page(root)` starts `jupyter lab` on `root` as `make lab` does (`recnb.lab`, with `window.jupyterapp` exposed) and chromium on
 its start page, and yields an `evaluate(js)` that runs an async JavaScript expression in the page
 and returns its JSON value.
 """
@@ -17,11 +17,12 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from recnb.lab import lab_command
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -85,9 +86,9 @@ def lab_page(root: Path, startup_s: float = 120.0) -> Iterator[Callable[[str], o
     """JupyterLab serving `root` in headless chromium; yields `evaluate(js)` (see the module doc)."""
     lab_port, cdp_port, token = _free_port(), _free_port(), secrets.token_hex(8)
     lab = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={lab_port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--ServerApp.open_browser=False", "--allow-root"],  # CI containers run as root
+        lab_command(root, "--no-browser", f"--ServerApp.port={lab_port}", f"--IdentityProvider.token={token}",
+                    "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False",
+                    "--allow-root"),  # CI containers run as root
         stdout=subprocess.DEVNULL, stderr=(root / "lab.log").open("w"))
     browser = None
     page = None

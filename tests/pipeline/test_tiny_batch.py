@@ -202,7 +202,8 @@ def _wait_for(evaluate, probe: str, seconds: int = 300):
 
 @pytest.mark.skipif(lab_browser.CHROMIUM is None, reason="no chromium (Debian: apt install chromium)")
 def test_the_playground_works_in_jupyterlab_in_a_real_browser(run_root, tmp_path):
-    """Notebook 08 opened in JupyterLab in headless chromium: run all cells, the widgets render, the
+    """Notebook 08 opened in JupyterLab in headless chromium: its kernel starts without marking it
+    modified; run all cells, the widgets render, the
     example's table appears; then a choice made in the page's own dropdown and a click on the page's
     button redraw the table for the new intention."""
     nb = json.loads((paths.REPO_ROOT / "notebooks" / "08_playground.ipynb").read_text())
@@ -212,10 +213,14 @@ def test_the_playground_works_in_jupyterlab_in_a_real_browser(run_root, tmp_path
     (tmp_path / "lab" / "08_playground.ipynb").write_text(json.dumps(nb))
     with lab_browser.lab_page(tmp_path / "lab") as evaluate:
         _wait_for(evaluate, "() => !!window.jupyterapp")  # JupyterLab exposes its app once it has started
-        evaluate("(async () => { const app = window.jupyterapp; await app.restored; "
-                 "const w = await app.commands.execute('docmanager:open', {path: '08_playground.ipynb', factory: 'Notebook'}); "
-                 "await w.context.ready; await w.sessionContext.ready; "
-                 "await app.commands.execute('notebook:run-all-cells'); return true; })()")
+        # the kernel's info reply (language_info) arrives once its session is ready: opening a notebook
+        # and starting its kernel must not mark it modified (recnb.lab)
+        dirty = evaluate("(async () => { const app = window.jupyterapp; await app.restored; "
+                         "const w = await app.commands.execute('docmanager:open', {path: '08_playground.ipynb', factory: 'Notebook'}); "
+                         "await w.context.ready; await w.sessionContext.ready; await w.sessionContext.session.kernel.info; "
+                         "await new Promise(r => setTimeout(r, 1000)); const dirty = w.context.model.dirty; "
+                         "await app.commands.execute('notebook:run-all-cells'); return dirty; })()")
+        assert dirty is False
         # textContent, not innerText: a widget's text counts whether or not the page has laid it out;
         # ipywidgets writes option labels with non-breaking spaces, hence \s in the patterns
         first = _wait_for(evaluate, "() => { const t = [...document.querySelectorAll('.jp-OutputArea-output table')]"
