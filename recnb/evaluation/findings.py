@@ -37,10 +37,12 @@ def _beyond_noise(lo: float, hi: float) -> bool:
     return not (math.isnan(lo) or math.isnan(hi)) and (lo > 0 or hi < 0)
 
 
-def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "fuzzy") -> str:
+def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "fuzzy",
+                  facts: dict | None = None) -> str:
     """Markdown bullets: accuracy (I0 HR@10 of the teacher, the popularity floor and the best LLM),
     control (each LLM's paired effect of the sentence on TCP(+C) and TCP(−C)) and formatting (illegal
-    items on I0), each with its interval where stage 06 computed one."""
+    items on I0), each with its interval where stage 06 computed one; with `facts` (`predict_all`'s),
+    which models answered with another's weights."""
     rows = summary[summary["matcher"] == matcher]
     models = list(dict.fromkeys(rows["model"]))
     llms = [m for m in models if m not in RANKERS and not m.endswith("+constrained")]
@@ -74,6 +76,10 @@ def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "
     if shown:
         lines.append("- **Formatting** (I0, Repeat + NonExist + InHistory, % of items, lower is better): "
                      + ", ".join(shown) + ".")
+    for model, fact in (facts or {}).items():
+        if "same_weights_as" in fact:
+            lines.append(f"- **{model}** has bit-identical weights to {fact['same_weights_as']} (e.g. stage 05 kept "
+                         "its SFT start as the best actor), so its rows repeat those answers.")
     twins = sorted({g for g in rows["test_group"] if g.endswith(NOCONTROL)})
     most = int(rows["n_lists"].max()) if "n_lists" in rows and len(rows) else 0
     lines += ["", (f"{len(rows['test_group'].unique())} test groups ({len(twins)} without the control sentence), "

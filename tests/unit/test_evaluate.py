@@ -267,3 +267,40 @@ def test_findings_read_the_numbers_with_their_intervals():
     assert "v2: the sentence moves TCP(+C) 90 vs 60 without it, +30 [+20, +40]: as asked; TCP(−C) 50 vs 40 without it, +10 [+2, +18]: against the request." in text
     assert "full: the sentence moves TCP(+C) 70 vs 65 without it, +5 [-3, +12]: within noise." in text
     assert "v2 40.0, full 20.0" in text
+    assert "bit-identical" not in text
+    shared = findings.eval_findings(pd.DataFrame(rows), effects, facts={"v2": {"seconds": 1.0},
+                                                                         "full": {"same_weights_as": "v2"}})
+    assert "- **full** has bit-identical weights to v2" in shared
+
+
+def test_models_with_identical_weights_generate_once_and_share_their_answers(monkeypatch):
+    """`full` with the SFT model's weights (stage 05 kept its start) reuses v2's answers, its own
+    constrained run included; a model whose weights differ by one value generates its own."""
+    import torch
+
+    from recnb import data, llm
+    from recnb.evaluation.config import EvalConfig
+
+    items = data.build_dataset("tiny", seed=0).items
+    base, tok = llm.load_base("tiny-random")
+    changed, _ = llm.load_base("tiny-random")
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1.0
+    assert evaluate.weights_digest(base) != evaluate.weights_digest(changed)
+    weights = {"v2": base, "full": base, "other": changed}
+    monkeypatch.setattr(evaluate, "load_model", lambda spec, *a, **kw: (weights[spec.label], tok))
+    calls = []
+    real = evaluate.llm_predictions
+    monkeypatch.setattr(evaluate, "llm_predictions", lambda label, *a, **kw: calls.append(label) or real(label, *a, **kw))
+    test = pd.DataFrame([_record("I0", "I0", "I0", 3, 1, [1, 2], user=u) for u in range(1, 3)])
+    test["prompt"] = [[{"role": "user", "content": f"User {u}: recommend 3 items."}] for u in range(1, 3)]
+    cfg = EvalConfig(dataset="tiny", models={"v2": "x", "full": "y", "other": "z"}, constrained_models=["v2", "full"],
+                     max_new_tokens=12, batch_size=2, generalization=False)
+    specs = [evaluate.ModelSpec(label, "04_sft_unsloth") for label in ("v2", "full", "other")]
+    preds, facts = evaluate.predict_all(specs, test, pd.DataFrame(), items, cfg)
+    assert calls == ["v2", "v2", "other"]  # v2 free + constrained; full reused both; other generated
+    assert facts["full"]["same_weights_as"] == "v2" and facts["full+constrained"]["same_weights_as"] == "v2+constrained"
+    assert "same_weights_as" not in facts["other"]
+    for mine, theirs in (("full", "v2"), ("full+constrained", "v2+constrained")):
+        a, b = (preds[preds["model"] == m].drop(columns="model").reset_index(drop=True) for m in (mine, theirs))
+        pd.testing.assert_frame_equal(a, b)
