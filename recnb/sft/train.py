@@ -5,7 +5,8 @@ prompt/completion chat records, so the loss covers only the answer (`completion_
 On CPU the weights stay fp32 and `bf16=True` runs the forward/backward under bf16 autocast
 (about 1.4x faster here, same loss curve; `bf16=False` is the fp32 switch). With
 `use_unsloth=True` on a CUDA machine, unsloth's `FastLanguageModel` builds the same LoRA model
-(imported only there, since unsloth needs a GPU) and the same trainer runs it.
+(or, with `finetune: full`, the full model) and the same trainer runs it; unsloth is imported only
+there, or under `RECNB_UNSLOTH_CPU=1` (`make check-gpu-set`), which forces its CPU backend.
 
 Variants come from params alone: `tasks` (`["I0"]` = v1, `"all"` = v2) and `label_source`
 (`teacher` = sft_train.jsonl, `history` = sft_train_palr.jsonl, the PALR-style baseline).
@@ -14,6 +15,8 @@ Variants come from params alone: `tasks` (`["I0"]` = v1, `"all"` = v2) and `labe
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -148,27 +151,57 @@ def trainer_args(out_dir: Path, cfg: SFTConfig, device: torch.device, progress: 
     )
 
 
-def _load_unsloth(cfg: SFTConfig):
-    """unsloth's LoRA model on a CUDA GPU (unsloth cannot even be imported without one)."""
-    from unsloth import FastLanguageModel  # GPU only: see module docstring
+# `make check-gpu-set` only: every SFT stage goes through unsloth, on its CPU backend (plain
+# transformers + peft + trl, no Triton kernels), so the calls below run in CI-less checks without a GPU.
+UNSLOTH_CPU_ENV = "RECNB_UNSLOTH_CPU"
 
-    model, _ = FastLanguageModel.from_pretrained(model_name=str(llm.model_source(cfg.base_model)), max_seq_length=cfg.max_length,
-                                                 dtype=None, load_in_4bit=False)
-    model = FastLanguageModel.get_peft_model(
-        model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=LORA_TARGETS, bias="none", random_state=cfg.seed,
-        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
-    )
+
+def unsloth_wanted(cfg: SFTConfig) -> bool:
+    """unsloth trains when asked (`use_unsloth`) on a CUDA machine, or always under `RECNB_UNSLOTH_CPU=1`."""
+    if os.environ.get(UNSLOTH_CPU_ENV, "0") not in ("0", "1"):
+        raise ValueError(f"{UNSLOTH_CPU_ENV}={os.environ[UNSLOTH_CPU_ENV]!r}: use 1 (force unsloth's CPU backend) or 0")
+    return os.environ.get(UNSLOTH_CPU_ENV) == "1" or (cfg.use_unsloth and torch.cuda.is_available())
+
+
+def _unsloth_source(name: str, folder: Path) -> str:
+    """A folder `FastLanguageModel.from_pretrained` can read: the base model's own, or for the tiny
+    Llama (built in code, seeded, as `llm.load_base` builds it) a copy saved into `folder`."""
+    if name != llm.TINY_LLAMA:
+        return str(llm.model_source(name))
+    model, tokenizer = llm.load_base(name, dtype="float32")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _load_unsloth(cfg: SFTConfig):
+    """unsloth's model: LoRA-wrapped by `get_peft_model`, or with `finetune: full` every weight
+    trainable (`full_finetuning`). Imported only here: on a machine without CUDA, unsloth falls back
+    to its CPU backend, which only `RECNB_UNSLOTH_CPU=1` asks for."""
+    from unsloth import FastLanguageModel  # see module docstring
+
+    # CUDA: unsloth picks bf16/fp16; CPU: fp32 weights, as the plain path (the trainer's bf16 autocasts)
+    dtype = None if torch.cuda.is_available() else torch.float32
+    checkpointing = "unsloth" if cfg.gradient_checkpointing else False
+    with tempfile.TemporaryDirectory() as folder:
+        model, _ = FastLanguageModel.from_pretrained(
+            model_name=_unsloth_source(cfg.base_model, Path(folder)), max_seq_length=cfg.max_length, dtype=dtype,
+            load_in_4bit=False, full_finetuning=cfg.finetune == "full", use_gradient_checkpointing=checkpointing)
+    if cfg.finetune == "lora":
+        model = FastLanguageModel.get_peft_model(
+            model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=LORA_TARGETS, bias="none", random_state=cfg.seed, use_gradient_checkpointing=checkpointing)
     return model, llm.load_tokenizer(cfg.base_model)
 
 
 def load_trainable(cfg: SFTConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
-    """The model to fine-tune: unsloth's (already LoRA-wrapped) on CUDA when asked, else the plain base.
+    """The model to fine-tune: unsloth's (already prepared) where `unsloth_wanted`, else the plain base.
 
     Returns:
-        (model, tokenizer, wrapped): `wrapped` says the LoRA adapter is already attached.
+        (model, tokenizer, wrapped): `wrapped` says unsloth prepared it (LoRA attached, or every
+        weight trainable), so the trainer attaches no adapter of its own.
     """
-    if cfg.use_unsloth and torch.cuda.is_available():
+    if unsloth_wanted(cfg):
         model, tokenizer = _load_unsloth(cfg)
         return model, tokenizer, True
     model, tokenizer = llm.load_base(cfg.base_model, dtype="auto")  # CPU fp32 (autocast does bf16), CUDA bf16
@@ -211,6 +244,7 @@ class SFTResult:
     tokens: int
     tokens_per_s: float
     final_loss: float
+    trainer: str = "trl"  # "unsloth" where unsloth prepared the model (`unsloth_wanted`)
 
 
 def train_sft(records: list[dict], cfg: SFTConfig, out_dir: Path,
@@ -227,7 +261,8 @@ def train_sft(records: list[dict], cfg: SFTConfig, out_dir: Path,
     tokens = int(trainer._total_train_tokens)
     result = SFTResult(model=trainer.model.eval(), log=log, train_seconds=seconds, tokens=tokens,
                        tokens_per_s=tokens / max(seconds, 1e-9),
-                       final_loss=float(log["loss"].iloc[-1]) if len(log) else float(output.training_loss))
+                       final_loss=float(log["loss"].iloc[-1]) if len(log) else float(output.training_loss),
+                       trainer="unsloth" if wrapped else "trl")
     return result, tokenizer
 
 
@@ -312,7 +347,8 @@ def stage_metrics(result: SFTResult, cfg: SFTConfig, n_records: int,
                   * grad_accumulation(cfg), "epochs": float(log["epoch"].max()) if len(log) else 0.0,
                   "tokens": result.tokens, "seconds": round(result.train_seconds, 1),
                   "tokens_per_s": round(result.tokens_per_s, 1),
-                  "first_loss": float(log["loss"].iloc[0]) if len(log) else None, "final_loss": result.final_loss},
+                  "first_loss": float(log["loss"].iloc[0]) if len(log) else None, "final_loss": result.final_loss,
+                  "trainer": result.trainer},
         "headline": {name: {k: s["all"][k] for k in keys} for name, s in summaries.items()},
         "valid": summaries,
         "category_auc": {name: figures["category_auc"] for name, figures in (probe or {}).items()},

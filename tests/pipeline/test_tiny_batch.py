@@ -51,6 +51,14 @@ def test_every_stage_finished_with_params_and_metrics(run_root):
     assert (run_root / "notebooks" / "04_sft_unsloth-v1.ipynb").exists()
 
 
+def test_sft_trained_through_the_backend_this_environment_asks_for(run_root):
+    """`make check-gpu-set` forces unsloth (RECNB_UNSLOTH_CPU=1): every SFT stage must have gone
+    through it, not silently through the plain trl path; elsewhere none may."""
+    want = "unsloth" if os.environ.get("RECNB_UNSLOTH_CPU") == "1" else "trl"
+    for stage in ("04_sft_unsloth", "04_sft_unsloth-v1"):
+        assert metrics(run_root, stage)["train"]["trainer"] == want, stage
+
+
 def test_stage01_contract(run_root):
     d = run_root / "01_data_duckdb"
     items = pd.read_parquet(d / "items.parquet")

@@ -216,3 +216,33 @@ def test_unsloth_path_trains_on_cuda(tmp_path):
     result, _ = sft.train_sft(FIXED, settings, tmp_path, progress=False)
     assert "unsloth" in type(result.model).__module__.lower() or hasattr(result.model, "peft_config")
     assert result.log["loss"].notna().all() and len(result.log) == 3
+
+
+def test_unsloth_is_used_only_on_cuda_or_when_forced(monkeypatch):
+    monkeypatch.delenv(sft.train.UNSLOTH_CPU_ENV, raising=False)
+    asked = SFTConfig(base_model=llm.TINY_LLAMA, use_unsloth=True, **FAST)
+    assert sft.train.unsloth_wanted(asked) == torch.cuda.is_available()
+    monkeypatch.setenv(sft.train.UNSLOTH_CPU_ENV, "1")
+    assert sft.train.unsloth_wanted(SFTConfig(base_model=llm.TINY_LLAMA, **FAST))  # forced, whatever the params
+    monkeypatch.setenv(sft.train.UNSLOTH_CPU_ENV, "yes")
+    with pytest.raises(ValueError, match="RECNB_UNSLOTH_CPU='yes': use 1"):
+        sft.train.unsloth_wanted(asked)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_unsloth_cpu_backend_trains_the_same_contract(tmp_path, monkeypatch, finetune):
+    """`make check-gpu-set` (unsloth's library set): unsloth prepares the model on its CPU backend,
+    the loss falls, and stage 04's adapter/ loads back for inference like the plain path's."""
+    pytest.importorskip("unsloth", reason="unsloth is in the [gpu] extra (make check-gpu-set installs it)")
+    monkeypatch.setenv(sft.train.UNSLOTH_CPU_ENV, "1")
+    settings = SFTConfig(base_model=llm.TINY_LLAMA, finetune=finetune, max_steps=20, lora_r=8, lora_alpha=16, **FAST)
+    result, tok = sft.train_sft(FIXED, settings, tmp_path / "run", progress=False)
+    assert result.trainer == "unsloth"
+    assert result.log["loss"].iloc[-1] < result.log["loss"].iloc[0] - 0.5
+    sft.save_adapter(result.model, tok, tmp_path, settings)
+    assert (tmp_path / col.ADAPTER_DIR / "adapter_config.json").exists() == (finetune == "lora")
+    (tmp_path / col.PARAMS_FILE).write_text(json.dumps({"base_model": llm.TINY_LLAMA}))
+    loaded, _ = llm.load_for_inference(tmp_path)
+    batch = tok(llm.render_prompts(tok, [FIXED[1]["prompt"]], 512), return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch).logits, result.model.eval()(**batch).logits, atol=1e-4)
