@@ -323,7 +323,7 @@ def test_a_stage_that_finished_without_a_file_its_readers_need_is_incomplete(tmp
     _done(tmp_path, "05_ppo-v3", {"b": 1})
     assert run.stage_state(tmp_path / "05_ppo-v3", {"b": 1}) == ("done", "")
     shutil.rmtree(tmp_path / "05_ppo-v3" / "adapter")
-    record.record_results(tmp_path / "05_ppo-v3", {"b": 1}, {})  # the manifest agrees: it never wrote one
+    record.record_results(tmp_path / "05_ppo-v3", {"b": 1}, {}, inputs={})  # the manifest agrees: it never wrote one
     assert run.stage_state(tmp_path / "05_ppo-v3", {"b": 1}) == ("incomplete", "incomplete: no adapter/*.safetensors")
     job = run.Job("05_ppo", "v3", {"b": 1})
     with pytest.raises(ParamsError, match=r"05_ppo-v3 \(incomplete: no adapter/\*.safetensors\)"):
