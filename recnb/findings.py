@@ -107,8 +107,15 @@ def report(metrics: Mapping[str, Any]) -> str:
     """Stage 07: which figures were written and which users the case studies show."""
     cases = metrics.get("cases", {})
     shown = "; ".join(f"{group}: user {case['user_id']}, {len(case['models'])} models" for group, case in cases.items())
-    return "\n".join([
+    lines = [
         (f"{HEAD}: {len(metrics.get('figures', {}))} figures (PNG and PDF) in `{metrics.get('figures_dir')}`, "
         "drawn only from the recorded results."),
         (f"Case studies ({shown or 'none'}) pick the user on whom the models disagree most on the control metric: "
-        "they show the differences the tables average over.")])
+        "they show the differences the tables average over.")]
+    runs = metrics.get("rl_head_to_head") or []
+    if runs:
+        lines.append("RL runs on the same sampled-answer budget: " + "; ".join(
+            f"{r['run']} ({r['algorithm']}, {r['reward']} reward) {r['s_per_update']:.2f} s/update, sampled list reward "
+            f"{r['list_reward_first']:.3f} → {r['list_reward_last']:.3f}, illegal items "
+            f"{_pct(r['illegal_pct_first'])} → {_pct(r['illegal_pct_last'])} (first → last quarter)" for r in runs) + ".")
+    return "\n".join(lines)

@@ -177,6 +177,35 @@ def ppo_curves(log: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+RL_PANELS = {"list_reward": "list reward R_list\n(sampled answers, mean)",
+             "illegal_pct": "illegal items\n(% of sampled items)"}
+RL_AXES = {"sampled_answers": "answers sampled so far", "seconds": "training seconds so far"}
+
+
+def rl_head_to_head(curves: pd.DataFrame) -> plt.Figure:
+    """Several stage-05 runs (`recnb.report.rl.curves`) on one page: the sampled list reward (top) and
+    illegal items (bottom) against the answers sampled so far (left, the paper's budget) and against
+    training seconds (right, what each algorithm costs)."""
+    if curves.empty:
+        raise ValueError("no RL run to compare: stage 06 evaluated fewer than two stage-05 models")
+    runs = list(dict.fromkeys(curves["run"]))
+    colours = dict(zip(runs, sns.color_palette(n_colors=len(runs))))
+    fig, axes = plt.subplots(len(RL_PANELS), len(RL_AXES), figsize=(PAGE_IN, 4.6), sharex="col", sharey="row",
+                             squeeze=False)
+    for row, (metric, ylabel) in enumerate(RL_PANELS.items()):
+        for col, (x, xlabel) in enumerate(RL_AXES.items()):
+            ax = axes[row, col]
+            sns.lineplot(data=curves, x=x, y=metric, hue="run", hue_order=runs,
+                         palette=colours, marker="o", markersize=3, ax=ax, legend=False)
+            ax.set(xlabel=xlabel if row == len(RL_PANELS) - 1 else "", ylabel=ylabel if col == 0 else "")
+            if x == "sampled_answers":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [plt.Line2D([], [], color=colours[r], marker="o", markersize=3) for r in runs]
+    fig.legend(handles, runs, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=len(runs), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
 def dataset_stats(stats: dict, category_counts: pd.Series) -> plt.Figure:
     """Items per category (bars, most common first, at most 25) with the Table 1 statistics in the title."""
     frame = category_counts.sort_values(ascending=False).head(25).rename("items").reset_index()

@@ -60,3 +60,9 @@ def test_report_lists_figures_and_cases():
     text = findings.report({"figures": {"a": [], "b": []}, "figures_dir": "/f",
                             "cases": {"I1-C": {"user_id": 7, "models": ["x", "y"]}}})
     assert "2 figures (PNG and PDF) in `/f`" in text and "I1-C: user 7, 2 models" in text
+    assert "RL runs" not in text
+    run = {"run": "full-grpo", "algorithm": "grpo", "reward": "full", "s_per_update": 2.914, "list_reward_first": -1.3,
+           "list_reward_last": -0.54, "illegal_pct_first": 36.9, "illegal_pct_last": float("nan")}
+    text = findings.report({"rl_head_to_head": [run]})
+    assert ("full-grpo (grpo, full reward) 2.91 s/update, sampled list reward -1.300 → -0.540, illegal items "
+            "36.9 % → – (first → last quarter)") in text
