@@ -58,3 +58,16 @@ def test_head_to_head_figure_has_one_line_per_run_in_every_panel(tmp_path):
     assert all(f.stat().st_size > 1000 for f in plots.save(fig, tmp_path, "rl"))
     with pytest.raises(ValueError, match="fewer than two"):
         plots.rl_head_to_head(rl.curves({}, {}))
+
+
+def test_the_study_script_reads_labels_and_needs_two_runs():
+    import importlib.util
+
+    from recnb import paths
+
+    spec = importlib.util.spec_from_file_location("rl_runs", paths.REPO_ROOT / "studies" / "rl_runs.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    assert study.parse_stages(["full=05_ppo", "05_ppo-grpo"]) == {"full": "05_ppo", "05_ppo-grpo": "05_ppo-grpo"}
+    with pytest.raises(SystemExit, match="at least two"):
+        study.parse_stages(["05_ppo"])
