@@ -164,9 +164,10 @@ def unsloth_wanted(cfg: SFTConfig) -> bool:
 
 
 def _unsloth_source(name: str, folder: Path) -> str:
-    """A folder `FastLanguageModel.from_pretrained` can read: the base model's own, or for the tiny
-    Llama (built in code, seeded, as `llm.load_base` builds it) a copy saved into `folder`."""
-    if name != llm.TINY_LLAMA:
+    """A folder `FastLanguageModel.from_pretrained` can read: the base model's own, or for the models
+    built in code (the tiny Llama and the tiny random one, seeded, as `llm.load_base` builds them) a
+    copy saved into `folder`."""
+    if name not in (llm.TINY_LLAMA, llm.TINY_RANDOM):
         return str(llm.model_source(name))
     model, tokenizer = llm.load_base(name, dtype="float32")
     model.save_pretrained(folder)
