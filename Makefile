@@ -30,7 +30,7 @@ install-gpu: ## CUDA machines: unsloth's pins (transformers 5.17, trl 1.15) + a 
 
 ## make check-gpu-set: unsloth's library set (constraints-gpu.txt: transformers 5.17, trl 1.15) in a second
 ## environment on the CPU torch, then the unit tests and the tiny batch with every SFT stage forced through
-## unsloth's CPU backend (RECNB_UNSLOTH_CPU=1). Not part of CI (~25 min on 2 cores, install aside).
+## unsloth's CPU backend (RECNB_UNSLOTH_CPU=1). Not part of CI: ~4 min install + 7 min tests on 2 cores.
 GPU_VENV  := .venv-gpu
 GPU_STAMP := $(GPU_VENV)/.installed
 
