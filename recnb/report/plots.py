@@ -189,7 +189,9 @@ def rl_head_to_head(curves: pd.DataFrame) -> plt.Figure:
     if curves.empty:
         raise ValueError("no RL run to compare: stage 06 evaluated fewer than two stage-05 models")
     runs = list(dict.fromkeys(curves["run"]))
-    colours = dict(zip(runs, sns.color_palette(n_colors=len(runs))))
+    palette = sns.color_palette("colorblind", max(len(runs), 5))
+    palette[3], palette[4] = palette[4], palette[3]  # the 4th colour (vermilion) is hard to tell from the 2nd
+    colours = dict(zip(runs, palette))
     fig, axes = plt.subplots(len(RL_PANELS), len(RL_AXES), figsize=(PAGE_IN, 4.6), sharex="col", sharey="row",
                              squeeze=False)
     for row, (metric, ylabel) in enumerate(RL_PANELS.items()):
