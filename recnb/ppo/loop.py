@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -77,9 +78,12 @@ def valid_slice(rows: list[dict], n: int) -> list[dict]:
 
 
 def summarise(log: pd.DataFrame) -> dict:
-    """metrics.json of stage 05: validation figures at the SFT start, at the best and the last
-    evaluation, and the training reward/KL of the first and last quarter of the updates."""
+    """metrics.json of stage 05: validation figures at the SFT start, at the kept actor (`adapter/`:
+    the best validation list reward among checkpoints that `qualify`, as `train_ppo` keeps it) and
+    at the last evaluation, and the training reward/KL of the first and last quarter of the updates."""
     evals = log.dropna(subset=["val_list_reward"]).set_index("update").filter(like="val_")
+    start_pct = float(evals.iloc[0].get("val_correct_count_pct", 100.0))
+    kept = evals[[qualifies(row, start_pct) for _, row in evals.iterrows()]]
     train = log[log["update"] > 0]
     quarter = max(len(train) // 4, 1)
     cols = [c for c in ("list_reward", "item_reward", "kl", "illegal_pct", "response_len") if c in train]
@@ -87,8 +91,8 @@ def summarise(log: pd.DataFrame) -> dict:
         "updates": int(train["update"].max()) if len(train) else 0,
         "valid_start": evals.iloc[0].to_dict(),
         "valid_last": evals.iloc[-1].to_dict(),
-        "valid_best": evals.loc[evals["val_list_reward"].idxmax()].to_dict(),
-        "best_update": int(evals["val_list_reward"].idxmax()),
+        "valid_best": kept.loc[kept["val_list_reward"].idxmax()].to_dict(),
+        "best_update": int(kept["val_list_reward"].idxmax()),
         "train_first_quarter": train[cols].head(quarter).mean().to_dict(),
         "train_last_quarter": train[cols].tail(quarter).mean().to_dict(),
         "seconds": {k: float(train[k].sum()) for k in ("t_generate", "t_score", "t_train") if k in train},
@@ -177,12 +181,16 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
 MIN_BEST_CORRECT_COUNT_PCT = 50.0
 
 
+def qualifies(row: Mapping, start_correct_pct: float = 100.0) -> bool:
+    """Whether a validated checkpoint may be kept as the best actor: its greedy answers have exactly k
+    items at least `MIN_BEST_CORRECT_COUNT_PCT` % of the time, or as often as the SFT start's where lower."""
+    return row.get("val_correct_count_pct", 100.0) >= min(MIN_BEST_CORRECT_COUNT_PCT, start_correct_pct)
+
+
 def _keep_best(ac: ActorCritic, row: dict, best: float, out_dir: Path, start_correct_pct: float = 100.0) -> float:
     """Save the actor as `adapter/` when its validation reward is the best so far among checkpoints
-    that still answer in full (`MIN_BEST_CORRECT_COUNT_PCT`, or the SFT start's share
-    `start_correct_pct` where lower); returns the best reward."""
-    bar = min(MIN_BEST_CORRECT_COUNT_PCT, start_correct_pct)
-    if row["val_list_reward"] > best and row.get("val_correct_count_pct", 100.0) >= bar:
+    that `qualify`; returns the best reward."""
+    if row["val_list_reward"] > best and qualifies(row, start_correct_pct):
         ac.save_adapter(ACTOR, out_dir / col.ADAPTER_DIR)
         return row["val_list_reward"]
     return best

@@ -378,3 +378,20 @@ def test_a_checkpoint_that_answers_less_is_never_kept_as_the_best_actor(tmp_path
     assert best == -4.8 and len(saved) == 1
     assert loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 12.5}, best, tmp_path, 18.75) == -4.8
     assert loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 25.0}, best, tmp_path, 18.75) == -1.0
+
+
+def test_metrics_name_the_actor_train_ppo_kept_not_the_highest_validation_reward():
+    """ml-100k's GRPO run: update 3 had the highest validation reward but answered in full less often
+    than the SFT start (18.75 % < 25 %), so adapter/ stayed the start; metrics.json must say so."""
+    from recnb.ppo import loop
+
+    log = pd.DataFrame([
+        {"update": 0, "val_list_reward": -4.84, "val_correct_count_pct": 25.0},
+        {"update": 1, "list_reward": -2.2, "illegal_pct": 53.0},
+        {"update": 3, "list_reward": -2.8, "illegal_pct": 50.0, "val_list_reward": -4.78, "val_correct_count_pct": 18.75},
+        {"update": 6, "list_reward": -1.5, "illegal_pct": 41.0, "val_list_reward": -4.79, "val_correct_count_pct": 31.25}])
+    summary = loop.summarise(log)
+    assert summary["best_update"] == 6 and summary["valid_best"]["val_list_reward"] == -4.79
+    summary = loop.summarise(log.assign(val_correct_count_pct=[25.0, None, 18.75, 12.5]))
+    assert summary["best_update"] == 0 and summary["valid_best"]["val_list_reward"] == -4.84
+    assert summary["valid_last"]["val_list_reward"] == -4.79  # the last evaluation, kept or not
