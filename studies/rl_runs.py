@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
-from recnb import artifacts as col
 from recnb import paths, record
 from recnb.report import plots, rl
 
@@ -43,19 +40,14 @@ def main() -> None:
     args = ap.parse_args()
     stages = parse_stages(args.stages)
     try:
-        dirs = {label: paths.input_dir("outputs", args.run, stage) for label, stage in stages.items()}
-        params = {label: record.read_json(d / col.PARAMS_FILE) for label, d in dirs.items()}
-        metrics = {label: record.read_json(d / col.METRICS_FILE) for label, d in dirs.items()}
-        logs = {label: pd.read_csv(d / col.PPO_LOG_FILE) for label, d in dirs.items()}
+        table, frame = rl.load({label: paths.input_dir("outputs", args.run, stage) for label, stage in stages.items()})
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(str(err)) from None
-    table = rl.head_to_head(metrics, params)
     out = paths.REPO_ROOT / "outputs" / "studies" / "rl_runs" / args.run
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "head_to_head.csv", index=False)
     plots.set_style()
-    saved = plots.save(plots.rl_head_to_head(rl.curves(logs, {k: p["batch_size"] for k, p in params.items()})),
-                       out, "rl_head_to_head")
+    saved = plots.save(plots.rl_head_to_head(frame), out, "rl_head_to_head")
     print(table.set_index("run").T.to_string())
     print(f"wrote {out / 'head_to_head.csv'}, {', '.join(str(p) for p in saved)}")
     ref = table.iloc[0]

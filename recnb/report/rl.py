@@ -11,6 +11,7 @@ optimisation; validation excluded, it is the same for every algorithm).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -68,3 +69,15 @@ def head_to_head(metrics: Mapping[str, Mapping], params: Mapping[str, Mapping]) 
             "val_list_reward_start": m["valid_start"].get("val_list_reward"),
             "val_list_reward_best": m["valid_best"].get("val_list_reward"), "best_update": m.get("best_update")})
     return pd.DataFrame(rows)
+
+
+def load(dirs: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`head_to_head` table, `curves`) of finished stage-05 dirs (label -> dir), from their
+    `params.json`, `metrics.json` and `ppo_log.csv`."""
+    from recnb import artifacts as col
+    from recnb import record
+
+    params = {label: record.read_json(d / col.PARAMS_FILE) for label, d in dirs.items()}
+    metrics = {label: record.read_json(d / col.METRICS_FILE) for label, d in dirs.items()}
+    logs = {label: pd.read_csv(d / col.PPO_LOG_FILE) for label, d in dirs.items()}
+    return head_to_head(metrics, params), curves(logs, {label: p["batch_size"] for label, p in params.items()})

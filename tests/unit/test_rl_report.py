@@ -71,3 +71,22 @@ def test_the_study_script_reads_labels_and_needs_two_runs():
     assert study.parse_stages(["full=05_ppo", "05_ppo-grpo"]) == {"full": "05_ppo", "05_ppo-grpo": "05_ppo-grpo"}
     with pytest.raises(SystemExit, match="at least two"):
         study.parse_stages(["05_ppo"])
+
+
+def test_load_reads_each_stage_dir_into_the_table_and_the_curves(tmp_path):
+    from recnb import artifacts as col
+    from recnb import record
+
+    metrics = {"updates": 2, "seconds": {"t_train": 4.0}, "train_first_quarter": {"list_reward": -2},
+               "train_last_quarter": {"list_reward": 0}, "valid_start": {}, "valid_best": {}}
+    dirs = {}
+    for label, batch in (("ppo", 16), ("grpo", 8)):
+        d = dirs[label] = tmp_path / label
+        d.mkdir()
+        record.write_json(d / col.PARAMS_FILE, {"batch_size": batch})
+        record.write_json(d / col.METRICS_FILE, metrics)
+        _log([-2, 0], [40, 20], [1, 3]).to_csv(d / col.PPO_LOG_FILE, index=False)
+    table, frame = rl.load(dirs)
+    assert table["sampled_answers"].tolist() == [32, 16] and table["s_per_update"].tolist() == [2.0, 2.0]
+    assert frame[frame.run == "grpo"]["sampled_answers"].tolist() == [8, 16]
+    assert frame[frame.run == "ppo"]["seconds"].tolist() == [1.0, 4.0]
