@@ -73,7 +73,7 @@ def main() -> None:
     decoding = llm.Decoding(max_new_tokens=args.max_new_tokens, batch_size=32)
     tables, t0 = [], time.time()
     for spec in specs:
-        model, tokenizer = evaluate.load_model(spec, "")
+        model, tokenizer = llm.load_for_inference(spec.path)
         tables.append(fit_table(model, tokenizer, files, catalog, args.per_task, decoding).assign(model=spec.label))
         del model
     table = pd.concat(tables, ignore_index=True)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from recnb import artifacts as col
+from recnb import record
+
 TIME_COLUMNS = ("t_generate", "t_score", "t_train")
 CURVE_COLUMNS = ("list_reward", "illegal_pct")
 
@@ -74,9 +77,6 @@ def head_to_head(metrics: Mapping[str, Mapping], params: Mapping[str, Mapping]) 
 def load(dirs: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(`head_to_head` table, `curves`) of finished stage-05 dirs (label -> dir), from their
     `params.json`, `metrics.json` and `ppo_log.csv`."""
-    from recnb import artifacts as col
-    from recnb import record
-
     params = {label: record.read_json(d / col.PARAMS_FILE) for label, d in dirs.items()}
     metrics = {label: record.read_json(d / col.METRICS_FILE) for label, d in dirs.items()}
     logs = {label: pd.read_csv(d / col.PPO_LOG_FILE) for label, d in dirs.items()}
