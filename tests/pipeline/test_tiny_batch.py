@@ -188,7 +188,7 @@ def test_sft_on_control_tasks_lists_fewer_c_items_when_told_no_c(run_root):
     assert v2 <= v1 - 10, (v2, v1)  # seeds 0-2: 44.0 vs 75.8, 17.0 vs 66.4, 32.2 vs 78.2
 
 
-def test_rl_does_not_add_illegal_items(run_root):
+def test_rl_does_not_wreck_the_lists(run_root):
     """Issue 19 asks RL to cut them and its reward to rise. From the 16-epoch SFT model, PPO's 10
     updates cut them on seed 0 (−4.3 points), keep the SFT start on seed 1 (no checkpoint beat it on
     validation) and add some on seed 2 (+4.9); its sampled list reward rises on seeds 0 and 2 and falls
