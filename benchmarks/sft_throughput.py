@@ -10,6 +10,9 @@ Each configuration runs in its own process (so peak RSS is its own) for the same
 columns compare the curves (same seed, same records): bf16 must track fp32.
 
     nice .venv/bin/python benchmarks/sft_throughput.py --model smollm2-135m --steps 4
+    # the tiny batch's set-up; compare --batch 16 with --batch 4 (micro-batches cut by length):
+    .venv/bin/python benchmarks/sft_throughput.py --model tiny-llama --finetune full --steps 60 \
+        --records outputs/tiny/03_instructions/sft_train.jsonl --batch 4
 
 Ends with one line of key=value figures.
 """
@@ -70,7 +73,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     settings = sft.SFTConfig(base_model=args.model, batch_size=1 if naive else args.batch,
                              effective_batch=args.effective_batch, max_steps=steps, bf16=name == "ours-bf16",
                              length_balanced=not naive, learning_rate=1e-3, warmup=0.0, logging_steps=1,
-                             lora_dropout=args.lora_dropout)
+                             lora_dropout=args.lora_dropout, finetune=args.finetune)
     model, tok, wrapped = sft.load_trainable(settings)
     trainer = sft.build_trainer(model, tok, records, settings, Path("/tmp/sft_bench"), wrapped, progress=False)
     if naive:  # stock trl loss: undo our override for this instance only
@@ -97,6 +100,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: every core this process may use")
     ap.add_argument("--lora-dropout", type=float, default=0.0,
                     help="LoRA dropout of every configuration (0 as params/ml-100k.yaml; the paper: 0.05)")
+    ap.add_argument("--finetune", choices=("lora", "full"), default="lora",
+                    help="LoRA adapters (ml-100k) or every weight (params/tiny.yaml's tiny-llama)")
     ap.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -117,7 +122,8 @@ def main() -> None:
 
     print(record.summary_line(
         "sft_throughput", model=args.model, threads=bf16["threads"], steps=args.steps,
-        effective_batch=args.effective_batch, lora_dropout=args.lora_dropout, naive_tok_s=naive["tokens_per_s"],
+        effective_batch=args.effective_batch, batch=args.batch, finetune=args.finetune,
+        lora_dropout=args.lora_dropout, naive_tok_s=naive["tokens_per_s"],
         ours_fp32_tok_s=fp32["tokens_per_s"], ours_bf16_tok_s=bf16["tokens_per_s"],
         speedup_vs_naive=bf16["tokens_per_s"] / naive["tokens_per_s"],
         bf16_vs_fp32=bf16["tokens_per_s"] / fp32["tokens_per_s"], max_loss_gap_bf16=loss_gap,
