@@ -1,6 +1,5 @@
 """benchmarks/gpu_smoke.py: its figures from a run's files (CPU), and the smoke run itself (GPU)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,13 @@ import pytest
 import torch
 
 from recnb import paths
+from tests.scripts import load_script
 
 SCRIPT = paths.REPO_ROOT / "benchmarks" / "gpu_smoke.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_smoke", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_figures_read_the_stage_contracts(tmp_path):

@@ -1,20 +1,12 @@
 """studies/negation_fit.py: the share of C per file and task, against hand-counted answers."""
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
-from recnb import llm, paths
+from recnb import llm
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
-
-
-def _study():
-    spec = importlib.util.spec_from_file_location("negation_fit", paths.REPO_ROOT / "studies" / "negation_fit.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    return study
+from tests.scripts import load_script
 
 
 def _record(task, category, history, label, k=2):
@@ -38,7 +30,7 @@ def test_fit_table_counts_items_in_c_for_answers_and_labels(monkeypatch):
     files = {"train": [_record("I1-C", "A", [3], [3, 4]), _record("I1-C", "A", [1], [3, 4]),
                        _record("I1+C", "B", [1], [3, 4])],
              "test": [_record("I1-C", "A", [4], [])]}
-    table = _study().fit_table(None, None, files, catalog, per_task=8, decoding=llm.Decoding())
+    table = load_script("studies/negation_fit.py").fit_table(None, None, files, catalog, per_task=8, decoding=llm.Decoding())
     row = table.set_index(["file", "task"])
     assert row.loc[("train", "I1-C"), "tcp_pct"] == pytest.approx(75.0)  # 3 of the 4 positions in A
     assert row.loc[("train", "I1-C"), "label_tcp_pct"] == 0.0

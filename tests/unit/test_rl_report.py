@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from recnb.report import plots, rl
+from tests.scripts import load_script
 
 
 def _log(rewards, illegal, seconds):
@@ -61,13 +62,7 @@ def test_head_to_head_figure_has_one_line_per_run_in_every_panel(tmp_path):
 
 
 def test_the_study_script_reads_labels_and_needs_two_runs():
-    import importlib.util
-
-    from recnb import paths
-
-    spec = importlib.util.spec_from_file_location("rl_runs", paths.REPO_ROOT / "studies" / "rl_runs.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_script("studies/rl_runs.py")
     assert study.parse_stages(["full=05_ppo", "05_ppo-grpo"]) == {"full": "05_ppo", "05_ppo-grpo": "05_ppo-grpo"}
     with pytest.raises(SystemExit, match="at least two"):
         study.parse_stages(["05_ppo"])
