@@ -116,26 +116,14 @@ def _train_spec(ctx: BuildContext, rng: np.random.Generator, file: str, task: st
 
 
 def build_sft_train(ctx: BuildContext) -> list[Spec]:
-    """SFT train specs: I0, I1±C, I2 ≤/≥/≈ per user (Table 7 proportions), then I3±C per item.
-
-    I1 alternates +C and −C down the shuffled users (Table 7: half the users each). A user drawn
-    again (`i1_per_user` > 1) gets the other polarity of its previous draw, so at 2 per user each
-    user has one "more C" and one "no C" sample over the same history: a contrast pair that makes
-    the model read the sentence's polarity. Independent draws gave a quarter of the users the same
-    "no C" sample twice (its category is fixed by the user's teacher list) and a quarter none.
-    """
+    """SFT train specs: I0, I1±C, I2 ≤/≥/≈ per user (Table 7 proportions), then I3±C per item."""
     rng, cfg, users = ctx.rng("sft_train"), ctx.config, ctx.users()
     plan = [(("I0",), cfg.i0_per_user), (("I1+C", "I1-C"), cfg.i1_per_user), (("I2<=", "I2>=", "I2~="), cfg.i2_per_user)]
     specs = []
     for tasks, per_user in plan:
         order = cycle_users(rng, users, round(len(users) * per_user))
-        last: dict[int, str] = {}
         for j, user in enumerate(order):
-            task = tasks[j % len(tasks)]
-            if tasks == ("I1+C", "I1-C") and user in last:  # a user's next I1 sample: the other polarity
-                task = tasks[1 - tasks.index(last[user])]
-            last[user] = task
-            specs.append(_train_spec(ctx, rng, "sft_train", task, user))
+            specs.append(_train_spec(ctx, rng, "sft_train", tasks[j % len(tasks)], user))
     n_search = round(len(ctx.catalog.titles) * cfg.i3_per_item)
     for j in range(n_search):
         task = ("I3+C", "I3-C")[j % 2]

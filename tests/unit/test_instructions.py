@@ -211,18 +211,6 @@ def test_table7_proportions_and_counts(tiny, sets):
     assert sets.stats["skipped_total"] == sum(n for f in sets.stats["skipped"].values() for t in f.values() for n in t.values())
 
 
-def test_a_user_drawn_twice_for_i1_gets_both_polarities(tiny):
-    cfg = instructions.InstructionConfig(valid_per_type=4, i1_per_user=2.0, i0_per_user=0, i2_per_user=0, i3_per_item=0)
-    sets = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
-    by_user: dict[int, list[str]] = {}
-    for r in sets.files["sft_train"]:
-        by_user.setdefault(r["user_id"], []).append(r["task"])
-    skipped = sum(sum(why.values()) for why in sets.stats["skipped"].get("sft_train", {}).values())
-    assert sum(len(t) for t in by_user.values()) + skipped == 2 * len(tiny[0].splits)
-    assert all(len(set(t)) == len(t) for t in by_user.values()), by_user  # never the same polarity twice
-    assert sum(sorted(t) == ["I1+C", "I1-C"] for t in by_user.values()) >= len(tiny[0].splits) - skipped
-
-
 def test_candidate_rows_hold_their_label_and_no_history(sets):
     rows = [r for r in sets.files["sft_train"] if r["candidates"] is not None]
     assert 0.15 < len(rows) / len(sets.files["sft_train"]) < 0.35  # candidate_fraction 0.25 of I0/I1/I3
