@@ -233,8 +233,10 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
         recorded = record.read_json(target / col.PARAMS_FILE)
     except (OSError, ValueError):  # missing or malformed: nothing says these params made it
         return "changed", "params.json unreadable"
-    # `variant` names the directory itself (checked by its name)
-    if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k != "variant"):
+    # `variant` names the directory itself (checked by its name); `outputs_dir` is where the run lives,
+    # not what it computes (inputs are matched by content), so a run copied elsewhere stays up to date
+    if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items()
+               if k not in ("variant", "outputs_dir")):
         return "changed", "params changed"
     changes = record.stage_changes(target)
     if changes:

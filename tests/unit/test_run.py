@@ -91,6 +91,15 @@ def test_runs_stage_then_skips_it_and_refuses_to_overwrite_when_stale(tmp_path, 
     assert json.loads((stage / "params.json").read_text())["user_core"] == 3
 
 
+def test_a_run_copied_to_another_outputs_dir_stays_up_to_date(tmp_path, capsys):
+    f = write(tmp_path, "run: r\ncommon: {dataset: tiny, threads: 1}\n01_data_duckdb: {}\n")
+    assert run.main([str(f), "--outputs-dir", str(tmp_path / "a")]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    capsys.readouterr()
+    assert run.main([str(f), "--outputs-dir", str(tmp_path / "b")]) == 0
+    assert "01_data_duckdb: up to date, skipped" in capsys.readouterr().out
+
+
 def _done(root, name, params, reads=(), files=None):
     """A finished stage dir as record_results leaves it, having read the stage dirs `reads`; `files`
     (default: one per pattern of the stage's `col.REQUIRED_OUTPUTS`) on top of the required ones."""
