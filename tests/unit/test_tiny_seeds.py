@@ -1,0 +1,79 @@
+"""studies/tiny_seeds.py: one seed's params, its figures read from a hand-made run, targets counted."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from recnb.run import load_jobs
+from tests.scripts import load_script
+
+study = load_script("studies/tiny_seeds.py")
+
+
+def test_seed_params_change_the_seed_and_nothing_else(tmp_path):
+    _, main = load_jobs(study.PARAMS)
+    _, seeded = load_jobs(study.seed_params(7, tmp_path))
+    assert yaml.safe_load((tmp_path / "tiny-s7.yaml").read_text())["common"]["seed"] == 7
+    assert [j.name for j in seeded] == [j.name for j in main]
+    for a, b in zip(main, seeded):
+        assert b.params == {**a.params, "seed": 7}, a.name
+
+
+def _fake_run(root, jobs):
+    """Stage records a finished tiny batch leaves, with figures chosen by hand."""
+    fuzzy = [  # model, group, CorrectCount, NonExist, HR, TCP, Repeat, InHistory
+        ("v2", "I0", 96.0, 0.4, 0.3, None, 30.0, 20.0), ("full", "I0", 98.0, 0.0, 0.3, None, 25.0, 21.0),
+        ("base", "I1+C", 0.0, 100.0, 0.0, 0.0, 0.0, 0.0), ("v1", "I1+C", 100.0, 0.0, 0.1, 70.0, 30.0, 30.0),
+    ]
+    cols = ["model", "test_group", "correct_count_pct", "non_exist_pct", "hr", "tcp_pct", "repeat_item_pct",
+            "in_history_pct"]
+    summary = pd.DataFrame(fuzzy, columns=cols).assign(matcher="fuzzy")
+    exact = summary.assign(matcher="exact", correct_count_pct=0.0)  # must be ignored
+    (root / "06_eval").mkdir(parents=True)
+    pd.concat([summary, exact]).to_csv(root / "06_eval" / "summary.csv", index=False)
+    effects = pd.DataFrame([
+        ("v2", "I1+C", "tcp_pct", "fuzzy", 95.0, 70.0, 25.0, 12.0, 37.0),
+        ("v2", "I1-C", "tcp_pct", "fuzzy", 30.0, 36.0, -6.0, -17.0, 5.0),
+        ("v2", "I1-C", "tcp_pct", "exact", 0.0, 90.0, -90.0, -95.0, -85.0),
+    ], columns=["model", "test_group", "figure", "matcher", "with", "without", "delta", "delta_lo", "delta_hi"])
+    effects.to_csv(root / "06_eval" / "control_effects.csv", index=False)
+    for j, job in enumerate(jobs):
+        (root / job.name).mkdir(parents=True, exist_ok=True)
+        metrics = {"stage_seconds": 10.0 * (j + 1)}
+        if job.name == "05_ppo":
+            metrics |= {"best_update": 5, "train_first_quarter": {"list_reward": -0.8},
+                        "train_last_quarter": {"list_reward": -0.5}}
+        (root / job.name / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
+    params_file = study.seed_params(3, tmp_path)
+    _, jobs = load_jobs(params_file)
+    _fake_run(tmp_path / "s3" / "tiny", jobs)
+    row = study.seed_row(3, params_file, tmp_path / "s3" / "tiny")
+    assert row["seconds"] == 10 * sum(range(1, len(jobs) + 1))  # 8 jobs: 10 + 20 + ... + 80 = 360
+    assert (row["v2_cc"], row["v2_nonexist"], row["v2_hr"]) == (96.0, 0.4, 0.3)
+    assert row["v2_illegal"] == pytest.approx(30.0 + 0.4 + 20.0) and row["full_illegal"] == pytest.approx(46.0)
+    assert (row["base_plus"], row["v1_plus"], row["v2_plus"], row["plus_delta"]) == (0.0, 70.0, 95.0, 25.0)
+    assert (row["minus_delta"], row["minus_lo"], row["minus_hi"]) == (-6.0, -17.0, 5.0)
+    assert (row["reward_first"], row["reward_last"], row["best_update"]) == (-0.8, -0.5, 5)
+    held = study.held(pd.DataFrame([row])).set_index("target")["held"]
+    assert held["minus_twin"] == "0/1" and held["rl_illegal"] == "1/1" and held["plus_twin"] == "1/1"
+
+
+def test_held_counts_each_target_over_the_seeds():
+    base = {"v2_cc": 90, "v2_nonexist": 1, "v2_hr": 0.2, "base_plus": 0, "v1_plus": 60, "v2_plus": 95,
+            "plus_delta": 20, "minus_delta": -12, "v2_illegal": 50, "full_illegal": 48, "reward_first": -0.9,
+            "reward_last": -0.5, "seconds": 580}
+    table = pd.DataFrame([
+        {**base, "seed": 0},
+        {**base, "seed": 1, "minus_delta": -9.9, "full_illegal": 50.1, "seconds": 600},  # misses two
+        {**base, "seed": 2, "v2_cc": 79.9, "reward_last": -0.9},                          # misses two others
+    ])
+    held = study.held(table).set_index("target")
+    assert held.loc["minus_twin", "held"] == "2/3" and held.loc["minus_twin", "missed_on"] == "1"
+    assert held.loc["rl_illegal", "missed_on"] == "1" and held.loc["time", "held"] == "3/3"  # 600 s is in
+    assert held.loc["cc", "missed_on"] == "2" and held.loc["rl_reward", "missed_on"] == "2"
+    assert held.loc["plus_base", "held"] == "3/3" and held.loc["plus_v1", "held"] == "3/3"
