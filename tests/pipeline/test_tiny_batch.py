@@ -125,8 +125,8 @@ def test_stage06_tables_and_stage07_figures(run_root):
 
 # ------------------------------------------------------------------ the paper in miniature (issue 19)
 # Stage 06's test prompts, fuzzy matching (the paper's convention), 50 users per test group. Each
-# bound below held on every seed of the tiny batch tried (0, 1, 2: docs/RESULTS.md), with the room
-# noted; where an issue-19 target did not hold on every seed the bound is the weaker one that does,
+# bound below held on every seed of the tiny batch tried (0-4: docs/RESULTS.md, `studies/tiny_seeds.py`),
+# with the room noted; where an issue-19 target did not hold on every seed the bound is the weaker one that does,
 # and RESULTS.md says so. A change that stops SFT from learning fails here.
 
 
@@ -157,15 +157,15 @@ def test_every_figure_has_its_interval_and_every_control_its_paired_effect(run_r
 
 def test_sft_teaches_which_titles_are_in_which_category(run_root):
     probe = metrics(run_root, "04_sft_unsloth")["category_auc"]
-    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-2: 0.56 -> 0.98, 0.50 -> 0.85, 0.41 -> 0.97
+    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-4: +0.42, +0.35, +0.56, +0.42, +0.42
 
 
 def test_sft_learns_the_answer_format_and_the_catalog(run_root):
     i0 = summary(run_root, "v2", "I0")
-    assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds: 96, 100, 98
-    assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0.6, 0, 0.4
-    assert i0["hr"] > 0, i0["hr"]  # 0.34, 0.26, 0.24 (SASRec: 0.56-0.76)
-    # fitted (16 epochs), v2 repeats a third of its titles: 35.8, 27.0, 27.9 (4 epochs: 75.8, 61.8, 59.2)
+    assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds 0-4: 96, 100, 98, 100, 98
+    assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0.6, 0, 0.4, 0, 0
+    assert i0["hr"] > 0, i0["hr"]  # 0.34, 0.26, 0.24, 0.60, 0.38 (SASRec: 0.56-0.76)
+    # fitted (16 epochs), v2 repeats a third of its titles: 35.8, 27.0, 27.9, 28.4, 29.8 (4 epochs: 59-76)
     assert i0["repeat_item_pct"] <= 50, i0["repeat_item_pct"]
     base = summary(run_root, "base", "I0")  # the untrained base cannot: SFT is what taught it
     assert base["non_exist_pct"] >= 80 and base["correct_count_pct"] <= 20, (base["non_exist_pct"], base["correct_count_pct"])
@@ -174,31 +174,31 @@ def test_sft_learns_the_answer_format_and_the_catalog(run_root):
 def test_sft_on_control_tasks_obeys_more_c(run_root):
     v2, twin = summary(run_root, "v2", "I1+C")["tcp_pct"], summary(run_root, "v2", "I1+C_nocontrol")["tcp_pct"]
     base, v1 = summary(run_root, "base", "I1+C")["tcp_pct"], summary(run_root, "v1", "I1+C")["tcp_pct"]
-    assert v2 >= base + 20, (v2, base)  # seeds 0-2: +100.0, +97.6, +94.0
-    assert v2 > v1 + 10, (v2, v1)  # +23.0, +26.8, +57.0: SFT on I0 alone does not teach it
-    assert v2 >= twin + 10, (v2, twin)  # +27.0, +39.8, +20.6: the sentence, not the history, moves the list
+    assert v2 >= base + 20, (v2, base)  # seeds 0-4: +100.0, +97.6, +94.0, +100.0, +96.0
+    assert v2 > v1 + 10, (v2, v1)  # +23.0, +26.8, +57.0, +41.0, +28.6: SFT on I0 alone does not teach it
+    assert v2 >= twin + 10, (v2, twin)  # +27.0, +39.8, +20.6, +37.0, +30.0: the sentence moves the list
 
 
 def test_sft_on_control_tasks_lists_fewer_c_items_when_told_no_c(run_root):
-    """Issue 19 asks v2's TCP(−C) ≤ its no-control twin − 10; on seeds 0-2 it is −3.8, −19.8 and −4.0
-    points (RESULTS.md) and a run that changes only the batch draw gave +10.2, so the direction
-    against the twin is reported, not asserted. What holds on every seed with room: the control tasks,
-    not I0 alone, are what teach "no C" (the paper's v1 → v2 step)."""
+    """Issue 19 asks v2's TCP(−C) ≤ its no-control twin − 10; on seeds 0-4 it is −3.8, −19.8, −4.0,
+    −12.6 and +7.0 points (RESULTS.md) and a run that changes only the batch draw gave +10.2, so the
+    direction against the twin is reported, not asserted. What holds on every seed with room: the
+    control tasks, not I0 alone, are what teach "no C" (the paper's v1 → v2 step)."""
     v2, v1 = summary(run_root, "v2", "I1-C")["tcp_pct"], summary(run_root, "v1", "I1-C")["tcp_pct"]
-    assert v2 <= v1 - 10, (v2, v1)  # seeds 0-2: 44.0 vs 75.8, 17.0 vs 66.4, 32.2 vs 78.2
+    assert v2 <= v1 - 5, (v2, v1)  # seeds 0-4: v1 − v2 = 31.8, 49.4, 46.0, 49.4, 15.2
 
 
 def test_rl_does_not_wreck_the_lists(run_root):
     """Issue 19 asks RL to cut them and its reward to rise. From the 16-epoch SFT model, PPO's 10
     updates cut them on seed 0 (−4.3 points), keep the SFT start on seed 1 (no checkpoint beat it on
-    validation) and add some on seed 2 (+4.9); its sampled list reward rises on seeds 0 and 2 and falls
-    on 1 (RESULTS.md). Only the bound that holds on every seed with room is asserted: RL does not wreck
+    validation) and add some on seeds 2-4 (+4.9, +1.8, +2.4); its sampled list reward rises on seeds
+    0, 2 and 4 and falls on 1 and 3 (RESULTS.md). Only the bound that holds on every seed with room is asserted: RL does not wreck
     the lists."""
     def illegal(model):
         i0 = summary(run_root, model, "I0")
         return i0["repeat_item_pct"] + i0["non_exist_pct"] + i0["in_history_pct"]
 
-    assert illegal("full") <= illegal("v2") + 10, (illegal("full"), illegal("v2"))  # 57.3/61.6, 50.0/50.0, 56.1/51.2
+    assert illegal("full") <= illegal("v2") + 10, (illegal("full"), illegal("v2"))  # full − v2: −4.3, 0, +4.9, +1.8, +2.4
 
 
 # ------------------------------------------------------------------ the playground in a real browser (issue 21)
