@@ -69,3 +69,7 @@ REQUIRED_OUTPUTS = {
     "05_ppo": (f"{ADAPTER_DIR}/*.safetensors", f"{ADAPTER_LAST_DIR}/*.safetensors", PPO_LOG_FILE),
     "06_eval": (PREDICTIONS_FILE, SCORES_FILE, SUMMARY_FILE),
 }
+# Stages that also write outside their own dir: 07 saves the figures to `paper_figures/<run>/` beside
+# the outputs root (`paths.figures_dir`). Their `outputs_dir` is compared with the recorded one, so a
+# run copied to another root reruns them there; every other stage stays up to date when copied.
+WRITES_BESIDE_RUN = ("07_case_study",)

@@ -234,9 +234,10 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     except (OSError, ValueError):  # missing or malformed: nothing says these params made it
         return "changed", "params.json unreadable"
     # `variant` names the directory itself (checked by its name); `outputs_dir` is where the run lives,
-    # not what it computes (inputs are matched by content), so a run copied elsewhere stays up to date
-    if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items()
-               if k not in ("variant", "outputs_dir")):
+    # not what it computes (inputs are matched by content), so a run copied elsewhere stays up to date,
+    # except a stage that also writes beside the run (07's figures), which must rerun where they are missing
+    ignored = {"variant"} | ({"outputs_dir"} if target.name.split("-")[0] not in col.WRITES_BESIDE_RUN else set())
+    if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k not in ignored):
         return "changed", "params changed"
     changes = record.stage_changes(target)
     if changes:

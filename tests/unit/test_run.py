@@ -100,6 +100,15 @@ def test_a_run_copied_to_another_outputs_dir_stays_up_to_date(tmp_path, capsys):
     assert "01_data_duckdb: up to date, skipped" in capsys.readouterr().out
 
 
+def test_a_copied_stage_07_reruns_its_figures_live_beside_the_run(tmp_path):
+    """07 writes `paper_figures/<run>/` outside its dir: copied without them, it is not up to date."""
+    _done(tmp_path, "06_eval", {"outputs_dir": "a"})
+    _done(tmp_path, "07_case_study", {"outputs_dir": "a"})
+    assert run.stage_state(tmp_path / "06_eval", {"outputs_dir": "b"}) == ("done", "")
+    assert run.stage_state(tmp_path / "07_case_study", {"outputs_dir": "b"}) == ("changed", "params changed")
+    assert run.stage_state(tmp_path / "07_case_study", {"outputs_dir": "a"}) == ("done", "")
+
+
 def _done(root, name, params, reads=(), files=None):
     """A finished stage dir as record_results leaves it, having read the stage dirs `reads`; `files`
     (default: one per pattern of the stage's `col.REQUIRED_OUTPUTS`) on top of the required ones."""
