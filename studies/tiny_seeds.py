@@ -5,19 +5,22 @@
 The tiny batch is a miniature trained to convergence in minutes, and its outcome moves with the
 seed (the synthetic world, the initial weights and the batch order all follow `common.seed`): a
 target met on one seed says little. For each seed this writes `params/tiny.yaml` with that seed to
-`<outputs-dir>/tiny-s<seed>.yaml`, runs the batch under `<outputs-dir>/s<seed>/` (one seed after
-another, 1 thread as in CI; the runner skips what is up to date, so a finished seed costs nothing),
-then reads stages 04-06 and prints one row per seed:
+`<outputs-dir>/tiny-s<seed>.yaml` (the study's own file: rewritten on every call), runs the batch
+with `--outputs-dir <outputs-dir>/s<seed>/outputs` (its figures beside it, one seed after another,
+1 thread as in CI; the runner skips what is up to date and reruns what is stale, so a finished seed
+costs nothing), then checks that every stage is up to date and reads stages 04-06, one row per seed:
 
-- v2's I0 CorrectCount, NonExist and HR@10 (stage 06, fuzzy matching, the test users);
+- v2's I0 CorrectCount, NonExist and HR@10 (stage 06, fuzzy matching, the test users), and the
+  category AUC of the untuned and the tuned model (stage 04's probe);
 - TCP(+C) of v2 against the untuned base, against v1 and against its no-control twin, and TCP(−C)
   against the twin, with the paired 95 % interval of each effect of the sentence;
 - the illegal items on I0 (Repeat + NonExist + InHistory) of full (PPO) and of v2, and PPO's
   sampled list reward over the first and the last quarter of its updates;
 - the batch's time: the stages' own seconds, summed (`stage_seconds`, so runner start-up aside).
 
-Then, per target, on how many seeds it holds. `--no-run` only reads finished runs. Writes the
-table to `<outputs-dir>/tiny_seeds.csv` and ends with one key=value line.
+Then, per target, on how many seeds it holds. `--no-run` only reads runs, and stops on one that is
+missing or stale. A relative `--outputs-dir` is taken from the repository root, as the runner does.
+Writes the table to `<outputs-dir>/tiny_seeds.csv` and ends with one key=value line.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import pandas as pd
 import yaml
 
 from recnb import paths, record
-from recnb.run import load_jobs
+from recnb.run import Job, load_jobs, stage_state
 
 PARAMS = paths.REPO_ROOT / "params" / "tiny.yaml"
 
@@ -59,16 +62,33 @@ def seed_params(seed: int, outputs_dir: Path) -> Path:
     return out
 
 
-def seed_row(seed: int, params_file: Path, run_dir: Path) -> dict:
-    """One seed's figures, read from its finished stages 04-06."""
+def seed_outputs(outputs_dir: Path, seed: int) -> Path:
+    """The `--outputs-dir` of one seed's run: its own root, so its `paper_figures/` are its own."""
+    return outputs_dir / f"s{seed}" / "outputs"
+
+
+def check_finished(run_dir: Path, jobs: list[Job]) -> None:
+    """Stop, naming the stage and why, unless every stage of the batch is up to date."""
+    for job in jobs:
+        state, why = stage_state(run_dir / job.name, job.params)
+        if state != "done":
+            raise SystemExit(f"{run_dir / job.name}: {why}; run the study without --no-run to (re)run it")
+    if not (run_dir / "06_eval" / "control_effects.csv").exists():
+        raise SystemExit(f"{run_dir / '06_eval'}: no control_effects.csv; rerun stage 06 (--only 06_eval --force)")
+
+
+def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
+    """One seed's figures, read from its finished stages 04-06 (`check_finished` first)."""
     def fig(model: str, group: str, figure: str) -> float:
         row = summary[(summary["model"] == model) & (summary["test_group"] == group)]
         if len(row) != 1:
             raise SystemExit(f"{run_dir / '06_eval/summary.csv'}: no single fuzzy row for {model} {group}; "
-                             "did stage 06 finish with the tiny batch's models?")
+                             "did stage 06 run with the tiny batch's models?")
         return float(row.iloc[0][figure])
 
     def effect(group: str) -> pd.Series:
+        if ("v2", group) not in effects.index:
+            raise SystemExit(f"{run_dir / '06_eval/control_effects.csv'}: no fuzzy TCP row for v2 {group}")
         return effects.loc[("v2", group)]
 
     def illegal(model: str) -> float:
@@ -79,12 +99,13 @@ def seed_row(seed: int, params_file: Path, run_dir: Path) -> dict:
     effects = pd.read_csv(run_dir / "06_eval" / "control_effects.csv")
     effects = effects[(effects["matcher"] == "fuzzy") & (effects["figure"] == "tcp_pct")].set_index(["model", "test_group"])
     ppo = record.read_json(run_dir / "05_ppo" / "metrics.json")
-    _, jobs = load_jobs(params_file, outputs_dir=str(run_dir.parent))
+    auc = record.read_json(run_dir / "04_sft_unsloth" / "metrics.json")["category_auc"]
     seconds = sum(record.read_json(run_dir / job.name / "metrics.json")["stage_seconds"] for job in jobs)
     plus, minus = effect("I1+C"), effect("I1-C")
     return {
         "seed": seed, "seconds": round(seconds), "v2_cc": fig("v2", "I0", "correct_count_pct"),
         "v2_nonexist": fig("v2", "I0", "non_exist_pct"), "v2_hr": fig("v2", "I0", "hr"),
+        "auc_base": auc["base"], "auc_sft": auc["sft"],
         "base_plus": fig("base", "I1+C", "tcp_pct"), "v1_plus": fig("v1", "I1+C", "tcp_pct"),
         "v2_plus": plus["with"], "plus_delta": plus["delta"], "plus_lo": plus["delta_lo"], "plus_hi": plus["delta_hi"],
         "v2_minus": minus["with"], "minus_delta": minus["delta"], "minus_lo": minus["delta_lo"],
@@ -107,25 +128,25 @@ def held(table: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--outputs-dir", default="outputs/studies/tiny_seeds", help="runs go to <dir>/s<seed>/")
-    ap.add_argument("--no-run", action="store_true", help="only read runs that have finished")
+    ap.add_argument("--outputs-dir", default="outputs/studies/tiny_seeds", help="runs go to <dir>/s<seed>/outputs/")
+    ap.add_argument("--no-run", action="store_true", help="only read runs that have finished and are up to date")
     args = ap.parse_args()
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise SystemExit(f"--seeds must be distinct and >= 0, got {args.seeds}")
-    out = Path(args.outputs_dir)
+        ap.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
+    out = paths.REPO_ROOT / args.outputs_dir  # an absolute path stays as it is
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
-        params_file, root = seed_params(seed, out), out / f"s{seed}"
+        params_file, root = seed_params(seed, out), seed_outputs(out, seed)
         if not args.no_run:
-            print(f"seed {seed}: python -m recnb.run {params_file} --outputs-dir {root} --force", flush=True)
-            done = subprocess.run([sys.executable, "-m", "recnb.run", str(params_file), "--outputs-dir", str(root), "--force"],
-                                  check=False)
+            cmd = [sys.executable, "-m", "recnb.run", str(params_file), "--outputs-dir", str(root), "--force"]
+            print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
+            done = subprocess.run(cmd, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"seed {seed}: the tiny batch failed (exit {done.returncode}); see the output above")
-        if not (root / "tiny" / "06_eval" / "summary.csv").exists():
-            raise SystemExit(f"{root / 'tiny'}: no finished stage 06; run without --no-run first")
-        rows.append(seed_row(seed, params_file, root / "tiny"))
+        run, jobs = load_jobs(params_file, outputs_dir=str(root))
+        check_finished(paths.run_dir(root, run), jobs)
+        rows.append(seed_row(seed, paths.run_dir(root, run), jobs))
     table = pd.DataFrame(rows)
     table.to_csv(out / "tiny_seeds.csv", index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):

@@ -42,6 +42,8 @@ def _fake_run(root, jobs):
     for j, job in enumerate(jobs):
         (root / job.name).mkdir(parents=True, exist_ok=True)
         metrics = {"stage_seconds": 10.0 * (j + 1)}
+        if job.name == "04_sft_unsloth":
+            metrics |= {"category_auc": {"base": 0.5, "sft": 0.9}}
         if job.name == "05_ppo":
             metrics |= {"best_update": 5, "train_first_quarter": {"list_reward": -0.8},
                         "train_last_quarter": {"list_reward": -0.5}}
@@ -49,16 +51,16 @@ def _fake_run(root, jobs):
 
 
 def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
-    params_file = study.seed_params(3, tmp_path)
-    _, jobs = load_jobs(params_file)
-    _fake_run(tmp_path / "s3" / "tiny", jobs)
-    row = study.seed_row(3, params_file, tmp_path / "s3" / "tiny")
+    _, jobs = load_jobs(study.seed_params(3, tmp_path))
+    _fake_run(tmp_path / "tiny", jobs)
+    row = study.seed_row(3, tmp_path / "tiny", jobs)
     assert row["seconds"] == 10 * sum(range(1, len(jobs) + 1))  # 8 jobs: 10 + 20 + ... + 80 = 360
     assert (row["v2_cc"], row["v2_nonexist"], row["v2_hr"]) == (96.0, 0.4, 0.3)
     assert row["v2_illegal"] == pytest.approx(30.0 + 0.4 + 20.0) and row["full_illegal"] == pytest.approx(46.0)
     assert (row["base_plus"], row["v1_plus"], row["v2_plus"], row["plus_delta"]) == (0.0, 70.0, 95.0, 25.0)
     assert (row["minus_delta"], row["minus_lo"], row["minus_hi"]) == (-6.0, -17.0, 5.0)
     assert (row["reward_first"], row["reward_last"], row["best_update"]) == (-0.8, -0.5, 5)
+    assert (row["auc_base"], row["auc_sft"]) == (0.5, 0.9)
     held = study.held(pd.DataFrame([row])).set_index("target")["held"]
     assert held["minus_twin"] == "0/1" and held["rl_illegal"] == "1/1" and held["plus_twin"] == "1/1"
 
@@ -77,3 +79,10 @@ def test_held_counts_each_target_over_the_seeds():
     assert held.loc["rl_illegal", "missed_on"] == "1" and held.loc["time", "held"] == "3/3"  # 600 s is in
     assert held.loc["cc", "missed_on"] == "2" and held.loc["rl_reward", "missed_on"] == "2"
     assert held.loc["plus_base", "held"] == "3/3" and held.loc["plus_v1", "held"] == "3/3"
+
+
+def test_a_stage_that_is_not_up_to_date_stops_the_study_naming_it(tmp_path):
+    _, jobs = load_jobs(study.seed_params(3, tmp_path))
+    _fake_run(tmp_path / "tiny", jobs)  # metrics.json but no manifest: never recorded as finished
+    with pytest.raises(SystemExit, match=r"01_data_duckdb: .*run the study without --no-run"):
+        study.check_finished(tmp_path / "tiny", jobs)
