@@ -107,6 +107,15 @@ def _k_random(rng: np.random.Generator, task: str) -> int:
     return 10 if task.startswith("I2") else int(rng.integers(1, 11))
 
 
+def spread_tasks(first: str, second: str, share: float, n: int) -> list[str]:
+    """n tasks, `second` at evenly spread positions, round(n * share) of them to within one.
+
+    share 0.5 alternates (first, second, first, ...), the paper's I1±C mix; 2/3 repeats
+    (first, second, second).
+    """
+    return [second if int((j + 1) * share) > int(j * share) else first for j in range(n)]
+
+
 def _train_spec(ctx: BuildContext, rng: np.random.Generator, file: str, task: str, user: int) -> Spec | None:
     k = _k_random(rng, task)
     m = float(rng.choice(PROPORTIONS)) if task.startswith("I2") else None
@@ -121,9 +130,10 @@ def build_sft_train(ctx: BuildContext) -> list[Spec]:
     plan = [(("I0",), cfg.i0_per_user), (("I1+C", "I1-C"), cfg.i1_per_user), (("I2<=", "I2>=", "I2~="), cfg.i2_per_user)]
     specs = []
     for tasks, per_user in plan:
-        order = cycle_users(rng, users, round(len(users) * per_user))
-        for j, user in enumerate(order):
-            specs.append(_train_spec(ctx, rng, "sft_train", tasks[j % len(tasks)], user))
+        n = round(len(users) * per_user)
+        names = spread_tasks(*tasks, cfg.i1_minus_share, n) if len(tasks) == 2 else [tasks[j % len(tasks)] for j in range(n)]
+        for task, user in zip(names, cycle_users(rng, users, n)):
+            specs.append(_train_spec(ctx, rng, "sft_train", task, user))
     n_search = round(len(ctx.catalog.titles) * cfg.i3_per_item)
     for j in range(n_search):
         task = ("I3+C", "I3-C")[j % 2]

@@ -16,6 +16,8 @@ class InstructionConfig(StageConfig):
 
     i0_per_user: float = param(1.0, "I0 train samples per user (Table 7: one)", lo=0)
     i1_per_user: float = param(1.0, "I1 train samples per user, alternating +C and -C", lo=0)
+    i1_minus_share: float = param(0.5, "share of those I1 samples that are -C, spread evenly (paper: half)",
+                                  lo=0, hi=1)
     i2_per_user: float = param(1.0, "I2 train samples per user, cycling at-most, at-least, about m", lo=0)
     i3_per_item: float = param(1.0, "I3 train samples per catalog item, alternating +C and -C", lo=0)
     candidate_fraction: float = param(0.25, "share of I0, I1, I3 train samples in the select-from-candidates variant",

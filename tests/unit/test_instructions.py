@@ -9,6 +9,7 @@ import pytest
 
 from recnb import artifacts as col
 from recnb import data, instructions, prompts, tasks
+from recnb.instructions.build import spread_tasks
 from recnb.instructions.labels import (
     Catalog,
     SkipSample,
@@ -209,6 +210,15 @@ def test_table7_proportions_and_counts(tiny, sets):
     assert sets.stats["table7"]["ALL"] == len(sets.files["sft_train"]) == 2 * n_users + n_users + n_items - sum(skipped.values())
     assert sets.stats["counts"]["sft_valid"] == {"I0": 12, "I1+C": 12, "I1-C": 12, "I2~=": 12}
     assert sets.stats["skipped_total"] == sum(n for f in sets.stats["skipped"].values() for t in f.values() for n in t.values())
+
+
+def test_i1_minus_share_spreads_minus_c_evenly():
+    assert spread_tasks("+", "-", 0.5, 5) == ["+", "-", "+", "-", "+"]  # the paper's alternation, the default
+    assert spread_tasks("+", "-", 2 / 3, 6) == ["+", "-", "-", "+", "-", "-"]
+    assert spread_tasks("+", "-", 0.0, 3) == ["+"] * 3 and spread_tasks("+", "-", 1.0, 3) == ["-"] * 3
+    for share in (0.1, 0.25, 0.6, 0.75, 0.9):
+        for n in (1, 7, 100, 401):
+            assert abs(spread_tasks("+", "-", share, n).count("-") - share * n) < 1
 
 
 def test_candidate_rows_hold_their_label_and_no_history(sets):
