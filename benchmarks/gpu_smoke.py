@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from recnb import paths, record
+from recnb.metrics import ILLEGAL
 
 PARAMS = paths.REPO_ROOT / "params" / "ml-100k-gpu.yaml"
 RUN = "ml-100k-gpu"
-ILLEGAL = ("repeat_item_pct", "non_exist_pct", "in_history_pct")
 
 
 def parse_args() -> argparse.Namespace:

@@ -177,6 +177,8 @@ ITEM_FIGURES = (  # (per-list count, figure): 100 * summed count / summed `n_ite
     ("non_exist", "non_exist_pct"),
     ("in_history", "in_history_pct"),
 )
+# "Illegal items" (the paper's formatting errors), the sum of the three: % of items, one count each
+ILLEGAL = tuple(figure for _, figure in ITEM_FIGURES)
 
 
 def aggregate(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:

@@ -31,6 +31,7 @@ import yaml
 
 from recnb import artifacts as col
 from recnb import paths, progress, record
+from recnb.metrics import ILLEGAL
 from recnb.params import MODEL_SOURCES, REF_MODELS, REF_STAGE_DIR, ParamsError, StageConfig
 from recnb.tasks import NOCONTROL
 
@@ -211,10 +212,14 @@ def feeds(upstream: Job, job: Job) -> bool:
     return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
 
 
+def stage_of(target: Path) -> str | None:
+    """The stage a stage dir belongs to (`05_ppo` for `05_ppo` and `05_ppo-v3`); None for another dir."""
+    return next((s for s in paths.STAGES if target.name == s or target.name.startswith(f"{s}-")), None)
+
+
 def missing_outputs(target: Path) -> list[str]:
     """The files of `col.REQUIRED_OUTPUTS` that the stage dir `target` (`05_ppo`, `05_ppo-v3`) lacks."""
-    stage = next((s for s in paths.STAGES if target.name == s or target.name.startswith(f"{s}-")), None)
-    return [pattern for pattern in col.REQUIRED_OUTPUTS.get(stage, ()) if not any(target.glob(pattern))]
+    return [pattern for pattern in col.REQUIRED_OUTPUTS.get(stage_of(target), ()) if not any(target.glob(pattern))]
 
 
 def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
@@ -236,7 +241,7 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     # `variant` names the directory itself (checked by its name); `outputs_dir` is where the run lives,
     # not what it computes (inputs are matched by content), so a run copied elsewhere stays up to date,
     # except a stage that also writes beside the run (07's figures), which must rerun where they are missing
-    ignored = {"variant"} | ({"outputs_dir"} if target.name.split("-")[0] not in col.WRITES_BESIDE_RUN else set())
+    ignored = {"variant"} | ({"outputs_dir"} if stage_of(target) not in col.WRITES_BESIDE_RUN else set())
     if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k not in ignored):
         return "changed", "params changed"
     changes = record.stage_changes(target)
@@ -437,7 +442,7 @@ def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
                      f"{'CPA ≤/≈/≥ %':>12s} {'illegal I0 %':>12s}")
         for model in dict.fromkeys(s.index.get_level_values("model")):
             cpa = "/".join(f"{cell(model, g, 'cpa_pct'):.0f}" for g in ("I2<=20", "I2~=30", "I2>=30"))
-            illegal = sum(cell(model, "I0", m) for m in ("repeat_item_pct", "non_exist_pct", "in_history_pct"))
+            illegal = sum(cell(model, "I0", m) for m in ILLEGAL)
             tcp = [f"{pm(model, g, 'tcp_pct')} ({cell(model, g + NOCONTROL, 'tcp_pct'):.0f})" for g in ("I1+C", "I1-C")]
             lines.append(f"    {model:18s} {pm(model, 'I0', 'hr', 3):>12s} {tcp[0]:>14s} {effect(model, 'I1+C'):>13s} "
                          f"{tcp[1]:>14s} {effect(model, 'I1-C'):>13s} {cpa:>12s} {illegal:12.1f}")

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from recnb import paths, record
+from recnb.metrics import ILLEGAL
 from recnb.run import Job, load_jobs, stage_state
 
 PARAMS = paths.REPO_ROOT / "params" / "tiny.yaml"
@@ -92,7 +93,7 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
         return effects.loc[("v2", group)]
 
     def illegal(model: str) -> float:
-        return sum(fig(model, "I0", f) for f in ("repeat_item_pct", "non_exist_pct", "in_history_pct"))
+        return sum(fig(model, "I0", f) for f in ILLEGAL)
 
     summary = pd.read_csv(run_dir / "06_eval" / "summary.csv")
     summary = summary[summary["matcher"] == "fuzzy"]
@@ -145,16 +146,17 @@ def main() -> None:
             if done.returncode != 0:
                 raise SystemExit(f"seed {seed}: the tiny batch failed (exit {done.returncode}); see the output above")
         run, jobs = load_jobs(params_file, outputs_dir=str(root))
-        check_finished(paths.run_dir(root, run), jobs)
-        rows.append(seed_row(seed, paths.run_dir(root, run), jobs))
+        run_dir = paths.run_dir(root, run)
+        check_finished(run_dir, jobs)
+        rows.append(seed_row(seed, run_dir, jobs))
     table = pd.DataFrame(rows)
     table.to_csv(out / "tiny_seeds.csv", index=False)
+    targets = held(table)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         print(table.to_string(index=False))
-        print(held(table).to_string(index=False))
-    counts = {f"held_{r.target}": r.held for r in held(table).itertuples()}
+        print(targets.to_string(index=False))
     print(record.summary_line(
-        "tiny_seeds", seeds="-".join(map(str, args.seeds)), **counts,
+        "tiny_seeds", seeds="-".join(map(str, args.seeds)), **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
         illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"])))
 

@@ -11,10 +11,10 @@ import math
 
 import pandas as pd
 
+from recnb.metrics import ILLEGAL
 from recnb.tasks import NOCONTROL
 
 RANKERS = ("SASRec", "Popularity")  # rows that answer from a ranking, not an LLM
-ILLEGAL = ("repeat_item_pct", "non_exist_pct", "in_history_pct")
 
 
 def _cell(rows: pd.DataFrame, model: str, group: str, figure: str) -> tuple[float, float, float]:
