@@ -241,8 +241,17 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     # `variant` names the directory itself (checked by its name); `outputs_dir` is where the run lives,
     # not what it computes (inputs are matched by content), so a run copied elsewhere stays up to date,
     # except a stage that also writes beside the run (07's figures), which must rerun where they are missing
-    ignored = {"variant"} | ({"outputs_dir"} if stage_of(target) not in col.WRITES_BESIDE_RUN else set())
-    if not all(json.loads(json.dumps(v)) == recorded.get(k, object()) for k, v in params.items() if k not in ignored):
+    stage = stage_of(target)
+    ignored = {"variant"} | ({"outputs_dir"} if stage not in col.WRITES_BESIDE_RUN else set())
+    # A parameter the recorded run does not name was added to the stage after it ran; a new parameter's
+    # default keeps the stage's earlier behaviour (CONTRACTS.md), so at its default it changes nothing.
+    defaults = stage_configs()[stage].defaults() if stage in paths.STAGES else {}
+    absent = object()
+    for key, value in params.items():
+        value = _plain(value)
+        was = recorded.get(key, absent)
+        if key in ignored or value == was or (was is absent and key in defaults and value == _plain(defaults[key])):
+            continue
         return "changed", "params changed"
     changes = record.stage_changes(target)
     if changes:
@@ -252,6 +261,11 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     if lacking:
         return "incomplete", f"incomplete: no {', '.join(lacking)}"
     return "done", ""
+
+
+def _plain(value: Any) -> Any:
+    """A value as params.json gives it back (tuples as lists)."""
+    return json.loads(json.dumps(value))
 
 
 def plan(jobs: list[Job], out_root: Path, force: bool = False, rerun: bool = False,

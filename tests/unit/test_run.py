@@ -109,6 +109,18 @@ def test_a_copied_stage_07_reruns_its_figures_live_beside_the_run(tmp_path):
     assert run.stage_state(tmp_path / "07_case_study", {"outputs_dir": "a"}) == ("done", "")
 
 
+def test_a_parameter_added_after_a_stage_ran_changes_nothing_at_its_default(tmp_path):
+    """params.json of a stage run before `i1_minus_share` existed lacks it: at its default (the stage's
+    earlier behaviour) the stage is up to date; set to anything else, or an unknown key, it is not."""
+    old = {"seed": 0, "valid_per_type": 16}
+    _done(tmp_path, "03_instructions", old)
+    assert run.stage_state(tmp_path / "03_instructions", {**old, "i1_minus_share": 0.5}) == ("done", "")
+    assert run.stage_state(tmp_path / "03_instructions", {**old, "i1_minus_share": 0.6667}) == ("changed",
+                                                                                              "params changed")
+    assert run.stage_state(tmp_path / "03_instructions", {**old, "no_such_param": 0.5})[0] == "changed"
+    assert run.stage_state(tmp_path / "03_instructions", {**old, "valid_per_type": 32})[0] == "changed"
+
+
 def _done(root, name, params, reads=(), files=None):
     """A finished stage dir as record_results leaves it, having read the stage dirs `reads`; `files`
     (default: one per pattern of the stage's `col.REQUIRED_OUTPUTS`) on top of the required ones."""
