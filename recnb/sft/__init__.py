@@ -13,6 +13,7 @@ from recnb.sft.train import (
     build_trainer,
     decoding,
     evaluate_valid,
+    for_validation,
     grad_accumulation,
     load_train_records,
     load_trainable,
@@ -28,5 +29,5 @@ from recnb.sft.train import (
 )
 
 __all__ = ["LABEL_FILES", "LORA_TARGETS", "SFTConfig", "SFTResult", "build_trainer", "category_probe", "decoding", "evaluate_valid",
-           "grad_accumulation", "load_train_records", "load_trainable", "probe_cases", "save_adapter", "score_answers",
+           "for_validation",            "grad_accumulation", "load_train_records", "load_trainable", "probe_cases", "save_adapter", "score_answers",
            "stage_metrics", "summarise_scores", "train_log", "train_sft", "valid_slice", "write_model", "write_valid_answers"]

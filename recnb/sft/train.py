@@ -324,8 +324,18 @@ def summarise_scores(scores: pd.DataFrame) -> dict[str, dict[str, float]]:
 def evaluate_valid(model, tokenizer: PreTrainedTokenizerBase, records: Sequence[dict], items: pd.DataFrame,
                    cfg: SFTConfig, *, label: str = "sft", progress: bool = True) -> pd.DataFrame:
     """Greedy answers to valid prompts, scored like stage 06 scores test prompts."""
-    answers = llm.generate(model, tokenizer, [r["prompt"] for r in records], decoding(cfg), progress=progress)
+    limits = [int(r["k"]) for r in records] if cfg.valid_stop_past_k else None
+    answers = llm.generate(model, tokenizer, [r["prompt"] for r in records], decoding(cfg), progress=progress,
+                           item_limits=limits)
     return score_answers(records, answers, Catalog(items), fuzzy=cfg.fuzzy, label=label)
+
+
+def for_validation(model, cfg: SFTConfig):
+    """`model` cast in place to `cfg.valid_dtype` for the valid check and the probe (`auto`: unchanged).
+    Call it after `write_model`: the saved weights keep their training precision."""
+    if cfg.valid_dtype == "auto":
+        return model
+    return model.to(llm.resolve_dtype(cfg.valid_dtype, next(model.parameters()).device))
 
 
 def decoding(cfg: SFTConfig) -> llm.Decoding:

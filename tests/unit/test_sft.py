@@ -209,6 +209,24 @@ def test_score_answers_hand_computed():
     assert summary["tcp_plus_c_pct"] == pytest.approx(50.0) and math.isnan(summary["tcp_minus_c_pct"])
 
 
+def test_valid_check_options_cast_after_training_and_stop_without_changing_a_metric(trained, monkeypatch):
+    """`valid_dtype` casts the model for the valid check only (auto: untouched); `valid_stop_past_k` hands
+    each prompt's k to the decoder (`llm.ListOverflow`) and scores as the plain check does."""
+    _, tok, _, settings = trained
+    model, _ = llm.load_base("tiny-random")
+    assert sft.for_validation(model, settings).dtype == torch.float32  # auto
+    items = pd.DataFrame({col.ITEM: [1, 2], col.TITLE: ["Film 1", "Film 2"], col.CATEGORIES: [["Drama"], ["Comedy"]]})
+    records = [{**_record(i), "k": 2 + i} for i in range(4)]
+    plain = sft.evaluate_valid(model, tok, records, items, settings, progress=False)
+    seen, generate = [], llm.generate
+    monkeypatch.setattr(llm, "generate", lambda *a, **kw: seen.append(kw.get("item_limits")) or generate(*a, **kw))
+    stopped = sft.evaluate_valid(model, tok, records, items, SFTConfig(**{**FAST, "valid_stop_past_k": True}),
+                                 progress=False)
+    assert seen == [[2, 3, 4, 5]]
+    pd.testing.assert_frame_equal(plain.drop(columns="raw"), stopped.drop(columns="raw"))
+    assert sft.for_validation(model, SFTConfig(**{**FAST, "valid_dtype": "bfloat16"})).dtype == torch.bfloat16
+
+
 def test_valid_slice_keeps_the_first_n_of_each_task():
     recs = [_record(i, t) for i, t in enumerate(["I0", "I0", "I1+C", "I0", "I1+C", "I1+C"])]
     assert [r["user_id"] for r in sft.valid_slice(recs, 2)] == [0, 1, 2, 4]
