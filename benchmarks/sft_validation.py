@@ -66,8 +66,8 @@ def main() -> None:
     print(f"{args.run}: {len(records)} valid prompts, probe on {len(cases)} users, {args.base_model}, "
           f"{args.threads} thread(s)")
     rows, answers = {}, {}
-    for name, cfg in paths_cfg.items():
-        model, tok = llm.load_base(args.base_model)
+    model, tok = llm.load_base(args.base_model)
+    for name, cfg in paths_cfg.items():  # old (auto: fp32 as loaded) first, then cast in place for new
         model = sft.for_validation(model, cfg)
         scores, t_valid = timed(f"{name} valid", sft.evaluate_valid, model, tok, records, items, cfg, progress=False)
         probe, t_probe = timed(f"{name} probe", sft.category_probe, model, tok, cases, catalog, cfg.max_prompt_tokens)

@@ -88,6 +88,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return _DTYPES[dtype]
 
 
+def cast(model: PreTrainedModel, dtype: str | torch.dtype) -> PreTrainedModel:
+    """`model` cast in place to `dtype` for decoding (`bfloat16` halves the bytes each step reads: ~2x
+    faster on CPU); "auto" keeps the weights as they are (unlike `resolve_dtype`, which picks one)."""
+    if dtype == "auto":
+        return model
+    return model.to(resolve_dtype(dtype, next(model.parameters()).device))
+
+
 def _gguf_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:

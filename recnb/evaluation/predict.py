@@ -207,9 +207,7 @@ def load_model(spec: ModelSpec, base_model: str, dtype: str = "auto"):
     (`bfloat16` halves the bytes each decoding step reads: ~2x faster on CPU, `llm.pick_dtype`).
     """
     model, tokenizer = llm.load_base(base_model) if spec.source == "base" else llm.load_for_inference(spec.path)
-    if dtype != "auto":
-        model = model.to(llm.resolve_dtype(dtype, next(model.parameters()).device))
-    return model, tokenizer
+    return llm.cast(model, dtype), tokenizer
 
 
 def weights_digest(model) -> str:

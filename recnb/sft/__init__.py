@@ -29,5 +29,6 @@ from recnb.sft.train import (
 )
 
 __all__ = ["LABEL_FILES", "LORA_TARGETS", "SFTConfig", "SFTResult", "build_trainer", "category_probe", "decoding", "evaluate_valid",
-           "for_validation",            "grad_accumulation", "load_train_records", "load_trainable", "probe_cases", "save_adapter", "score_answers",
+           "for_validation", "grad_accumulation", "load_train_records", "load_trainable", "probe_cases", "save_adapter",
+           "score_answers",
            "stage_metrics", "summarise_scores", "train_log", "train_sft", "valid_slice", "write_model", "write_valid_answers"]

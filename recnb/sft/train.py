@@ -333,9 +333,7 @@ def evaluate_valid(model, tokenizer: PreTrainedTokenizerBase, records: Sequence[
 def for_validation(model, cfg: SFTConfig):
     """`model` cast in place to `cfg.valid_dtype` for the valid check and the probe (`auto`: unchanged).
     Call it after `write_model`: the saved weights keep their training precision."""
-    if cfg.valid_dtype == "auto":
-        return model
-    return model.to(llm.resolve_dtype(cfg.valid_dtype, next(model.parameters()).device))
+    return llm.cast(model, cfg.valid_dtype)
 
 
 def decoding(cfg: SFTConfig) -> llm.Decoding:
