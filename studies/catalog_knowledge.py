@@ -1,6 +1,6 @@
 """Can SFT teach a small LLM which films are in which genre, and at what cost? (issue 20, part 3)
 
-    .venv/bin/python studies/catalog_knowledge.py --run ml-100k --top 100 --passes 60 --steps 70
+    .venv/bin/python studies/catalog_knowledge.py --run ml-100k --template i1 --top 100 --passes 30 --threads 0
 
 The category probe (`recnb.sft.probe`) stays at chance after stage 04 on ml-100k, and the untuned
 SmolLM2-135M knows little of these films' genres. This retrains stage 04's model with the run's own
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: the params file's")
     ap.add_argument("--users", type=int, default=32, help="valid users of the probe and of known_i1")
     ap.add_argument("--per-side", type=int, default=10, help="candidates in C and outside C")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core this process may use")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: every core this process may use")
     args = ap.parse_args()
     for name in ("passes", "per_list", "steps", "users", "per_side"):
         if getattr(args, name) < 1:
