@@ -35,10 +35,8 @@ from recnb import data, llm, paths, prompts, record, tasks
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
 from recnb.sft.config import SFTConfig
-from recnb.sft.probe import auc, category_probe, probe_cases
+from recnb.sft.probe import auc, category_probe, first_item_scores, probe_cases
 from recnb.sft.train import for_validation, train_sft
-
-N_PHRASES = 6  # the paper's intention phrases (recnb.prompts.intention_phrase)
 
 
 def top_items(catalog: Catalog, top: int) -> list[int]:
@@ -68,7 +66,7 @@ def catalog_lists(catalog: Catalog, items: list[int], passes: int, per_list: int
                     i for i in histories[int(rng.integers(len(histories)))] if i not in chunk]
                 task = "I3+C" if histories is None else "I1+C"
                 text = prompts.render_instruction(task, len(chunk), history=catalog.title_list(history),
-                                                  category=category, phrase_index=len(records) % N_PHRASES)
+                                                  category=category, phrase_index=len(records))
                 records.append({"task": task, "history": history, "prompt": prompts.chat_messages(text), "label": chunk,
                                 "intent": {"kind": "+C", "category": category, "m": None},
                                 "completion": format_item_list([catalog.title(i) for i in chunk])})
@@ -86,9 +84,8 @@ def known_auc(model, tokenizer, catalog: Catalog, items: list[int], asks: list[t
         outside = [i for i in items if i not in catalog.items_in(category)][:per_side]
         if len(inside) < 5:
             continue
-        prompt = llm.render_prompts(tokenizer, [chat], max_prompt_tokens)[0] + "1."
-        scored = llm.continuation_logprobs(model, tokenizer, prompt, [f" {catalog.title(i)}\n" for i in inside + outside])
-        per_token = np.array([total / n for total, n in scored])
+        per_token = first_item_scores(model, tokenizer, chat, [f" {catalog.title(i)}\n" for i in inside + outside],
+                                      max_prompt_tokens)
         aucs.append(auc(per_token[:len(inside)], per_token[len(inside):]))
     return float(np.mean(aucs)) if aucs else float("nan")
 

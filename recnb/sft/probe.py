@@ -41,6 +41,12 @@ def se(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
+def first_item_scores(model, tokenizer, chat: list[dict], titles: Sequence[str], max_prompt_tokens: int = 512) -> np.ndarray:
+    """log P(title | chat prompt + "1.") per token of each continuation in `titles` (" <title>\\n")."""
+    prompt = llm.render_prompts(tokenizer, [chat], max_prompt_tokens)[0] + "1."
+    return np.array([total / n for total, n in llm.continuation_logprobs(model, tokenizer, prompt, titles)])
+
+
 def probe_cases(valid: list[dict], teacher: pd.DataFrame, catalog: Catalog, users: int,
                 per_side: int) -> list[dict]:
     """The first `users` valid I1+C records with enough teacher candidates on both sides of C.
@@ -83,9 +89,7 @@ def category_probe(model, tokenizer, cases: list[dict], catalog: Catalog, max_pr
         n_in = len(case["inside"])
         per_token = {}
         for key in ("ctl", "noctl"):
-            prompt = llm.render_prompts(tokenizer, [case[key]], max_prompt_tokens)[0] + "1."
-            scored = llm.continuation_logprobs(model, tokenizer, prompt, titles)
-            per_token[key] = np.array([total / n for total, n in scored])
+            per_token[key] = first_item_scores(model, tokenizer, case[key], titles, max_prompt_tokens)
             aucs[key].append(auc(per_token[key][:n_in], per_token[key][n_in:]))
         delta = per_token["ctl"] - per_token["noctl"]
         shifts.append(float(delta[:n_in].mean() - delta[n_in:].mean()))
