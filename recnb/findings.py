@@ -51,9 +51,11 @@ def instructions(metrics: Mapping[str, Any]) -> str:
     table7 = {k: v for k, v in metrics.get("table7", {}).items() if k != "ALL" and v}
     labels = ("every SFT label obeys its intention" if metrics["label_problems"] == 0 else
               f"{metrics['label_problems']} SFT labels break their intention: fix before training")
+    lists = metrics.get("catalog_lists", 0)
+    extra = f" plus {lists:,} catalog lists (I1+C, not in the paper)" if lists else ""
     return "\n".join([
-        (f"{HEAD}: {rows['sft_train']:,} SFT records over {len(table7)} tasks "
-        f"({', '.join(f'{k} {v}' for k, v in table7.items())}), {rows['rl_prompts']:,} RL prompts, "
+        (f"{HEAD}: {rows['sft_train'] - lists:,} SFT records over {len(table7)} tasks "
+        f"({', '.join(f'{k} {v}' for k, v in table7.items())}){extra}, {rows['rl_prompts']:,} RL prompts, "
         f"{rows['sft_valid']} validation and {rows['test_prompts']:,} test prompts; {labels}."),
         (f"{metrics['skipped_total']} samples were skipped where no label fits the intention (counted in stats.json). "
         f"Prompts run to {metrics['prompt_tokens_max']} tokens (median {metrics['prompt_tokens_p50']:.0f}); "

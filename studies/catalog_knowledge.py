@@ -32,8 +32,8 @@ import pandas as pd
 
 from recnb import artifacts as col
 from recnb import data, llm, paths, prompts, record, tasks
-from recnb.answer import format_item_list
 from recnb.catalog import Catalog
+from recnb.instructions.build import catalog_list_specs, render_row
 from recnb.sft.config import SFTConfig
 from recnb.sft.probe import auc, category_probe, first_item_scores, probe_cases
 from recnb.sft.train import for_validation, train_sft
@@ -46,31 +46,12 @@ def top_items(catalog: Catalog, top: int) -> list[int]:
 
 
 def catalog_lists(catalog: Catalog, items: list[int], passes: int, per_list: int, seed: int = 0,
-                  histories: list[list[int]] | None = None) -> list[dict]:
-    """SFT records in stage 03's chat format: per pass and category, the category's `items` shuffled and
-    cut into lists of at most `per_list`, each the answer to an I3+C prompt asking for that many items
-    (the intention phrase cycling). Every (item, category) pair of `items` appears `passes` times.
-
-    With `histories` (item-id lists, e.g. train users'), each list answers an I1+C prompt instead: a
-    history drawn at random, less any item of the list (an answer never repeats the history)."""
+                  histories: list[tuple[int, list[int]]] | None = None) -> list[dict]:
+    """Stage 03's catalog lists (`recnb.instructions.build.catalog_list_specs`: I3+C, or I1+C with
+    `histories` of (user, item ids)) as SFT records in stage 03's format, shuffled."""
     rng = np.random.default_rng(seed)
-    chosen = set(items)
-    records = []
-    for _ in range(passes):
-        for category in catalog.categories:
-            members = sorted(i for i in catalog.items_in(category) if i in chosen)
-            members = [members[j] for j in rng.permutation(len(members))]
-            for start in range(0, len(members), per_list):
-                chunk = members[start:start + per_list]
-                history = [] if histories is None else [
-                    i for i in histories[int(rng.integers(len(histories)))] if i not in chunk]
-                task = "I3+C" if histories is None else "I1+C"
-                text = prompts.render_instruction(task, len(chunk), history=catalog.title_list(history),
-                                                  category=category, phrase_index=len(records))
-                records.append({"task": task, "history": history, "prompt": prompts.chat_messages(text), "label": chunk,
-                                "intent": {"kind": "+C", "category": category, "m": None},
-                                "completion": format_item_list([catalog.title(i) for i in chunk])})
-    return [records[j] for j in rng.permutation(len(records))]
+    specs = catalog_list_specs(catalog, items, passes, per_list, rng, histories)
+    return [render_row(specs[j], catalog) for j in rng.permutation(len(specs))]
 
 
 def known_auc(model, tokenizer, catalog: Catalog, items: list[int], asks: list[tuple[str, list[dict]]],
@@ -147,7 +128,8 @@ def main() -> None:
     catalog = Catalog(data.load_prepared(data_dir).items)
     items = top_items(catalog, args.top)
     train = tasks.read_records(instr_dir / col.SFT_TRAIN_FILE)
-    histories = [[int(i) for i in r["history"]] for r in train if r["task"] == "I0"] if args.template == "i1" else None
+    histories = ([(r["user_id"], [int(i) for i in r["history"]]) for r in train if r["task"] == "I0"]
+                 if args.template == "i1" else None)
     records = catalog_lists(catalog, items, args.passes, args.per_list, cfg.seed, histories)
     n_catalog = len(records)
     if args.mix:

@@ -9,7 +9,7 @@ into the JSON object of CONTRACTS.md.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from recnb.instructions.specs import PROPORTIONS, Spec, TeacherRow, search_spec,
 from recnb.tasks import INTENT_KIND, RL_TASKS, TEST_GROUPS
 
 FILES = ("sft_train", "sft_train_palr", "sft_valid", "rl_prompts", "test_prompts")  # each as <name>.jsonl
-_SALT = {name: i + 1 for i, name in enumerate(FILES + ("sft_train_i4",))}  # one random stream per file
+_SALT = {name: i + 1 for i, name in enumerate(FILES + ("sft_train_i4", "sft_train_catalog"))}  # a stream per file
 
 
 @dataclass
@@ -140,6 +140,49 @@ def build_sft_train(ctx: BuildContext) -> list[Spec]:
         n_cand = cfg.n_candidates if rng.random() < cfg.candidate_fraction else 0
         specs.append(ctx.attempt("sft_train", task, search_spec, task, rng, ctx.catalog, n_cand))
     return [s for s in specs if s is not None]
+
+
+def catalog_list_specs(
+    catalog: Catalog, items: Sequence[int], passes: int, per_list: int, rng: np.random.Generator,
+    histories: Sequence[tuple[int, Sequence[int]]] | None = None,
+) -> list[Spec]:
+    """Catalog lists: per pass and category, the category's `items` shuffled and cut into lists of at
+    most `per_list`, each the label of an I3+C prompt asking for that many items (the intention phrase
+    cycling), so every (item, category) pair of `items` is listed `passes` times. In generation order.
+
+    With `histories` ((user, item ids) pairs, e.g. train users'), each list answers an I1+C prompt
+    instead: a history drawn at random, less any item of the list (an answer never repeats the history).
+    Not in the paper: the lever that teaches a small LLM which titles are in which genre (docs/RESULTS.md).
+    """
+    chosen, specs = set(items), []
+    for _ in range(passes):
+        for category in catalog.categories:
+            members = sorted(i for i in catalog.items_in(category) if i in chosen)
+            members = [members[j] for j in rng.permutation(len(members))]
+            for start in range(0, len(members), per_list):
+                chunk = members[start:start + per_list]
+                user, history = None, []
+                if histories is not None:
+                    user, seen = histories[int(rng.integers(len(histories)))]
+                    history = [i for i in seen if i not in chunk]
+                task = "I3+C" if histories is None else "I1+C"
+                specs.append(Spec(task, user, "train", len(chunk), history, None, chunk, category, phrase=len(specs)))
+    return specs
+
+
+def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
+    """I1+C catalog lists over the `catalog_top` most popular items (0: all), each pair listed
+    `catalog_passes` times, under train users' teacher histories; none at catalog_passes 0 (the paper)."""
+    cfg = ctx.config
+    if not cfg.catalog_passes:
+        return []
+    ranked = list(ctx.catalog.by_popularity)
+    items = ranked[:cfg.catalog_top] if cfg.catalog_top else ranked
+    histories = [(user, row.history) for (user, split), row in sorted(ctx.teacher.items()) if split == "train"]
+    if not histories:
+        raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row; rerun stage 02_sasrec")
+    return catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, ctx.rng("sft_train_catalog"),
+                              histories)
 
 
 def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:

@@ -23,6 +23,10 @@ class InstructionConfig(StageConfig):
     candidate_fraction: float = param(0.25, "share of I0, I1, I3 train samples in the select-from-candidates variant",
                                       lo=0, hi=1)
     n_candidates: int = param(20, "candidates shown in that variant (the label plus random items)", lo=1)
+    catalog_passes: int = param(0, "times each (item, genre) pair is listed in I1+C catalog lists added to "
+                                "sft_train (not in the paper; 0: none)", lo=0)
+    catalog_top: int = param(0, "catalog lists cover the N most popular items; 0: every item", lo=0)
+    catalog_list_len: int = param(20, "titles per catalog list (its k)", lo=1)
     valid_per_type: int = param(16, "valid samples of each of I0, I1+C, I1-C, I2 about valid_m (paper: 320)", lo=0)
     valid_m: float = param(0.5, "proportion asked by the valid I2 samples (paper: 50%)", lo=0, hi=1, lo_open=True,
                            hi_open=True)

@@ -28,6 +28,7 @@ from recnb.answer import parse_titles
 from recnb.catalog import Catalog
 from recnb.instructions.build import (
     BuildContext,
+    build_catalog_lists,
     build_palr,
     build_rl_prompts,
     build_sft_train,
@@ -78,9 +79,10 @@ def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: In
     catalog = Catalog(prepared.items)
     train_items = {int(u): [int(i) for i in seq] for u, seq in zip(prepared.splits[col.USER], prepared.splits[col.TRAIN_ITEMS])}
     ctx = BuildContext(catalog, index_teacher(teacher), train_items, config)
-    train = build_sft_train(ctx)
+    train, lists = build_sft_train(ctx), build_catalog_lists(ctx)
     files = {
-        "sft_train": [render_row(s, catalog) for s in train] + _sharegpt_rows(ctx, len(train)),
+        "sft_train": ([render_row(s, catalog) for s in train] + _sharegpt_rows(ctx, len(train))
+                      + [render_row(s, catalog) for s in lists]),
         "sft_train_palr": [render_row(s, catalog) for s in build_palr(ctx, train)],
         "sft_valid": [render_row(s, catalog) for s in build_valid(ctx)],
         "rl_prompts": [render_row(s, catalog, completion=False) for s in build_rl_prompts(ctx)],
@@ -89,7 +91,7 @@ def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: In
     if ctx.skips and warn_skips:
         detail = ", ".join(f"{key}: {n}" for key, n in sorted(ctx.skips.items()))
         warnings.warn(f"stage 03 skipped {sum(ctx.skips.values())} sample(s), counted in stats.json ({detail})", stacklevel=2)
-    return InstructionSets(files, instruction_stats(files, ctx.skips, prepared.stats.get("dataset")))
+    return InstructionSets(files, instruction_stats(files, ctx.skips, prepared.stats.get("dataset"), len(lists)))
 
 
 def _sharegpt_rows(ctx: BuildContext, n_rec: int) -> list[dict[str, Any]]:
@@ -116,10 +118,15 @@ def _test_rows(ctx: BuildContext) -> list[dict[str, Any]]:
     return rows
 
 
-def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str | None) -> dict[str, Any]:
-    """stats.json: Table 7 (SFT train count per instruction type), per-file counts and skips."""
+def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str | None,
+                      catalog_lists: int = 0) -> dict[str, Any]:
+    """stats.json: Table 7 (SFT train count per instruction type), per-file counts and skips.
+
+    The last `catalog_lists` rows of sft_train are catalog lists (not in the paper): counted apart,
+    not in Table 7."""
     counts = {name: dict(sorted(Counter(r.get("test_group", r["task"]) for r in rows).items())) for name, rows in files.items()}
-    table7 = {task: counts["sft_train"].get(task, 0) for task in TABLE7_ROWS}
+    paper = Counter(r["task"] for r in files["sft_train"][:len(files["sft_train"]) - catalog_lists])
+    table7 = {task: paper.get(task, 0) for task in TABLE7_ROWS}
     skipped: dict[str, dict[str, dict[str, int]]] = {}
     for key, n in sorted(skips.items()):
         file, task, reason = key.split("/")
@@ -129,6 +136,7 @@ def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str
         "table7": {**table7, "ALL": sum(table7.values())},
         "counts": counts,
         "rows": {name: len(rows) for name, rows in files.items()},
+        "catalog_lists": catalog_lists,
         "skipped": skipped,
         "skipped_total": int(sum(skips.values())),
     }
@@ -248,6 +256,7 @@ def stage_metrics(sets: InstructionSets, label_report: pd.DataFrame, lengths: pd
     metrics: dict[str, Any] = {
         "rows": sets.stats["rows"],
         "table7": sets.stats["table7"],
+        "catalog_lists": sets.stats.get("catalog_lists", 0),
         "skipped_total": sets.stats["skipped_total"],
         "label_problems": int(label_report.drop(columns="rows").to_numpy().sum()),
     }

@@ -44,12 +44,12 @@ def test_catalog_lists_list_every_pair_of_the_top_items_once_per_pass():
 
 def test_catalog_lists_with_histories_answer_i1_prompts_without_repeating_the_history():
     catalog = _catalog()
-    histories = [[1, 2, 7], [4, 5]]
+    histories = [(10, [1, 2, 7]), (11, [4, 5])]
     records = study.catalog_lists(catalog, study.top_items(catalog, 6), passes=2, per_list=3, histories=histories)
     assert {r["task"] for r in records} == {"I1+C"}
     for r in records:
         assert not set(r["history"]) & set(r["label"])
-        assert set(r["history"]) < set(histories[0]) | set(histories[1])
+        assert set(r["history"]) <= set(dict(histories)[r["user_id"]])
         text = r["prompt"][1]["content"]
         assert "historical interactions" in text and all(f"'{catalog.title(i)}'" in text for i in r["history"])
     assert any(r["history"] for r in records)

@@ -1,5 +1,6 @@
 """Stage 03: label rules on a hand-made catalog, then whole instruction sets on the tiny dataset."""
 
+import collections
 import json
 import warnings
 
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recnb import artifacts as col
-from recnb import data, instructions, prompts, tasks
+from recnb import data, findings, instructions, prompts, tasks
 from recnb.instructions.build import spread_tasks
 from recnb.instructions.labels import (
     Catalog,
@@ -324,6 +325,32 @@ def test_sharegpt_fraction_mixes_i4_into_sft_train(tiny, fixtures_dir):
         sets = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
     assert sets.stats["table7"]["I4"] == 3
     assert sets.stats["skipped"]["sft_train"]["I4"]["bad_conversation"] == 4
+
+
+def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing_else(tiny, sets):
+    cfg = instructions.InstructionConfig(valid_per_type=12, n_candidates=15, catalog_passes=2, catalog_top=30,
+                                         catalog_list_len=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same counted skips as `sets`
+        built = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
+    paper, lists = built.files["sft_train"][:len(sets.files["sft_train"])], built.files["sft_train"][len(sets.files["sft_train"]):]
+    assert paper == sets.files["sft_train"]  # the paper's records first, unchanged
+    assert all(built.files[name] == sets.files[name] for name in sets.files if name != "sft_train")
+    assert built.stats["table7"] == sets.stats["table7"] and built.stats["catalog_lists"] == len(lists) > 0
+    catalog = Catalog(tiny[0].items)
+    top = set(catalog.by_popularity[:30])
+    pairs = collections.Counter((i, r["intent"]["category"]) for r in lists for i in r["label"])
+    assert pairs == {(i, c): 2 for i in top for c in catalog.categories_of(i)}  # every pair of the top 30, twice
+    histories = {u: list(row) for u, split, row in tiny[1][["user_id", "split", "history"]].itertuples(index=False)
+                 if split == "train"}
+    for r in lists:
+        assert r["task"] == "I1+C" and r["split"] == "train" and 1 <= r["k"] == len(r["label"]) <= 4
+        assert set(r["history"]) <= set(histories[r["user_id"]]) and not set(r["history"]) & set(r["label"])
+    report = instructions.check_labels(lists, tiny[0].items)  # each list obeys its +C prompt, by stage 06's metrics
+    assert list(report.columns) == ["rows"] and report["rows"].sum() == len(lists)
+    lengths = {"prompt_tokens_max": 9, "prompt_tokens_p50": 5, "prompts_over_max": 0}
+    said = findings.instructions({**instructions.stage_metrics(built, report), **lengths})
+    assert f"{len(paper):,} SFT records over 8 tasks" in said and f"plus {len(lists):,} catalog lists" in said
 
 
 class WordTokenizer:
