@@ -147,40 +147,61 @@ def catalog_list_specs(
     histories: Sequence[tuple[int, Sequence[int]]] | None = None,
 ) -> list[Spec]:
     """Catalog lists: per pass and category, the category's `items` shuffled and cut into lists of at
-    most `per_list`, each the label of an I3+C prompt asking for that many items (the intention phrase
-    cycling), so every (item, category) pair of `items` is listed `passes` times. In generation order.
+    most `per_list`, each the label of an I3+C prompt asking for that many items, so every (item,
+    category) pair of `items` is listed `passes` times. In generation order. The n-th list of a pass
+    takes intention phrase n + pass, so each list position cycles through every phrase across passes.
 
     With `histories` ((user, item ids) pairs, e.g. train users'), each list answers an I1+C prompt
-    instead: a history drawn at random, less any item of the list (an answer never repeats the history).
+    instead: a history drawn at random, less any item of the list (an answer never repeats the
+    history; a history the list would empty is drawn again).
     Not in the paper: the lever that teaches a small LLM which titles are in which genre (docs/RESULTS.md).
     """
     chosen, specs = set(items), []
-    for _ in range(passes):
+    task = "I3+C" if histories is None else "I1+C"
+    for pass_index in range(passes):
+        n_in_pass = 0
         for category in catalog.categories:
             members = sorted(i for i in catalog.items_in(category) if i in chosen)
             members = [members[j] for j in rng.permutation(len(members))]
             for start in range(0, len(members), per_list):
                 chunk = members[start:start + per_list]
-                user, history = None, []
-                if histories is not None:
-                    user, seen = histories[int(rng.integers(len(histories)))]
-                    history = [i for i in seen if i not in chunk]
-                task = "I3+C" if histories is None else "I1+C"
-                specs.append(Spec(task, user, "train", len(chunk), history, None, chunk, category, phrase=len(specs)))
+                user, history = (None, []) if histories is None else _history_outside(histories, chunk, rng)
+                specs.append(Spec(task, user, "train", len(chunk), history, None, chunk, category,
+                                  phrase=n_in_pass + pass_index))
+                n_in_pass += 1
     return specs
+
+
+def _history_outside(histories: Sequence[tuple[int, Sequence[int]]], chunk: list[int],
+                     rng: np.random.Generator) -> tuple[int, list[int]]:
+    """A random (user, history less the items of `chunk`), drawn again while that leaves no item."""
+    for _ in range(100):
+        user, seen = histories[int(rng.integers(len(histories)))]
+        history = [i for i in seen if i not in chunk]
+        if history:
+            return user, history
+    raise ValueError(f"catalog lists: 100 histories drawn at random all lay inside the list {chunk}")
 
 
 def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
     """I1+C catalog lists over the `catalog_top` most popular items (0: all), each pair listed
-    `catalog_passes` times, under train users' teacher histories; none at catalog_passes 0 (the paper)."""
+    `catalog_passes` times, under train users' teacher histories; none at catalog_passes 0 (the paper).
+
+    Raises:
+        ValueError: `catalog_top` exceeds the catalog, or the teacher frame has no train row.
+    """
     cfg = ctx.config
     if not cfg.catalog_passes:
         return []
     ranked = list(ctx.catalog.by_popularity)
+    if cfg.catalog_top > len(ranked):
+        raise ValueError(f"03_instructions.catalog_top = {cfg.catalog_top} exceeds the catalog's {len(ranked)} items; "
+                         "lower it, or 0 for every item")
     items = ranked[:cfg.catalog_top] if cfg.catalog_top else ranked
-    histories = [(user, row.history) for (user, split), row in sorted(ctx.teacher.items()) if split == "train"]
+    histories = [(user, row.history) for (user, split), row in sorted(ctx.teacher.items()) if split == "train" and row.history]
     if not histories:
-        raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row; rerun stage 02_sasrec")
+        raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row with one; "
+                         "rerun stage 02_sasrec")
     return catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, ctx.rng("sft_train_catalog"),
                               histories)
 

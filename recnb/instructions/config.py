@@ -26,7 +26,8 @@ class InstructionConfig(StageConfig):
     catalog_passes: int = param(0, "times each (item, genre) pair is listed in I1+C catalog lists added to "
                                 "sft_train (not in the paper; 0: none)", lo=0)
     catalog_top: int = param(0, "catalog lists cover the N most popular items; 0: every item", lo=0)
-    catalog_list_len: int = param(20, "titles per catalog list (its k)", lo=1)
+    catalog_list_len: int = param(20, "titles per catalog list at most (its k; a genre's last list may be shorter)",
+                                  lo=1, hi=50)
     valid_per_type: int = param(16, "valid samples of each of I0, I1+C, I1-C, I2 about valid_m (paper: 320)", lo=0)
     valid_m: float = param(0.5, "proportion asked by the valid I2 samples (paper: 50%)", lo=0, hi=1, lo_open=True,
                            hi_open=True)
@@ -44,4 +45,7 @@ class InstructionConfig(StageConfig):
         problems = [p for p in [base_model_problem(values["base_model"])] if p]
         if values["sharegpt_fraction"] > 0 and not values["sharegpt_path"]:
             problems.append("sharegpt_fraction > 0 needs sharegpt_path (a ShareGPT-style JSON)")
+        if values["catalog_top"] and not values["catalog_passes"]:
+            problems.append("catalog_top is set but catalog_passes = 0 writes no catalog list; set catalog_passes "
+                            "(e.g. 20) or drop catalog_top")
         return problems

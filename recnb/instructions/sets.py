@@ -123,10 +123,10 @@ def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str
     """stats.json: Table 7 (SFT train count per instruction type), per-file counts and skips.
 
     The last `catalog_lists` rows of sft_train are catalog lists (not in the paper): counted apart,
-    not in Table 7."""
-    counts = {name: dict(sorted(Counter(r.get("test_group", r["task"]) for r in rows).items())) for name, rows in files.items()}
-    paper = Counter(r["task"] for r in files["sft_train"][:len(files["sft_train"]) - catalog_lists])
-    table7 = {task: paper.get(task, 0) for task in TABLE7_ROWS}
+    not in Table 7 nor in `counts`; `rows` counts every row of a file."""
+    paper = {**files, "sft_train": files["sft_train"][:len(files["sft_train"]) - catalog_lists]}
+    counts = {name: dict(sorted(Counter(r.get("test_group", r["task"]) for r in rows).items())) for name, rows in paper.items()}
+    table7 = {task: counts["sft_train"].get(task, 0) for task in TABLE7_ROWS}
     skipped: dict[str, dict[str, dict[str, int]]] = {}
     for key, n in sorted(skips.items()):
         file, task, reason = key.split("/")

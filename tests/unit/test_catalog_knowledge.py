@@ -2,12 +2,14 @@
 
 import collections
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from recnb import llm
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
+from recnb.instructions import build
 from tests.scripts import load_script
 
 study = load_script("studies/catalog_knowledge.py")
@@ -53,6 +55,27 @@ def test_catalog_lists_with_histories_answer_i1_prompts_without_repeating_the_hi
         text = r["prompt"][1]["content"]
         assert "historical interactions" in text and all(f"'{catalog.title(i)}'" in text for i in r["history"])
     assert any(r["history"] for r in records)
+
+
+def test_each_list_position_cycles_through_every_intention_phrase_across_passes():
+    catalog = _catalog()
+    # 4 lists a pass (A: 2, B: 2): with the phrase numbered straight through the passes, the first list
+    # of every pass would only ever see phrases 0, 4, 2 (4p mod 6)
+    specs = build.catalog_list_specs(catalog, study.top_items(catalog, 6), 6, 2, np.random.default_rng(0))
+    assert len(specs) == 24
+    for position in range(4):
+        assert {specs[4 * p + position].phrase % 6 for p in range(6)} == set(range(6))
+
+
+def test_a_history_the_list_would_empty_is_drawn_again_and_never_shown_empty():
+    catalog = _catalog()
+    # user 10 saw only A items, user 11 only B items; every list holds all of its genre's top items
+    histories = [(10, [1, 2]), (11, [4, 5])]
+    specs = build.catalog_list_specs(catalog, [1, 2, 4, 5], 20, 10, np.random.default_rng(0), histories)
+    assert {s.category for s in specs} == {"A", "B"}
+    assert all(s.history for s in specs) and {s.user_id for s in specs if s.category == "A"} == {11}
+    with pytest.raises(ValueError, match="all lay inside the list"):
+        build.catalog_list_specs(catalog, [1, 2], 1, 10, np.random.default_rng(0), histories[:1])
 
 
 def _asks(categories):

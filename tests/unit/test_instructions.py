@@ -336,7 +336,8 @@ def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing
     paper, lists = built.files["sft_train"][:len(sets.files["sft_train"])], built.files["sft_train"][len(sets.files["sft_train"]):]
     assert paper == sets.files["sft_train"]  # the paper's records first, unchanged
     assert all(built.files[name] == sets.files[name] for name in sets.files if name != "sft_train")
-    assert built.stats["table7"] == sets.stats["table7"] and built.stats["catalog_lists"] == len(lists) > 0
+    assert built.stats["table7"] == sets.stats["table7"] and built.stats["counts"] == sets.stats["counts"]
+    assert built.stats["catalog_lists"] == len(lists) > 0 and sets.stats["catalog_lists"] == 0
     catalog = Catalog(tiny[0].items)
     top = set(catalog.by_popularity[:30])
     pairs = collections.Counter((i, r["intent"]["category"]) for r in lists for i in r["label"])
@@ -351,6 +352,16 @@ def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing
     lengths = {"prompt_tokens_max": 9, "prompt_tokens_p50": 5, "prompts_over_max": 0}
     said = findings.instructions({**instructions.stage_metrics(built, report), **lengths})
     assert f"{len(paper):,} SFT records over 8 tasks" in said and f"plus {len(lists):,} catalog lists" in said
+
+
+def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
+    with pytest.raises(ValueError, match="catalog_top = 1000 exceeds the catalog's 120 items"):
+        instructions.build_instruction_sets(tiny[0], tiny[1], instructions.InstructionConfig(catalog_passes=1,
+                                                                                             catalog_top=1000))
+    with pytest.raises(ValueError, match="catalog_top is set but catalog_passes = 0"):
+        instructions.InstructionConfig.from_params({"catalog_top": 50})
+    with pytest.raises(ValueError, match="catalog_list_len"):
+        instructions.InstructionConfig.from_params({"catalog_list_len": 0})
 
 
 class WordTokenizer:
