@@ -33,16 +33,10 @@ import pandas as pd
 from recnb import artifacts as col
 from recnb import data, llm, paths, prompts, record, tasks
 from recnb.catalog import Catalog
-from recnb.instructions.build import catalog_list_specs, render_row
+from recnb.instructions.build import catalog_list_specs, render_row, top_items
 from recnb.sft.config import SFTConfig
 from recnb.sft.probe import auc, category_probe, first_item_scores, probe_cases
 from recnb.sft.train import for_validation, train_sft
-
-
-def top_items(catalog: Catalog, top: int) -> list[int]:
-    """The `top` most popular item ids (0: every item), most popular first."""
-    ranked = [int(i) for i in catalog.by_popularity]
-    return ranked[:top] if top else ranked
 
 
 def catalog_lists(catalog: Catalog, items: list[int], passes: int, per_list: int, seed: int = 0,

@@ -6,7 +6,7 @@ Two runs that share stages 01-03's test prompts (the same seed and users, e.g. m
 `params/ml-100k.yaml` and a side run such as `params/ml-100k-catalog.yaml`) ask their models the
 same questions. This reads both runs' `06_eval/scores.parquet`, checks that every test group holds
 the same users, and reports for `--model` the figure of each run and their difference with its 95 %
-paired bootstrap interval (`recnb.evaluation.intervals.paired_delta`: one set of user resamples per
+paired bootstrap interval (`recnb.evaluation.intervals.paired_deltas`: one set of user resamples per
 group family, shared by both runs), then what the control sentence does in each run
 (`control_effects`: with, without, Δ). Nothing is recomputed: the figures are stage 06's.
 Ends with one line of `key=value` figures.
@@ -21,7 +21,7 @@ import pandas as pd
 
 from recnb import artifacts as col
 from recnb import record
-from recnb.evaluation.intervals import CONTROL_FIGURES, control_effects, paired_delta
+from recnb.evaluation.intervals import CONTROL_FIGURES, control_effects, paired_deltas
 from recnb.tasks import NOCONTROL
 
 # (test group, figure) compared across runs: accuracy and the illegal items on I0, control on the rest
@@ -29,6 +29,8 @@ FIGURES = (("I0", "hr"), ("I0", "ndcg"), ("I0", "correct_count_pct"), ("I0", "re
            ("I0", "non_exist_pct"), ("I0", "in_history_pct"),
            *((g, f) for group, f in CONTROL_FIGURES.items() for g in (group, group + NOCONTROL)),
            ("k11-15", "correct_count_pct"))
+KEY_FIGURES = {"tcp_plus": ("I1+C", "tcp_pct"), "tcp_minus": ("I1-C", "tcp_pct"), "I0_hr": ("I0", "hr"),
+               "I0_correct_count_pct": ("I0", "correct_count_pct")}  # in the key=value line
 
 
 def joined(scores: dict[str, pd.DataFrame], model: str, matcher: str) -> pd.DataFrame:
@@ -56,14 +58,11 @@ def compare(frame: pd.DataFrame, run: str, against: str, matcher: str, n_resampl
             seed: int = 0) -> pd.DataFrame:
     """Per (group, figure) of FIGURES present: each run's figure and `run` − `against` with its interval."""
     present = set(frame["test_group"])
-    rows = []
-    for group, figure in FIGURES:
-        if group not in present:
-            continue
-        d = paired_delta(frame, figure, (run, group), (against, group), matcher, n_resamples, seed)
-        rows.append({"test_group": group, "figure": figure, run: d["a"], against: d["b"], "delta": d["delta"],
-                     "delta_lo": d["lo"], "delta_hi": d["hi"]})
-    return pd.DataFrame(rows)
+    wanted = [(group, figure) for group, figure in FIGURES if group in present]
+    deltas = paired_deltas(frame, [(figure, (run, group), (against, group)) for group, figure in wanted], matcher,
+                           n_resamples, seed)
+    return pd.DataFrame([{"test_group": group, "figure": figure, run: d["a"], against: d["b"], "delta": d["delta"],
+                          "delta_lo": d["lo"], "delta_hi": d["hi"]} for (group, figure), d in zip(wanted, deltas)])
 
 
 def _load(outputs_dir: str, run: str) -> pd.DataFrame:
@@ -94,12 +93,11 @@ def main() -> None:
     print(table.round(3).to_string(index=False))
     print("\nthe control sentence in each run (with − without, paired interval):")
     print(effects.drop(columns=["matcher"]).round(1).to_string(index=False))
-    figures = {f"{r['test_group']}.{r['figure']}": r for r in table.to_dict("records")}
+    figures = {(r["test_group"], r["figure"]): r for r in table.to_dict("records")}
     key = {}
-    for name in ("I1+C.tcp_pct", "I1-C.tcp_pct", "I0.hr", "I0.correct_count_pct"):
-        if name in figures:
-            r = figures[name]
-            short = name.replace("I1+C.tcp_pct", "tcp_plus").replace("I1-C.tcp_pct", "tcp_minus").replace(".", "_")
+    for short, at in KEY_FIGURES.items():
+        if at in figures:
+            r = figures[at]
             key |= {f"{short}_run": r[args.run], f"{short}_against": r[args.against], f"{short}_delta": r["delta"],
                     f"{short}_lo": r["delta_lo"], f"{short}_hi": r["delta_hi"]}
     for e in effects.itertuples(index=False):

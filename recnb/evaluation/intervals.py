@@ -147,10 +147,22 @@ def paired_delta(scores: pd.DataFrame, figure: str, a: tuple[str, str], b: tuple
     Returns:
         `{"a", "b", "delta", "lo", "hi"}`: both figures on all users, their difference and its interval.
     """
-    if family(a[1]) != family(b[1]):
-        raise ValueError(f"paired_delta compares groups asked of the same users; {a[1]!r} and {b[1]!r} are not")
-    draws, whole = _family_draws(scores, a[1], matcher, n_resamples, seed)
-    return _delta(draws, whole, figure, a, b, matcher, level)
+    return paired_deltas(scores, [(figure, a, b)], matcher, n_resamples, seed, level)[0]
+
+
+def paired_deltas(scores: pd.DataFrame, comparisons: Iterable[tuple[str, tuple[str, str], tuple[str, str]]],
+                  matcher: str = "fuzzy", n_resamples: int = N_RESAMPLES, seed: int = 0,
+                  level: float = LEVEL) -> list[dict[str, float]]:
+    """`paired_delta` of each (figure, a, b), resampling each family of groups once for all of them."""
+    families: dict[str, tuple] = {}
+    out = []
+    for figure, a, b in comparisons:
+        if family(a[1]) != family(b[1]):
+            raise ValueError(f"paired_delta compares groups asked of the same users; {a[1]!r} and {b[1]!r} are not")
+        if family(a[1]) not in families:
+            families[family(a[1])] = _family_draws(scores, a[1], matcher, n_resamples, seed)
+        out.append(_delta(*families[family(a[1])], figure, a, b, matcher, level))
+    return out
 
 
 CONTROL_FIGURES = {"I1+C": "tcp_pct", "I1-C": "tcp_pct", "I2<=20": "cpa_pct", "I2~=30": "cpa_pct",

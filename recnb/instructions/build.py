@@ -142,6 +142,12 @@ def build_sft_train(ctx: BuildContext) -> list[Spec]:
     return [s for s in specs if s is not None]
 
 
+def top_items(catalog: Catalog, top: int) -> list[int]:
+    """The `top` most popular item ids (0: every item), most popular first."""
+    ranked = [int(i) for i in catalog.by_popularity]
+    return ranked[:top] if top else ranked
+
+
 def catalog_list_specs(
     catalog: Catalog, items: Sequence[int], passes: int, per_list: int, rng: np.random.Generator,
     histories: Sequence[tuple[int, Sequence[int]]] | None = None,
@@ -193,11 +199,10 @@ def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
     cfg = ctx.config
     if not cfg.catalog_passes:
         return []
-    ranked = list(ctx.catalog.by_popularity)
-    if cfg.catalog_top > len(ranked):
-        raise ValueError(f"03_instructions.catalog_top = {cfg.catalog_top} exceeds the catalog's {len(ranked)} items; "
-                         "lower it, or 0 for every item")
-    items = ranked[:cfg.catalog_top] if cfg.catalog_top else ranked
+    if cfg.catalog_top > len(ctx.catalog.by_popularity):
+        raise ValueError(f"03_instructions.catalog_top = {cfg.catalog_top} exceeds the catalog's "
+                         f"{len(ctx.catalog.by_popularity)} items; lower it, or 0 for every item")
+    items = top_items(ctx.catalog, cfg.catalog_top)
     histories = [(user, row.history) for (user, split), row in sorted(ctx.teacher.items()) if split == "train" and row.history]
     if not histories:
         raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row with one; "

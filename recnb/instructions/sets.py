@@ -256,7 +256,7 @@ def stage_metrics(sets: InstructionSets, label_report: pd.DataFrame, lengths: pd
     metrics: dict[str, Any] = {
         "rows": sets.stats["rows"],
         "table7": sets.stats["table7"],
-        "catalog_lists": sets.stats.get("catalog_lists", 0),
+        "catalog_lists": sets.stats["catalog_lists"],
         "skipped_total": sets.stats["skipped_total"],
         "label_problems": int(label_report.drop(columns="rows").to_numpy().sum()),
     }
