@@ -52,7 +52,9 @@ def instructions(metrics: Mapping[str, Any]) -> str:
     labels = ("every SFT label obeys its intention" if metrics["label_problems"] == 0 else
               f"{metrics['label_problems']} SFT labels break their intention: fix before training")
     lists = metrics.get("catalog_lists", 0)
-    extra = f" plus {lists:,} catalog lists (I1+C, not in the paper)" if lists else ""
+    minus = metrics.get("catalog_minus_lists", 0)
+    kinds = f"{lists - minus:,} I1+C, {minus:,} I1-C" if minus else "I1+C"
+    extra = f" plus {lists:,} catalog lists ({kinds}, not in the paper)" if lists else ""
     return "\n".join([
         (f"{HEAD}: {rows['sft_train'] - lists:,} SFT records over {len(table7)} tasks "
         f"({', '.join(f'{k} {v}' for k, v in table7.items())}){extra}, {rows['rl_prompts']:,} RL prompts, "

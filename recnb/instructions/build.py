@@ -178,6 +178,40 @@ def catalog_list_specs(
     return specs
 
 
+def catalog_minus_specs(
+    catalog: Catalog, items: Sequence[int], n_lists: int, per_list: int, rng: np.random.Generator,
+    histories: Sequence[tuple[int, Sequence[int]]],
+) -> list[Spec]:
+    """`n_lists` I1-C catalog lists: a train history drawn at random, C the genre most of its items
+    carry (ties: alphabetically first), and up to `per_list` of `items` outside C and outside the
+    history, drawn at random. The n-th list takes intention phrase n.
+
+    Like the test's I1-C prompts, whose C is the genre the user's teacher list leans to, the sentence
+    names a genre the history is full of and the answer has none of it. Not in the paper: the lever
+    for "no C" beside the I1+C lists (docs/RESULTS.md).
+    """
+    specs = []
+    for n in range(n_lists):
+        user, history = histories[int(rng.integers(len(histories)))]
+        category = dominant_category(catalog, history)
+        seen = set(history)
+        pool = [i for i in items if i not in seen and not catalog.in_category(i, category)]
+        if not pool:
+            raise ValueError(f"catalog lists: no item of the {len(items)} listed lies outside {category!r} and "
+                             f"user {user}'s history; raise catalog_top")
+        chunk = [pool[j] for j in rng.choice(len(pool), size=min(per_list, len(pool)), replace=False)]
+        specs.append(Spec("I1-C", user, "train", len(chunk), list(history), None, chunk, category, phrase=n))
+    return specs
+
+
+def dominant_category(catalog: Catalog, items: Sequence[int]) -> str:
+    """The category most of `items` carry; ties go to the alphabetically first."""
+    counts = Counter(c for item in items for c in catalog.categories_of(item))
+    if not counts:
+        raise ValueError(f"no item of {list(items)[:5]} carries a category")
+    return min(counts, key=lambda c: (-counts[c], c))
+
+
 def _history_outside(histories: Sequence[tuple[int, Sequence[int]]], chunk: list[int],
                      rng: np.random.Generator) -> tuple[int, list[int]]:
     """A random (user, history less the items of `chunk`), drawn again while that leaves no item."""
@@ -191,7 +225,8 @@ def _history_outside(histories: Sequence[tuple[int, Sequence[int]]], chunk: list
 
 def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
     """I1+C catalog lists over the `catalog_top` most popular items (0: all), each pair listed
-    `catalog_passes` times, under train users' teacher histories; none at catalog_passes 0 (the paper).
+    `catalog_passes` times, under train users' teacher histories, then I1-C lists making up
+    `catalog_minus_share` of all the lists; none at catalog_passes 0 (the paper).
 
     Raises:
         ValueError: `catalog_top` exceeds the catalog, or the teacher frame has no train row.
@@ -207,8 +242,10 @@ def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
     if not histories:
         raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row with one; "
                          "rerun stage 02_sasrec")
-    return catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, ctx.rng("sft_train_catalog"),
-                              histories)
+    rng = ctx.rng("sft_train_catalog")
+    plus = catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, rng, histories)
+    n_minus = round(len(plus) * cfg.catalog_minus_share / (1 - cfg.catalog_minus_share))
+    return plus + catalog_minus_specs(ctx.catalog, items, n_minus, cfg.catalog_list_len, rng, histories)
 
 
 def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:

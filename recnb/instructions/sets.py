@@ -122,8 +122,8 @@ def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str
                       catalog_lists: int = 0) -> dict[str, Any]:
     """stats.json: Table 7 (SFT train count per instruction type), per-file counts and skips.
 
-    The last `catalog_lists` rows of sft_train are catalog lists (not in the paper): counted apart,
-    not in Table 7 nor in `counts`; `rows` counts every row of a file."""
+    The last `catalog_lists` rows of sft_train are catalog lists (not in the paper): counted apart
+    (`catalog_minus_lists` of them I1-C), not in Table 7 nor in `counts`; `rows` counts every row of a file."""
     paper = {**files, "sft_train": files["sft_train"][:len(files["sft_train"]) - catalog_lists]}
     counts = {name: dict(sorted(Counter(r.get("test_group", r["task"]) for r in rows).items())) for name, rows in paper.items()}
     table7 = {task: counts["sft_train"].get(task, 0) for task in TABLE7_ROWS}
@@ -137,6 +137,7 @@ def instruction_stats(files: dict[str, list[dict]], skips: Counter, dataset: str
         "counts": counts,
         "rows": {name: len(rows) for name, rows in files.items()},
         "catalog_lists": catalog_lists,
+        "catalog_minus_lists": sum(r["task"] == "I1-C" for r in files["sft_train"][len(paper["sft_train"]):]),
         "skipped": skipped,
         "skipped_total": int(sum(skips.values())),
     }
@@ -257,6 +258,7 @@ def stage_metrics(sets: InstructionSets, label_report: pd.DataFrame, lengths: pd
         "rows": sets.stats["rows"],
         "table7": sets.stats["table7"],
         "catalog_lists": sets.stats["catalog_lists"],
+        "catalog_minus_lists": sets.stats["catalog_minus_lists"],
         "skipped_total": sets.stats["skipped_total"],
         "label_problems": int(label_report.drop(columns="rows").to_numpy().sum()),
     }

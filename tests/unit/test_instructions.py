@@ -10,6 +10,7 @@ import pytest
 
 from recnb import artifacts as col
 from recnb import data, findings, instructions, prompts, tasks
+from recnb.instructions import build
 from recnb.instructions.build import spread_tasks
 from recnb.instructions.labels import (
     Catalog,
@@ -354,6 +355,43 @@ def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing
     assert f"{len(paper):,} SFT records over 8 tasks" in said and f"plus {len(lists):,} catalog lists" in said
 
 
+def test_catalog_minus_lists_say_no_to_the_histories_main_genre_and_answer_without_it(tiny, sets):
+    cfg = instructions.InstructionConfig(valid_per_type=12, n_candidates=15, catalog_passes=2, catalog_top=30,
+                                         catalog_list_len=4, catalog_minus_share=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same counted skips as `sets`
+        built = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
+    lists = built.files["sft_train"][len(sets.files["sft_train"]):]
+    plus = [r for r in lists if r["task"] == "I1+C"]
+    minus = [r for r in lists if r["task"] == "I1-C"]
+    assert lists == plus + minus and len(minus) == round(len(plus) / 3) > 0  # a quarter of all the lists
+    assert built.stats["catalog_lists"] == len(lists) and built.stats["catalog_minus_lists"] == len(minus)
+    catalog = Catalog(tiny[0].items)
+    top = set(catalog.by_popularity[:30])
+    for r in minus:
+        category = r["intent"]["category"]
+        counts = collections.Counter(c for i in r["history"] for c in catalog.categories_of(i))
+        assert counts[category] == max(counts.values())  # the genre the history is fullest of
+        assert r["target"] is None and 1 <= r["k"] == len(r["label"]) <= 4 and set(r["label"]) <= top
+        assert not any(catalog.in_category(i, category) for i in r["label"]) and not set(r["label"]) & set(r["history"])
+        assert category in r["prompt"][-1]["content"]
+    assert len({r["intent"]["category"] for r in minus}) > 1
+    report = instructions.check_labels(minus, tiny[0].items)  # each obeys its -C prompt, by stage 06's metrics
+    assert list(report.columns) == ["rows"] and report["rows"].sum() == len(minus)
+    lengths = {"prompt_tokens_max": 9, "prompt_tokens_p50": 5, "prompts_over_max": 0}
+    said = findings.instructions({**instructions.stage_metrics(built, report), **lengths})
+    assert f"plus {len(lists):,} catalog lists ({len(plus):,} I1+C, {len(minus):,} I1-C" in said
+
+
+def test_dominant_category_breaks_ties_alphabetically(tiny):
+    catalog = Catalog(tiny[0].items)
+    item = catalog.by_popularity[0]
+    cats = sorted(catalog.categories_of(item))
+    assert build.dominant_category(catalog, [item]) == cats[0]
+    other = next(i for i in catalog.by_popularity if not catalog.categories_of(i) & set(cats))
+    assert build.dominant_category(catalog, [item, other, other]) == min(catalog.categories_of(other))
+
+
 def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
     with pytest.raises(ValueError, match="catalog_top = 1000 exceeds the catalog's 120 items"):
         instructions.build_instruction_sets(tiny[0], tiny[1], instructions.InstructionConfig(catalog_passes=1,
@@ -362,6 +400,10 @@ def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
         instructions.InstructionConfig.from_params({"catalog_top": 50})
     with pytest.raises(ValueError, match="catalog_list_len"):
         instructions.InstructionConfig.from_params({"catalog_list_len": 0})
+    with pytest.raises(ValueError, match="catalog_minus_share is set but catalog_passes = 0"):
+        instructions.InstructionConfig.from_params({"catalog_minus_share": 0.3})
+    with pytest.raises(ValueError, match="catalog_minus_share"):
+        instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 1.0})
 
 
 class WordTokenizer:
