@@ -19,7 +19,7 @@ from recnb import prompts
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
 from recnb.instructions.config import InstructionConfig
-from recnb.instructions.labels import SkipSample, palr_window
+from recnb.instructions.labels import SkipSample, negative_category, palr_window
 from recnb.instructions.specs import PROPORTIONS, Spec, TeacherRow, search_spec, teacher_spec
 from recnb.tasks import INTENT_KIND, RL_TASKS, TEST_GROUPS
 
@@ -180,36 +180,39 @@ def catalog_list_specs(
 
 def catalog_minus_specs(
     catalog: Catalog, items: Sequence[int], n_lists: int, per_list: int, rng: np.random.Generator,
-    histories: Sequence[tuple[int, Sequence[int]]],
+    rows: Sequence[tuple[int, TeacherRow]],
 ) -> list[Spec]:
-    """`n_lists` I1-C catalog lists: a train history drawn at random, C the genre most of its items
-    carry (ties: alphabetically first), and up to `per_list` of `items` outside C and outside the
-    history, drawn at random. The n-th list takes intention phrase n.
-
-    Like the test's I1-C prompts, whose C is the genre the user's teacher list leans to, the sentence
-    names a genre the history is full of and the answer has none of it. Not in the paper: the lever
-    for "no C" beside the I1+C lists (docs/RESULTS.md).
+    """`n_lists` I1-C catalog lists, each for a train (user, teacher row) drawn at random: C chosen
+    as the test's I1-C prompts choose it (`negative_category`: the genre the teacher's top 10 carry
+    most often, not one of the target's), the answer up to `per_list` of `items` outside C and the
+    history, drawn at random. The n-th list takes intention phrase n. A row with no such genre or
+    no such item is drawn again.
+    Not in the paper: the lever for "no C" beside the I1+C lists (docs/RESULTS.md).
     """
+    outside = {c: [i for i in items if not catalog.in_category(i, c)] for c in catalog.categories}
     specs = []
     for n in range(n_lists):
-        user, history = histories[int(rng.integers(len(histories)))]
-        category = dominant_category(catalog, history)
-        seen = set(history)
-        pool = [i for i in items if i not in seen and not catalog.in_category(i, category)]
-        if not pool:
-            raise ValueError(f"catalog lists: no item of the {len(items)} listed lies outside {category!r} and "
-                             f"user {user}'s history; raise catalog_top")
+        user, history, category, pool = _minus_draw(catalog, outside, rows, rng)
         chunk = [pool[j] for j in rng.choice(len(pool), size=min(per_list, len(pool)), replace=False)]
-        specs.append(Spec("I1-C", user, "train", len(chunk), list(history), None, chunk, category, phrase=n))
+        specs.append(Spec("I1-C", user, "train", len(chunk), history, None, chunk, category, phrase=n))
     return specs
 
 
-def dominant_category(catalog: Catalog, items: Sequence[int]) -> str:
-    """The category most of `items` carry; ties go to the alphabetically first."""
-    counts = Counter(c for item in items for c in catalog.categories_of(item))
-    if not counts:
-        raise ValueError(f"no item of {list(items)[:5]} carries a category")
-    return min(counts, key=lambda c: (-counts[c], c))
+def _minus_draw(catalog: Catalog, outside: dict[str, list[int]], rows: Sequence[tuple[int, TeacherRow]],
+                rng: np.random.Generator) -> tuple[int, list[int], str, list[int]]:
+    """A random (user, history, C, items outside C and the history), drawn again while C or the items are missing."""
+    for _ in range(100):
+        user, row = rows[int(rng.integers(len(rows)))]
+        try:
+            category = negative_category(row.target, row.topk, catalog)
+        except SkipSample:
+            continue
+        seen = set(row.history)
+        pool = [i for i in outside[category] if i not in seen]
+        if pool:
+            return user, list(row.history), category, pool
+    raise ValueError("catalog lists: 100 train rows drawn at random had no genre to refuse or no listed item outside "
+                     "it; raise catalog_top or set catalog_minus_share to 0")
 
 
 def _history_outside(histories: Sequence[tuple[int, Sequence[int]]], chunk: list[int],
@@ -238,14 +241,15 @@ def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
         raise ValueError(f"03_instructions.catalog_top = {cfg.catalog_top} exceeds the catalog's "
                          f"{len(ctx.catalog.by_popularity)} items; lower it, or 0 for every item")
     items = top_items(ctx.catalog, cfg.catalog_top)
-    histories = [(user, row.history) for (user, split), row in sorted(ctx.teacher.items()) if split == "train" and row.history]
+    rows = [(user, row) for (user, split), row in sorted(ctx.teacher.items()) if split == "train" and row.history]
+    histories = [(user, row.history) for user, row in rows]
     if not histories:
         raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row with one; "
                          "rerun stage 02_sasrec")
     rng = ctx.rng("sft_train_catalog")
     plus = catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, rng, histories)
     n_minus = round(len(plus) * cfg.catalog_minus_share / (1 - cfg.catalog_minus_share))
-    return plus + catalog_minus_specs(ctx.catalog, items, n_minus, cfg.catalog_list_len, rng, histories)
+    return plus + catalog_minus_specs(ctx.catalog, items, n_minus, cfg.catalog_list_len, rng, rows)
 
 
 def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:

@@ -28,9 +28,9 @@ class InstructionConfig(StageConfig):
     catalog_top: int = param(0, "catalog lists cover the N most popular items; 0: every item", lo=0)
     catalog_list_len: int = param(20, "titles per catalog list at most (its k; a genre's last list may be shorter)",
                                   lo=1, hi=50)
-    catalog_minus_share: float = param(0.0, "share of the catalog lists that are I1-C (\"no C\", C the history's "
-                                       "main genre, titles outside C), added after the I1+C ones; 0: none",
-                                       lo=0, hi=1, hi_open=True)
+    catalog_minus_share: float = param(0.0, "share of the catalog lists that are I1-C (\"no C\", C picked as the "
+                                       "test's I1-C picks it, titles outside C), added after the I1+C ones; 0: none",
+                                       lo=0, hi=0.9)
     valid_per_type: int = param(16, "valid samples of each of I0, I1+C, I1-C, I2 about valid_m (paper: 320)", lo=0)
     valid_m: float = param(0.5, "proportion asked by the valid I2 samples (paper: 50%)", lo=0, hi=1, lo_open=True,
                            hi_open=True)

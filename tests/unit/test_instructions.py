@@ -25,6 +25,7 @@ from recnb.instructions.labels import (
     proportion_bounds,
 )
 from recnb.instructions.sharegpt import load_sharegpt
+from recnb.instructions.specs import TeacherRow, index_teacher
 from recnb.tasks import RL_TASKS
 
 # id, title, categories, popularity: popularity order is 1..7.
@@ -328,12 +329,16 @@ def test_sharegpt_fraction_mixes_i4_into_sft_train(tiny, fixtures_dir):
     assert sets.stats["skipped"]["sft_train"]["I4"]["bad_conversation"] == 4
 
 
-def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing_else(tiny, sets):
+def _with_catalog_lists(tiny, **params):
     cfg = instructions.InstructionConfig(valid_per_type=12, n_candidates=15, catalog_passes=2, catalog_top=30,
-                                         catalog_list_len=4)
+                                         catalog_list_len=4, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same counted skips as `sets`
-        built = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
+        return instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
+
+
+def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing_else(tiny, sets):
+    built = _with_catalog_lists(tiny)
     paper, lists = built.files["sft_train"][:len(sets.files["sft_train"])], built.files["sft_train"][len(sets.files["sft_train"]):]
     assert paper == sets.files["sft_train"]  # the paper's records first, unchanged
     assert all(built.files[name] == sets.files[name] for name in sets.files if name != "sft_train")
@@ -355,41 +360,48 @@ def test_catalog_lists_join_sft_train_after_the_paper_records_and_change_nothing
     assert f"{len(paper):,} SFT records over 8 tasks" in said and f"plus {len(lists):,} catalog lists" in said
 
 
-def test_catalog_minus_lists_say_no_to_the_histories_main_genre_and_answer_without_it(tiny, sets):
-    cfg = instructions.InstructionConfig(valid_per_type=12, n_candidates=15, catalog_passes=2, catalog_top=30,
-                                         catalog_list_len=4, catalog_minus_share=0.25)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the same counted skips as `sets`
-        built = instructions.build_instruction_sets(tiny[0], tiny[1], cfg)
-    lists = built.files["sft_train"][len(sets.files["sft_train"]):]
-    plus = [r for r in lists if r["task"] == "I1+C"]
-    minus = [r for r in lists if r["task"] == "I1-C"]
-    assert lists == plus + minus and len(minus) == round(len(plus) / 3) > 0  # a quarter of all the lists
+def test_catalog_minus_lists_refuse_the_test_rules_genre_and_leave_everything_else_as_it_was(tiny, sets):
+    plus_only, built = _with_catalog_lists(tiny), _with_catalog_lists(tiny, catalog_minus_share=0.25)
+    n_paper = len(sets.files["sft_train"])
+    lists = built.files["sft_train"][n_paper:]
+    plus, minus = [r for r in lists if r["task"] == "I1+C"], [r for r in lists if r["task"] == "I1-C"]
+    assert built.files["sft_train"][:n_paper] + plus == plus_only.files["sft_train"]  # the +C lists unchanged
+    assert all(built.files[name] == sets.files[name] for name in sets.files if name != "sft_train")
+    assert lists == plus + minus and len(minus) == len(plus) / 3  # a quarter of all the lists
     assert built.stats["catalog_lists"] == len(lists) and built.stats["catalog_minus_lists"] == len(minus)
-    catalog = Catalog(tiny[0].items)
+    assert plus_only.stats["catalog_minus_lists"] == 0
+    catalog, teacher = Catalog(tiny[0].items), index_teacher(tiny[1])
     top = set(catalog.by_popularity[:30])
     for r in minus:
-        category = r["intent"]["category"]
-        counts = collections.Counter(c for i in r["history"] for c in catalog.categories_of(i))
-        assert counts[category] == max(counts.values())  # the genre the history is fullest of
-        assert r["target"] is None and 1 <= r["k"] == len(r["label"]) <= 4 and set(r["label"]) <= top
-        assert not any(catalog.in_category(i, category) for i in r["label"]) and not set(r["label"]) & set(r["history"])
-        assert category in r["prompt"][-1]["content"]
+        row, category = teacher[(r["user_id"], "train")], r["intent"]["category"]
+        assert category == negative_category(row.target, row.topk, catalog)  # as the test's I1-C prompts choose C
+        assert r["history"] == list(row.history) and r["target"] is None and r["k"] == len(r["label"]) == 4
+        assert set(r["label"]) <= top and not set(r["label"]) & set(r["history"])
+        assert not any(catalog.in_category(i, category) for i in r["label"]) and category in r["prompt"][-1]["content"]
     assert len({r["intent"]["category"] for r in minus}) > 1
     report = instructions.check_labels(minus, tiny[0].items)  # each obeys its -C prompt, by stage 06's metrics
     assert list(report.columns) == ["rows"] and report["rows"].sum() == len(minus)
     lengths = {"prompt_tokens_max": 9, "prompt_tokens_p50": 5, "prompts_over_max": 0}
     said = findings.instructions({**instructions.stage_metrics(built, report), **lengths})
     assert f"plus {len(lists):,} catalog lists ({len(plus):,} I1+C, {len(minus):,} I1-C" in said
+    half = _with_catalog_lists(tiny, catalog_minus_share=0.5).stats
+    assert half["catalog_minus_lists"] == half["catalog_lists"] / 2 == len(plus)
 
 
-def test_dominant_category_breaks_ties_alphabetically(tiny):
-    catalog = Catalog(tiny[0].items)
-    item = catalog.by_popularity[0]
-    cats = sorted(catalog.categories_of(item))
-    assert build.dominant_category(catalog, [item]) == cats[0]
-    other = next(i for i in catalog.by_popularity if not catalog.categories_of(i) & set(cats))
-    assert build.dominant_category(catalog, [item, other, other]) == min(catalog.categories_of(other))
+def test_catalog_minus_specs_by_hand(cat):
+    # teacher top 3, 5, 2: Drama twice, Comedy twice -> Comedy (alphabetical; the target 4 is Action)
+    good = (10, TeacherRow((1,), 4, (3, 5, 2)))
+    no_genre = (11, TeacherRow((1,), 7, (7,)))  # the teacher's only genre is the target's: drawn again
+    specs = build.catalog_minus_specs(cat, [1, 2, 3, 4, 5, 6, 7], 3, 3, np.random.default_rng(0), [no_genre, good])
+    assert [(s.task, s.user_id, s.category, s.history, s.phrase) for s in specs] == [
+        ("I1-C", 10, "Comedy", [1], n) for n in range(3)]
+    assert all(sorted(s.label) == [4, 5, 7] and s.k == 3 for s in specs)  # outside Comedy and the history
+    two = build.catalog_minus_specs(cat, [1, 4], 1, 3, np.random.default_rng(0), [good])
+    assert two[0].label == [4] and two[0].k == 1  # a short pool gives a shorter list
+    with pytest.raises(ValueError, match="raise catalog_top or set catalog_minus_share to 0"):
+        build.catalog_minus_specs(cat, [1, 2, 3], 1, 3, np.random.default_rng(0), [no_genre])
+    with pytest.raises(ValueError, match="raise catalog_top"):
+        build.catalog_minus_specs(cat, [1, 2], 1, 3, np.random.default_rng(0), [good])  # 1 is seen, 2 is Comedy
 
 
 def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
@@ -403,7 +415,7 @@ def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
     with pytest.raises(ValueError, match="catalog_minus_share is set but catalog_passes = 0"):
         instructions.InstructionConfig.from_params({"catalog_minus_share": 0.3})
     with pytest.raises(ValueError, match="catalog_minus_share"):
-        instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 1.0})
+        instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 0.95})
 
 
 class WordTokenizer:
