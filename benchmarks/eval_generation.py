@@ -2,16 +2,20 @@
 prompts and model, and how far the answers agree.
 
     nice .venv/bin/python benchmarks/eval_generation.py --model smollm2-135m --dataset ml-100k --n 64 --threads 2 --all
+    nice .venv/bin/python benchmarks/eval_generation.py --run ml-100k --stage 04_sft_unsloth --n 192 --threads 2
 
 Paths (greedy, batched, length-sorted, KV cache):
-- `old`: fp32 weights, batch 32, every row decodes to EOS or `max_new_tokens` (stage 06 before the change);
-- `bf16`: bfloat16 weights, batch 64;
-- `new`: bf16, batch 64, and a row stops once it lists more than its k items (`llm.ListOverflow`);
+- `old`: fp32 weights, batch 32, every row decodes to EOS or `max_new_tokens` (stage 06 before 2026-12-02);
+- `bf16` (with `--all`): bfloat16 weights, batch 64;
+- `bf16+stop`: bf16, batch 64, and a row stops once it lists more than its k items (`llm.ListOverflow`);
+- `new`: bf16+stop, and a prompt asked twice is decoded once (`predict.distinct_prompts`: the
+  no-control twins repeat the user's I0 prompt);
 - `fp32+stop` (with `--all`): fp32, batch 32 with the stop only: its answers must score exactly as `old`.
 
-Prompts: the stage-03 test prompts of a finished run (`--run`, all task groups, as stage 06 asks them;
-`--stage 04_sft_unsloth` then loads that run's model), or I0 requests (k = 10) built from the first `--n`
-users' histories. Agreement is against `old`:
+Prompts: with `--run`, that run's stage-03 test prompts as stage 06 draws them: `--n` / 12 users per
+test group (`load_test_prompts`, the same users in every group unless `--per-group-users`);
+`--stage 04_sft_unsloth` then loads that run's model. Without it, I0 requests (k = 10) built from the first
+`--n` users' histories (no prompt repeats there). Agreement is against `old`:
 identical parsed lists (first k titles and the item count), and the change of each table figure. bf16
 rounds every weight, so some greedy tokens change; the stop changes no figure by construction.
 Ends with one `key=value` line.
@@ -47,19 +51,17 @@ def build_prompts(prepared: data.Prepared, n: int, k: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_prompts(run_dir: Path, n: int, seed: int) -> pd.DataFrame:
-    """`n` of a finished run's test prompts, drawn evenly over the test groups (seeded)."""
-    test = evaluate.load_test_prompts(run_dir / "03_instructions" / col.TEST_PROMPTS_FILE)
-    per_group = max(1, n // test["test_group"].nunique())
-    return (test.groupby("test_group", group_keys=False).apply(lambda g: g.sample(min(len(g), per_group),
-                                                                                  random_state=seed))
-            .reset_index(drop=True))
+def run_prompts(run_dir: Path, n: int, seed: int, shared_users: bool) -> pd.DataFrame:
+    """About `n` of a finished run's test prompts, as stage 06 draws them: `n` / groups users per group (seeded)."""
+    path = run_dir / "03_instructions" / col.TEST_PROMPTS_FILE
+    groups = evaluate.load_test_prompts(path)["test_group"].nunique()
+    return evaluate.load_test_prompts(path, max(1, n // groups), seed, shared_users)
 
 
-def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool):
+def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool, dedup: bool):
     how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512)
     t0 = time.perf_counter()
-    frame = evaluate.llm_predictions("m", model, tok, test, how, stop_past_k=stop)
+    frame = evaluate.llm_predictions("m", model, tok, test, how, stop_past_k=stop, dedup=dedup)
     seconds = time.perf_counter() - t0
     print(f"  {name:<10} {seconds:8.1f} s  ({len(test) / seconds:.3f} lists/s)", flush=True)
     return frame, seconds
@@ -74,6 +76,11 @@ def figures(frame: pd.DataFrame, catalog: Catalog) -> tuple[dict[str, float], li
     return {f: agg[f] for f in FIGURES}, lists
 
 
+def same_pct(lists: list, reference: list) -> float:
+    """% of answers whose parsed list (first k titles and the count) equals the reference's."""
+    return 100 * sum(a == b for a, b in zip(lists, reference, strict=True)) / len(reference)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=llm.SMOLLM2, help="base model name (smollm2-135m, tiny-llama, ...)")
@@ -83,14 +90,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="prompts")
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--all", action="store_true", help="also fp32 with the stop only (shows it changes no figure)")
+    ap.add_argument("--per-group-users", action="store_true",
+                    help="with --run: each group draws its own users (stage 06's shared_users: false)")
+    ap.add_argument("--all", action="store_true",
+                    help="also fp32 with the stop only (shows it changes no figure) and bf16 without the stop")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.run:
         run_dir = paths.run_dir("outputs", args.run)
         prepared = data.load_prepared(run_dir / "01_data_duckdb", args.dataset)
-        test = run_prompts(run_dir, args.n, seed=0)
+        test = run_prompts(run_dir, args.n, seed=0, shared_users=not args.per_group_users)
     else:
         prepared = data.build_dataset(args.dataset, seed=0)
         test = build_prompts(prepared, args.n)
@@ -100,27 +110,31 @@ def main() -> None:
     model, tok = (llm.load_for_inference(paths.run_dir("outputs", args.run) / args.stage) if args.stage
                   else llm.load_base(args.model))
     source = f"{args.run}/{args.stage}" if args.stage else args.model
-    print(f"{source}: {len(test)} prompts ({test['test_group'].nunique()} groups), {args.threads} thread(s), "
-          f"max_new_tokens {args.max_new_tokens}")
-    modes = [("old", torch.float32, 32, False), *([("fp32+stop", torch.float32, 32, True)] if args.all else []),
-             ("bf16", torch.bfloat16, 64, False), ("new", torch.bfloat16, 64, True)]
-    rows, base_lists = [], None
-    for name, dtype, batch, stop in modes:
-        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop)
+    distinct = len(evaluate.distinct_prompts(test)[1])
+    print(f"{source}: {len(test)} prompts ({distinct} distinct, {test['test_group'].nunique()} groups), "
+          f"{args.threads} thread(s), max_new_tokens {args.max_new_tokens}")
+    extra = [("fp32+stop", torch.float32, 32, True, False), ("bf16", torch.bfloat16, 64, False, False)] if args.all else []
+    modes = [("old", torch.float32, 32, False, False), *extra, ("bf16+stop", torch.bfloat16, 64, True, False),
+             ("new", torch.bfloat16, 64, True, True)]
+    rows, lists_of = [], {}
+    for name, dtype, batch, stop, dedup in modes:
+        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup)
         figs, lists = figures(frame, catalog)
-        base_lists = lists if base_lists is None else base_lists
-        same = sum(a == b for a, b in zip(lists, base_lists)) / len(lists)
+        lists_of[name] = lists
         rows.append({"path": name, "seconds": seconds, "lists/s": len(test) / seconds,
                      "tokens/list": sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in frame["raw"]) / len(test),
-                     "same lists %": 100 * same, **figs})
+                     "same lists %": same_pct(lists, lists_of["old"]), **figs})
     table = pd.DataFrame(rows).set_index("path")
     table.insert(2, "speedup", table["lists/s"] / table.loc["old", "lists/s"])
     print(table.round(3).T.to_string())
     delta = (table.loc["new", list(FIGURES)] - table.loc["old", list(FIGURES)]).abs()
     print(record.summary_line(
-        "eval_generation", model=source, n=len(test), threads=args.threads, max_new_tokens=args.max_new_tokens,
+        "eval_generation", model=source, n=len(test), distinct=distinct, threads=args.threads,
+        max_new_tokens=args.max_new_tokens,
         old_lists_per_s=table.loc["old", "lists/s"], new_lists_per_s=table.loc["new", "lists/s"],
-        speedup=table.loc["new", "speedup"], bf16_speedup=table.loc["bf16", "speedup"],
+        speedup=table.loc["new", "speedup"], bf16_stop_speedup=table.loc["bf16+stop", "speedup"],
+        dedup_speedup=table.loc["new", "lists/s"] / table.loc["bf16+stop", "lists/s"],
+        same_lists_as_bf16_stop_pct=same_pct(lists_of["new"], lists_of["bf16+stop"]),
         same_lists_pct=table.loc["new", "same lists %"], max_figure_change=float(delta.max()),
         max_figure_change_at=str(delta.idxmax())))
 

@@ -20,6 +20,8 @@ class EvalConfig(StageConfig):
     constrained_models: list = param(["full"], "labels also decoded under the catalog constraint")
     base_model: str = param("tiny-random", "the zero-shot base LLM of the base row (as stage 04 trained on)")
     max_test_users: int = param(8, "users drawn per test group, among those with a prompt in it (0 means all)", lo=0)
+    shared_users: bool = param(False, "every test group takes the same seeded users where it has them (twins then "
+                               "repeat I0's prompts, answered once); false: each group draws its own")
     batch_size: int = param(16, "prompts per generate batch", lo=1)
     max_new_tokens: int = param(96, "answer budget in tokens (15 titles need about 150 on ml-100k)", lo=1)
     max_prompt_tokens: int = param(512, "longer prompts lose their oldest history items", lo=16)

@@ -47,13 +47,21 @@ class ModelSpec:
     path: Path | None = None
 
 
-def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0) -> pd.DataFrame:
+def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0,
+                      shared_users: bool = False) -> pd.DataFrame:
     """Stage-03 `test_prompts.jsonl` as a frame; optionally `max_test_users` users per test group (seeded).
 
     Each group draws its users among those that have a prompt in it (stage 03 skips a user whose
     prompt cannot be labelled, e.g. no category to exclude), so every group gets `max_test_users`
     lists where it can; its no-control twin keeps the same users. Every model answers the same
     prompts, so tables compare models on identical inputs.
+
+    Args:
+        shared_users: one seeded order of all users, and each group takes the first `max_test_users`
+            of it that have a prompt there, so the groups share their users wherever they can. A
+            no-control twin's prompt is the user's I0 prompt, so five twins and I0 then ask the same
+            prompts, which stage 06 answers once (`llm_predictions`). False: each group draws its own
+            users (one `rng.choice` per group, in group order).
     """
     path = Path(path)
     frame = pd.DataFrame(read_records(path))
@@ -62,10 +70,13 @@ def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: in
     if max_test_users:
         rng = np.random.default_rng(seed)
         family = frame["test_group"].str.removesuffix(NOCONTROL)
+        order = rng.permutation(np.sort(frame[col.USER].unique())) if shared_users else None
         keep = pd.Series(False, index=frame.index)
         for group in sorted(family.unique()):
             users = np.sort(frame.loc[family == group, col.USER].unique())
-            if len(users) > max_test_users:
+            if order is not None:
+                users = order[np.isin(order, users)][:max_test_users]
+            elif len(users) > max_test_users:
                 users = rng.choice(users, size=max_test_users, replace=False)
             keep |= (family == group) & frame[col.USER].isin(users)
         frame = frame[keep]
@@ -185,18 +196,33 @@ def make_constraint(tokenizer, items: pd.DataFrame, test: pd.DataFrame, decoding
     return constraint
 
 
+def distinct_prompts(test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, first): each row's distinct-prompt number (same messages and k, numbered in order of
+    first appearance) and the row where each distinct prompt first appears."""
+    keys = [json.dumps(p, sort_keys=True) + f"|k={int(k)}" for p, k in zip(test["prompt"], test["k"])]
+    codes = pd.factorize(pd.Series(keys, dtype=object))[0]
+    return codes, np.unique(codes, return_index=True)[1]
+
+
 def llm_predictions(label: str, model, tokenizer, test: pd.DataFrame, decoding: llm.Decoding,
-                    constraint=None, stop_past_k: bool = False) -> pd.DataFrame:
+                    constraint=None, stop_past_k: bool = False, dedup: bool = True) -> pd.DataFrame:
     """Batched answers of one LLM to every test prompt (`constraint`: catalog-only decoding;
-    `stop_past_k`: a row stops once it lists more than its k items, `llm.ListOverflow`)."""
+    `stop_past_k`: a row stops once it lists more than its k items, `llm.ListOverflow`).
+
+    With `dedup`, a prompt asked more than once (same messages, same k: a no-control twin repeats
+    the user's I0 prompt) is generated once and its answer copied to every row that asks it, so
+    identical prompts get identical answers whatever batch they would have fallen in.
+    """
     from transformers import LogitsProcessorList
 
     processors = LogitsProcessorList([constraint]) if constraint is not None else None
-    limits = [int(k) for k in test["k"]] if stop_past_k else None
-    raw = llm.generate(model, tokenizer, list(test["prompt"]), decoding, logits_processor=processors, progress=True,
+    codes, first = distinct_prompts(test) if dedup else (np.arange(len(test)), np.arange(len(test)))
+    asked = test.iloc[first]
+    limits = [int(k) for k in asked["k"]] if stop_past_k else None
+    raw = llm.generate(model, tokenizer, list(asked["prompt"]), decoding, logits_processor=processors, progress=True,
                        item_limits=limits)
     out = _base_frame(label + (CONSTRAINED if constraint is not None else ""), test)
-    out["raw"], out["filtered"], out["constrained"] = raw, False, constraint is not None
+    out["raw"], out["filtered"], out["constrained"] = [raw[c] for c in codes], False, constraint is not None
     return out
 
 
@@ -332,7 +358,8 @@ def predict_all(specs: list[ModelSpec], test: pd.DataFrame, teacher: pd.DataFram
             t0 = time.perf_counter()
             frames.append(llm_predictions(spec.label, model, tok, test, how, constraint, cfg.stop_past_k))
             answered[(digest, run)] = frames[-1]
-            facts[label] = {"seconds": time.perf_counter() - t0, "lists": len(test)}
+            facts[label] = {"seconds": time.perf_counter() - t0, "lists": len(test),
+                            "generated": len(distinct_prompts(test)[1])}
         if cfg.generalization and "same_weights_as" not in facts[spec.label]:
             facts[spec.label].update(gen.paper_generalization(model, tok))
         del model

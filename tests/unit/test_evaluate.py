@@ -304,3 +304,43 @@ def test_models_with_identical_weights_generate_once_and_share_their_answers(mon
     for mine, theirs in (("full", "v2"), ("full+constrained", "v2+constrained")):
         a, b = (preds[preds["model"] == m].drop(columns="model").reset_index(drop=True) for m in (mine, theirs))
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_shared_users_are_the_same_in_every_group_that_has_them(tmp_path):
+    recs = [_record(g, "I0", "I0", 10, 1, [2], user=u) for g in ("I0", "k11-15") for u in range(1, 11)]
+    recs += [_record(g, "I1-C", "-C", 10, 1, [2], user=u) for g in ("I1-C", "I1-C_nocontrol") for u in range(1, 5)]
+    path = tmp_path / "test_prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    test = evaluate.load_test_prompts(path, max_test_users=3, seed=0, shared_users=True)
+    users = test.groupby("test_group")["user_id"].apply(sorted)
+    assert len(test) == 12 and users["I0"] == users["k11-15"]
+    assert users["I1-C"] == users["I1-C_nocontrol"] and set(users["I1-C"]) <= {1, 2, 3, 4}
+    # one seeded order: I1-C takes its first three among users 1-4, so every one of them that I0 drew is in I1-C
+    assert set(users["I0"]) & {1, 2, 3, 4} <= set(users["I1-C"])
+    assert evaluate.load_test_prompts(path, 3, seed=0, shared_users=True).equals(test)
+    assert evaluate.load_test_prompts(path, 0, shared_users=True).equals(evaluate.load_test_prompts(path, 0))
+
+
+def test_repeated_prompts_are_generated_once_and_answered_alike(monkeypatch):
+    """A twin repeating I0's prompt (same messages, same k) is decoded once; a different k is not the same prompt."""
+    from recnb import llm
+
+    asked = []
+
+    def fake_generate(model, tok, messages, decoding, **kw):
+        asked.append([m[-1]["content"] for m in messages])
+        return [f"answer {len(asked)}-{i}" for i in range(len(messages))]
+
+    monkeypatch.setattr(llm, "generate", fake_generate)
+    test = pd.DataFrame([_record("I0", "I0", "I0", 10, 1, [2], user=1), _record("I0", "I0", "I0", 10, 1, [2], user=2),
+                         _record("I0", "I0", "I0", 10, 1, [2], user=1), _record("I0", "I0", "I0", 5, 1, [2], user=1)])
+    test["test_group"] = ["I0", "I0", "I1-C_nocontrol", "k11-15"]
+    out = evaluate.llm_predictions("m", None, None, test, llm.Decoding())
+    assert asked == [["user 1 I0", "user 2 I0", "user 1 I0"]]  # rows 0 and 2 ask the same: once; row 3 has k=5
+    assert out["raw"].tolist() == ["answer 1-0", "answer 1-1", "answer 1-0", "answer 1-2"]
+    assert out["test_group"].tolist() == test["test_group"].tolist()
+    codes, first = evaluate.distinct_prompts(test)
+    assert codes.tolist() == [0, 1, 0, 2] and first.tolist() == [0, 1, 3]
+    asked.clear()
+    assert evaluate.llm_predictions("m", None, None, test, llm.Decoding(), dedup=False)["raw"].nunique() == 4
+    assert len(asked[0]) == 4
