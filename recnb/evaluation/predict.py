@@ -335,6 +335,7 @@ def predict_all(specs: list[ModelSpec], test: pd.DataFrame, teacher: pd.DataFram
     from recnb.evaluation import generalization as gen
 
     catalog, frames, facts, how = Catalog(items), [], {}, decoding(cfg)
+    generated = len(distinct_prompts(test)[1])  # what each LLM decodes (llm_predictions' dedup)
     answered: dict[tuple[str, str | None], pd.DataFrame] = {}  # (weights digest, run) -> the answers
     for spec in specs:
         if spec.source == "sasrec":
@@ -359,7 +360,7 @@ def predict_all(specs: list[ModelSpec], test: pd.DataFrame, teacher: pd.DataFram
             frames.append(llm_predictions(spec.label, model, tok, test, how, constraint, cfg.stop_past_k))
             answered[(digest, run)] = frames[-1]
             facts[label] = {"seconds": time.perf_counter() - t0, "lists": len(test),
-                            "generated": len(distinct_prompts(test)[1])}
+                            "generated": generated}
         if cfg.generalization and "same_weights_as" not in facts[spec.label]:
             facts[spec.label].update(gen.paper_generalization(model, tok))
         del model
