@@ -4,12 +4,14 @@ prompts and model, and how far the answers agree.
     nice .venv/bin/python benchmarks/eval_generation.py --model smollm2-135m --dataset ml-100k --n 64 --threads 2 --all
     nice .venv/bin/python benchmarks/eval_generation.py --run ml-100k --stage 04_sft_unsloth --n 192 --threads 2
 
-Paths (greedy, batched, length-sorted, KV cache):
+Paths (greedy, batched, length-sorted, KV cache; all but `new` with transformers' default cache):
 - `old`: fp32 weights, batch 32, every row decodes to EOS or `max_new_tokens` (stage 06 before 2026-12-02);
 - `bf16` (with `--all`): bfloat16 weights, batch 64;
 - `bf16+stop`: bf16, batch 64, and a row stops once it lists more than its k items (`llm.ListOverflow`);
-- `new`: bf16+stop, and a prompt asked twice is decoded once (`predict.distinct_prompts`: the
+- `+dedup`: bf16+stop, and a prompt asked twice is decoded once (`predict.distinct_prompts`: the
   no-control twins repeat the user's I0 prompt);
+- `new` (stage 06 now): +dedup, and the KV cache writes each step in place (`llm.answer_cache`: the
+  same logits, so the same lists as `+dedup`) instead of concatenating the whole cache every step;
 - `fp32+stop` (with `--all`): fp32, batch 32 with the stop only: its answers must score exactly as `old`.
 
 Prompts: with `--run`, that run's stage-03 test prompts as stage 06 draws them: `--n` / 12 users per
@@ -58,8 +60,9 @@ def run_prompts(run_dir: Path, n: int, seed: int, shared_users: bool) -> pd.Data
     return evaluate.load_test_prompts(path, max(1, n // groups), seed, shared_users)
 
 
-def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool, dedup: bool):
-    how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512)
+def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool, dedup: bool,
+           inplace: bool):
+    how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512, inplace_cache=inplace)
     t0 = time.perf_counter()
     frame = evaluate.llm_predictions("m", model, tok, test, how, stop_past_k=stop, dedup=dedup)
     seconds = time.perf_counter() - t0
@@ -113,12 +116,15 @@ def main() -> None:
     distinct = len(evaluate.distinct_prompts(test)[1])
     print(f"{source}: {len(test)} prompts ({distinct} distinct, {test['test_group'].nunique()} groups), "
           f"{args.threads} thread(s), max_new_tokens {args.max_new_tokens}")
-    extra = [("fp32+stop", torch.float32, 32, True, False), ("bf16", torch.bfloat16, 64, False, False)] if args.all else []
-    modes = [("old", torch.float32, 32, False, False), *extra, ("bf16+stop", torch.bfloat16, 64, True, False),
-             ("new", torch.bfloat16, 64, True, True)]
+    # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache)
+    extra = [("fp32+stop", torch.float32, 32, True, False, False),
+             ("bf16", torch.bfloat16, 64, False, False, False)] if args.all else []
+    modes = [("old", torch.float32, 32, False, False, False), *extra,
+             ("bf16+stop", torch.bfloat16, 64, True, False, False), ("+dedup", torch.bfloat16, 64, True, True, False),
+             ("new", torch.bfloat16, 64, True, True, True)]
     rows, lists_of = [], {}
-    for name, dtype, batch, stop, dedup in modes:
-        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup)
+    for name, dtype, batch, stop, dedup, inplace in modes:
+        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup, inplace)
         figs, lists = figures(frame, catalog)
         lists_of[name] = lists
         rows.append({"path": name, "seconds": seconds, "lists/s": len(test) / seconds,
@@ -133,8 +139,10 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens,
         old_lists_per_s=table.loc["old", "lists/s"], new_lists_per_s=table.loc["new", "lists/s"],
         speedup=table.loc["new", "speedup"], bf16_stop_speedup=table.loc["bf16+stop", "speedup"],
-        dedup_speedup=table.loc["new", "lists/s"] / table.loc["bf16+stop", "lists/s"],
+        dedup_speedup=table.loc["+dedup", "lists/s"] / table.loc["bf16+stop", "lists/s"],
+        inplace_cache_speedup=table.loc["new", "lists/s"] / table.loc["+dedup", "lists/s"],
         same_lists_as_bf16_stop_pct=same_pct(lists_of["new"], lists_of["bf16+stop"]),
+        same_lists_as_dedup_pct=same_pct(lists_of["new"], lists_of["+dedup"]),
         same_lists_pct=table.loc["new", "same lists %"], max_figure_change=float(delta.max()),
         max_figure_change_at=str(delta.idxmax())))
 

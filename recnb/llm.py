@@ -33,12 +33,14 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.cache_utils import DynamicLayer
 
 from recnb import artifacts as col
 from recnb import paths, tiny_lm
@@ -276,6 +278,8 @@ class Decoding:
         max_prompt_tokens: longer prompts lose their oldest history items (`render_prompts`).
         do_sample: sample (with `temperature`, `top_k`) instead of greedy decoding.
         num_beams: > 1 is beam search (greedy only): whole continuations are scored.
+        inplace_cache: write each step's keys and values into a preallocated buffer (`answer_cache`;
+            same logits, faster) instead of transformers' default concatenating cache.
     """
 
     max_new_tokens: int = 160
@@ -285,6 +289,7 @@ class Decoding:
     temperature: float = 1.0
     top_k: int = 0
     num_beams: int = 1
+    inplace_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.num_beams > 1 and self.do_sample:
@@ -331,6 +336,80 @@ class ListOverflow(StoppingCriteria):
         return self.done.clone().to(input_ids.device)
 
 
+class _GrowingLayer(DynamicLayer):
+    """One layer of `answer_cache`: keys and values live in a buffer with room for the answer.
+
+    `DynamicLayer` concatenates each step's keys and values onto the whole cache, copying all of it
+    every step (29 % of a bf16 decoding step of SmolLM2 at batch 64 on 2 CPU threads). Here a step
+    writes its one position in place and attention reads a view of the filled part: the same values
+    over the same length, so the logits are the same bits. The buffer grows (by another `spare`
+    positions) only if an answer runs past it.
+    """
+
+    def __init__(self, spare: int) -> None:
+        super().__init__()
+        self.spare = spare
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        filled, new = self.get_seq_length(), key_states.shape[-2]
+        if self._k is None or filled + new > self._k.shape[-2]:
+            shape = (*key_states.shape[:2], filled + new + self.spare, key_states.shape[-1])
+            k, v = key_states.new_empty(shape), value_states.new_empty(shape)
+            if filled:
+                k[..., :filled, :], v[..., :filled, :] = self.keys, self.values
+            self._k, self._v = k, v
+        self._k[..., filled:filled + new, :] = key_states
+        self._v[..., filled:filled + new, :] = value_states
+        self.keys, self.values = self._k[..., :filled + new, :], self._v[..., :filled + new, :]
+        return self.keys, self.values
+
+    def _rebuffer(self) -> None:
+        # after a parent method replaced keys/values (beam reorder, crop, batch select): copy on next update
+        self._k = self._v = None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._rebuffer()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        self._rebuffer()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._rebuffer()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._rebuffer()
+
+    def reset(self) -> None:
+        super().reset()
+        self._rebuffer()
+
+
+def answer_cache(model: PreTrainedModel, max_new_tokens: int) -> dict[str, Any]:
+    """`generate` kwargs for a KV cache that writes each new position in place (`_GrowingLayer`).
+
+    Same logits as the default `DynamicCache`; decoding on CPU runs ~15 % faster per step. Models whose
+    config declares sliding-window or other non-plain layers keep the default cache (empty dict).
+    """
+    config = model.config.get_text_config(decoder=True)
+    if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ["full_attention"])):
+        return {}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # transformers renamed `past_key_values` to `cache` (5.2x); the [gpu] extra pins an older one
+    key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    cache = DynamicCache()
+    cache.layers = [_GrowingLayer(max_new_tokens + 1) for _ in range(config.num_hidden_layers)]
+    cache.layer_class_to_replicate = None
+    return {key: cache}
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]],
              decoding: Decoding = Decoding(), *, logits_processor: Any = None,
@@ -369,7 +448,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
         out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True, stopping_criteria=stop,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              logits_processor=logits_processor,
-                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=d.num_beams, **sampling)
+                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=d.num_beams, **sampling,
+                             **(answer_cache(model, d.max_new_tokens) if d.inplace_cache and d.num_beams == 1 else {}))
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             answers[i] = text.strip()

@@ -63,7 +63,8 @@ def sample_rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
     sampling = ({"do_sample": True, "temperature": temperature, "top_k": top_k, "top_p": 1.0} if do_sample
                 else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None})
     out = model.generate(**batch, max_new_tokens=max_new_tokens, use_cache=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling,
+                         **llm.answer_cache(model, max_new_tokens))
     response_ids = out[:, batch["input_ids"].shape[1]:]
     mask = response_mask(response_ids, tokenizer.eos_token_id)
     decoded = [tokenizer.decode(row[: int(m.sum())], skip_special_tokens=True) for row, m in zip(response_ids, mask)]

@@ -1,5 +1,7 @@
 """recnb.llm: base models, prompt rendering with history truncation, batched generation, adapters."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -61,6 +63,54 @@ def test_generate_batched_equals_one_by_one_and_keeps_order(tiny):
     batched = llm.generate(model, tok, convs, llm.Decoding(max_new_tokens=6, batch_size=3), progress=False)
     single = [llm.generate(model, tok, [c], llm.Decoding(max_new_tokens=6), progress=False)[0] for c in convs]
     assert batched == single
+
+
+def test_inplace_cache_gives_the_default_caches_logits_also_when_its_buffer_grows(tiny):
+    model, tok = tiny
+    texts = llm.render_prompts(tok, [_messages(["A"] * n) for n in (1, 4)], 512)
+    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    [(key, grown)] = llm.answer_cache(model, max_new_tokens=2).items()  # room for 3 steps: grows on step 4
+    runs = []
+    for cache in (grown, llm.DynamicCache()):
+        ids, mask, logits = batch["input_ids"], batch["attention_mask"], []
+        with torch.no_grad():
+            for _ in range(6):
+                out = model(input_ids=ids, attention_mask=mask, use_cache=True, **{key: cache})
+                logits.append(out.logits[:, -1])
+                ids = out.logits[:, -1:].argmax(-1)
+                mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+        runs.append(torch.stack(logits))
+    assert torch.equal(runs[0], runs[1])
+    layer = grown.layers[0]
+    assert layer.get_seq_length() == batch["input_ids"].shape[1] + 5
+    # prompt + 3 spare; step 4 finds it full and reallocates: the 73 filled + 1 new + 3 spare
+    assert layer._k.shape[-2] == batch["input_ids"].shape[1] + 3 + 1 + 3
+
+
+def test_generate_with_the_inplace_cache_answers_as_with_the_default_one(tiny, monkeypatch):
+    model, tok = tiny
+    convs = [_messages(["A", "B"] * n) for n in (1, 5, 2)]
+    calls = []  # (cache class, generated token ids) per generate call
+    real = model.generate
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((type(kwargs.get("cache", kwargs.get("past_key_values"))).__name__, out))
+        return out
+
+    monkeypatch.setattr(model, "generate", spy)
+    for how in (llm.Decoding(max_new_tokens=12, batch_size=2),
+                llm.Decoding(max_new_tokens=12, batch_size=2, do_sample=True, temperature=0.9)):
+        for inplace in (True, False):
+            torch.manual_seed(3)
+            llm.generate(model, tok, convs, dataclasses.replace(how, inplace_cache=inplace), progress=False)
+    assert [name for name, _ in calls] == (["DynamicCache"] * 2 + ["NoneType"] * 2) * 2
+    for run in (0, 4):  # greedy, then sampled: the same tokens with either cache, batch by batch
+        for b in (0, 1):
+            assert torch.equal(calls[run + b][1], calls[run + 2 + b][1])
+    longest_prompt = len(tok(llm.render_prompts(tok, convs[1:2], 512)[0])["input_ids"])
+    assert calls[0][1].shape[1] > longest_prompt + 5  # tokens were generated
+    assert not torch.equal(calls[0][1], calls[4][1])  # sampling drew other tokens than greedy
 
 
 def test_continuation_logprobs_equal_a_full_forward_pass(tiny):
