@@ -74,7 +74,7 @@ def main() -> None:
     ids = torch.randint(100, model.config.vocab_size - 100, (args.batch, args.prompt), generator=gen)
     mask = torch.ones_like(ids)
     mask[: max(1, args.batch // 8), :30] = 0
-    [key] = llm.answer_cache(model, 1)  # the cache's keyword in this transformers ("cache" or "past_key_values")
+    key = llm.cache_keyword(model)
     caches = {"default": lambda: {key: llm.DynamicCache()}, "inplace": lambda: llm.answer_cache(model, args.steps + 1)}
     found: dict[str, dict[str, float]] = {}
     with torch.no_grad():

@@ -340,7 +340,8 @@ class _GrowingLayer(DynamicLayer):
     """One layer of `answer_cache`: keys and values live in a buffer with room for the answer.
 
     `DynamicLayer` concatenates each step's keys and values onto the whole cache, copying all of it
-    every step (29 % of a bf16 decoding step of SmolLM2 at batch 64 on 2 CPU threads). Here a step
+    every step (15 % of a bf16 decoding step of SmolLM2 at batch 64 on 2 CPU threads,
+    `benchmarks/decode_profile.py`). Here a step
     writes its one position in place and attention reads a view of the filled part: the same values
     over the same length, so the logits are the same bits. The buffer grows (by another `spare`
     positions) only if an answer runs past it.
@@ -395,19 +396,23 @@ class _GrowingLayer(DynamicLayer):
 def answer_cache(model: PreTrainedModel, max_new_tokens: int) -> dict[str, Any]:
     """`generate` kwargs for a KV cache that writes each new position in place (`_GrowingLayer`).
 
-    Same logits as the default `DynamicCache`; decoding on CPU runs ~15 % faster per step. Models whose
+    Same logits as the default `DynamicCache`; a CPU decoding step runs ~1.1x faster. Models whose
     config declares sliding-window or other non-plain layers keep the default cache (empty dict).
     """
     config = model.config.get_text_config(decoder=True)
     if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or ["full_attention"])):
         return {}
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    # transformers renamed `past_key_values` to `cache` (5.2x); the [gpu] extra pins an older one
-    key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
     cache = DynamicCache()
     cache.layers = [_GrowingLayer(max_new_tokens + 1) for _ in range(config.num_hidden_layers)]
     cache.layer_class_to_replicate = None
-    return {key: cache}
+    return {cache_keyword(model): cache}
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The forward/generate keyword of the KV cache: transformers renamed `past_key_values` to `cache`
+    (5.2x); the [gpu] extra pins an older one. A peft wrapper is looked through."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
@@ -476,8 +481,7 @@ def continuation_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
             raise ValueError(f"continuation {cont!r} changes the prefix's last tokens (or is empty); "
                              "end the prefix at a token boundary, e.g. before a space")
         tails.append(ids[len(prefix_ids):])
-    # transformers renamed `past_key_values` to `cache` (5.2x); the [gpu] extra pins an older one
-    cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_key = cache_keyword(model)
     was_training = model.training
     model.eval()
     out: list[tuple[float, int]] = []
