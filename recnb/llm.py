@@ -341,10 +341,9 @@ class _GrowingLayer(DynamicLayer):
 
     `DynamicLayer` concatenates each step's keys and values onto the whole cache, copying all of it
     every step (15 % of a bf16 decoding step of SmolLM2 at batch 64 on 2 CPU threads,
-    `benchmarks/decode_profile.py`). Here a step
-    writes its one position in place and attention reads a view of the filled part: the same values
-    over the same length, so the logits are the same bits. The buffer grows (by another `spare`
-    positions) only if an answer runs past it.
+    `benchmarks/decode_profile.py`). Here a step writes its one position in place and attention
+    reads a view of the filled part: the same values over the same length, so the logits are the
+    same bits. The buffer grows (by another `spare` positions) only if an answer runs past it.
     """
 
     def __init__(self, spare: int) -> None:
