@@ -55,14 +55,36 @@ class BuildContext:
 
     def user_spec(
         self, file: str, group: str, task: str, user: int, split: str, rng: np.random.Generator, k: int,
-        m: float | None = None, n_candidates: int = 0,
+        m: float | None = None, n_candidates: int = 0, cut_max: int = 0,
     ) -> Spec | None:
-        """`teacher_spec` for (user, split); a missing teacher row or a SkipSample is counted, gives None."""
+        """`teacher_spec` for (user, split); a missing teacher row or a SkipSample is counted, gives None.
+
+        cut_max > 0 draws a cut in 0..cut_max for the row (`cut_row`), after every other draw of the sample.
+        """
         row = self.teacher.get((user, split))
         if row is None:
             self.skips[f"{file}/{group}/missing_teacher"] += 1
             return None
+        if cut_max:
+            row = cut_row(row, int(rng.integers(0, cut_max + 1)))
         return self.attempt(file, group, teacher_spec, task, user, split, row, k, rng, self.catalog, m, n_candidates)
+
+
+MIN_CUT_HISTORY = 5  # a cut keeps at least this many history items, else the sample keeps its row
+
+
+def cut_row(row: TeacherRow, cut: int) -> TeacherRow:
+    """The row `cut` items earlier: the history less its last `cut` items, the first of those as the
+    target, and the same teacher ranking (that of the whole train history, history masked). The
+    row itself where the cut is 0 or would leave fewer than `MIN_CUT_HISTORY` history items.
+
+    Not in the paper, where every train sample of a user ends on the same target: a model that sees
+    each user a dozen times (16 epochs on the tiny batch) can then answer the first title of an I1
+    list from the user alone, and never needs the control sentence for it (docs/RESULTS.md).
+    """
+    if not cut or len(row.history) < cut + MIN_CUT_HISTORY:
+        return row
+    return TeacherRow(tuple(row.history[:-cut]), int(row.history[-cut]), row.topk)
 
 
 def render_row(spec: Spec, catalog: Catalog, completion: bool = True, control: bool = True) -> dict[str, Any]:
@@ -121,7 +143,8 @@ def _train_spec(ctx: BuildContext, rng: np.random.Generator, file: str, task: st
     m = float(rng.choice(PROPORTIONS)) if task.startswith("I2") else None
     use_candidates = file == "sft_train" and not task.startswith("I2") and rng.random() < ctx.config.candidate_fraction
     n_cand = ctx.config.n_candidates if use_candidates else 0
-    return ctx.user_spec(file, task, task, user, "train", rng, k, m, n_cand)
+    cut_max = ctx.config.i1_cut_max if file == "sft_train" and task.startswith("I1") else 0
+    return ctx.user_spec(file, task, task, user, "train", rng, k, m, n_cand, cut_max)
 
 
 def build_sft_train(ctx: BuildContext) -> list[Spec]:

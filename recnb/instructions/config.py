@@ -18,6 +18,9 @@ class InstructionConfig(StageConfig):
     i1_per_user: float = param(1.0, "I1 train samples per user, alternating +C and -C", lo=0)
     i1_minus_share: float = param(0.5, "share of those I1 samples that are -C, spread evenly (paper: half)",
                                   lo=0, hi=1)
+    i1_cut_max: int = param(0, "SFT I1 samples end a random 0..N items before the user's train target (the "
+                            "item there their target, the teacher's ranking as is), so not every sample of a "
+                            "user ends on one item; not in the paper; 0: none", lo=0)
     i2_per_user: float = param(1.0, "I2 train samples per user, cycling at-most, at-least, about m", lo=0)
     i3_per_item: float = param(1.0, "I3 train samples per catalog item, alternating +C and -C", lo=0)
     candidate_fraction: float = param(0.25, "share of I0, I1, I3 train samples in the select-from-candidates variant",

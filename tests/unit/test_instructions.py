@@ -224,6 +224,36 @@ def test_i1_minus_share_spreads_minus_c_evenly():
             assert abs(spread_tasks("+", "-", share, n).count("-") - share * n) < 1
 
 
+def test_cut_row_ends_the_history_earlier_and_keeps_the_ranking():
+    row = TeacherRow((1, 2, 3, 4, 5, 6, 7), 8, (9, 10))
+    assert build.cut_row(row, 2) == TeacherRow((1, 2, 3, 4, 5), 6, (9, 10))
+    assert build.cut_row(row, 0) is row
+    assert build.cut_row(row, 3) is row  # 4 history items left < MIN_CUT_HISTORY = 5: the row as it is
+
+
+def test_i1_cuts_move_only_the_i1_train_samples_to_earlier_targets(tiny, sets):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same counted skips as `sets`
+        cut = instructions.build_instruction_sets(tiny[0], tiny[1], instructions.InstructionConfig(
+            valid_per_type=12, n_candidates=15, i1_cut_max=3))
+    assert all(cut.files[name] == sets.files[name] for name in sets.files if name != "sft_train")
+    teacher = index_teacher(tiny[1])
+    moved = collections.Counter()
+    for r in cut.files["sft_train"]:
+        if r["user_id"] is None:
+            continue
+        row = teacher[(r["user_id"], "train")]
+        if not r["task"].startswith("I1"):
+            assert r["target"] == row.target and r["history"] == list(row.history)
+            continue
+        n = len(row.history) - len(r["history"])  # how far back the sample ends
+        assert 0 <= n <= 3 and r["history"] == list(row.history[:len(r["history"])])
+        assert r["target"] == (row.target if n == 0 else row.history[-n])
+        moved[n > 0] += 1
+    assert moved[True] > moved[False] > 0  # draws of 1-3 (where the history allows) against draws of 0
+    assert list(instructions.check_labels(cut.files["sft_train"], tiny[0].items).columns) == ["rows"]  # labels obey
+
+
 def test_candidate_rows_hold_their_label_and_no_history(sets):
     rows = [r for r in sets.files["sft_train"] if r["candidates"] is not None]
     assert 0.15 < len(rows) / len(sets.files["sft_train"]) < 0.35  # candidate_fraction 0.25 of I0/I1/I3
