@@ -29,13 +29,18 @@ from recnb.metrics import aggregate, score_answer
 CONTROL_TASKS = ("I1+C", "I1-C", "I3+C", "I3-C")
 
 
+def _twin(record: dict) -> bool:
+    """A test prompt's `_nocontrol` twin (same task, no control sentence): not a control prompt."""
+    return str(record.get("test_group", "")).endswith("_nocontrol")
+
+
 def fit_table(model, tokenizer, files: dict[str, list[dict]], catalog: Catalog, per_task: int,
               decoding: llm.Decoding) -> pd.DataFrame:
     """One row per (file, task): n, TCP of the answers and of the labels, Repeat and InHistory (%)."""
     rows = []
     for file, records in files.items():
         for task in CONTROL_TASKS:
-            chosen = [r for r in records if r["task"] == task][:per_task]
+            chosen = [r for r in records if r["task"] == task and not _twin(r)][:per_task]
             if not chosen:
                 continue
             answers = llm.generate(model, tokenizer, [r["prompt"] for r in chosen], decoding, progress=False)
@@ -65,7 +70,7 @@ def by_history_table(model, tokenizer, files: dict[str, list[dict]], catalog: Ca
     remembering each user shows the sentence's effect on train and none on test."""
     rows = []
     for file, records in files.items():
-        chosen = [r for r in records if r["task"] == "I1-C" and r["history"]][:per_task]
+        chosen = [r for r in records if r["task"] == "I1-C" and r["history"] and not _twin(r)][:per_task]
         if not chosen:
             continue
         said = llm.generate(model, tokenizer, [r["prompt"] for r in chosen], decoding, progress=False)

@@ -54,7 +54,7 @@ def test_by_history_table_pairs_each_prompt_with_its_no_control_twin(monkeypatch
                         [twin if p[0]["role"] == "system" else answers[p[0]["content"]] for p in prompts])
     files = {"train": [_record("I1-C", "A", [3], [3, 4]), _record("I1-C", "A", [1, 3], [3, 4]),
                        _record("I1+C", "B", [1], [3, 4]), _record("I1-C", "A", [], [3, 4])],
-             "test": [_record("I1-C", "A", [1], [])]}
+             "test": [_record("I1-C", "A", [1], []), {**_record("I1-C", "A", [2], []), "test_group": "I1-C_nocontrol"}]}
     script = load_script("studies/negation_fit.py")
     assert script.no_control_prompt(files["train"][0], catalog)[1]["content"].count("'B one'") == 1
     table = script.by_history_table(None, None, files, catalog, per_task=8, decoding=llm.Decoding())
