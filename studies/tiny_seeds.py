@@ -4,7 +4,8 @@
 
 The tiny batch is a miniature trained to convergence in minutes, and its outcome moves with the
 seed (the synthetic world, the initial weights and the batch order all follow `common.seed`): a
-target met on one seed says little. For each seed this writes `params/tiny.yaml` with that seed to
+target met on one seed says little. For each seed this writes `params/tiny.yaml` (or `--params`, a
+variant of it) with that seed to
 `<outputs-dir>/tiny-s<seed>.yaml` (the study's own file: rewritten on every call), runs the batch
 with `--outputs-dir <outputs-dir>/s<seed>/outputs` (its figures beside it, one seed after another,
 1 thread as in CI; the runner skips what is up to date and reruns what is stale, so a finished seed
@@ -54,9 +55,11 @@ TARGETS = (
 )
 
 
-def seed_params(seed: int, outputs_dir: Path) -> Path:
-    """`params/tiny.yaml` with `common.seed` set, written beside the runs."""
-    cfg = yaml.safe_load(PARAMS.read_text())
+def seed_params(seed: int, outputs_dir: Path, params: Path = PARAMS) -> Path:
+    """`params` (the tiny batch's file, or a variant of it) with `common.seed` set, written beside the runs."""
+    cfg = yaml.safe_load(params.read_text())
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("common"), dict):
+        raise SystemExit(f"{params}: not a params file with a 'common:' section (see params/tiny.yaml)")
     cfg["common"]["seed"] = seed
     out = outputs_dir / f"tiny-s{seed}.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -131,14 +134,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--outputs-dir", default="outputs/studies/tiny_seeds", help="runs go to <dir>/s<seed>/outputs/")
     ap.add_argument("--no-run", action="store_true", help="only read runs that have finished and are up to date")
+    ap.add_argument("--params", type=Path, default=PARAMS,
+                    help="the batch to run per seed: params/tiny.yaml or a variant of it (its common.seed is replaced)")
     args = ap.parse_args()
+    if not args.params.is_file():
+        ap.error(f"--params {args.params}: no such file")
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         ap.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
     out = paths.REPO_ROOT / args.outputs_dir  # an absolute path stays as it is
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in args.seeds:
-        params_file, root = seed_params(seed, out), seed_outputs(out, seed)
+        params_file, root = seed_params(seed, out, args.params), seed_outputs(out, seed)
         if not args.no_run:
             cmd = [sys.executable, "-m", "recnb.run", str(params_file), "--outputs-dir", str(root), "--force"]
             print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
@@ -156,7 +163,7 @@ def main() -> None:
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     print(record.summary_line(
-        "tiny_seeds", seeds="-".join(map(str, args.seeds)), **{f"held_{r.target}": r.held for r in targets.itertuples()},
+        "tiny_seeds", params=args.params.name, seeds="-".join(map(str, args.seeds)), **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
         illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"])))
 

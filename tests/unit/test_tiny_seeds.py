@@ -21,6 +21,19 @@ def test_seed_params_change_the_seed_and_nothing_else(tmp_path):
         assert b.params == {**a.params, "seed": 7}, a.name
 
 
+def test_seed_params_of_a_variant_file_keep_its_changes(tmp_path):
+    variant = yaml.safe_load(study.PARAMS.read_text())
+    variant["03_instructions"]["i1_cut_max"] = 3
+    (tmp_path / "variant.yaml").write_text(yaml.safe_dump(variant, sort_keys=False))
+    (tmp_path / "runs").mkdir()
+    _, seeded = load_jobs(study.seed_params(2, tmp_path / "runs", tmp_path / "variant.yaml"))
+    stage03 = next(j for j in seeded if j.name == "03_instructions")
+    assert stage03.params["i1_cut_max"] == 3 and stage03.params["seed"] == 2
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(SystemExit, match="bad.yaml: not a params file"):
+        study.seed_params(2, tmp_path / "runs", tmp_path / "bad.yaml")
+
+
 def _fake_run(root, jobs):
     """Stage records a finished tiny batch leaves, with figures chosen by hand."""
     fuzzy = [  # model, group, CorrectCount, NonExist, HR, TCP, Repeat, InHistory
