@@ -9,6 +9,9 @@ answers for the first `--per-task` records of each control task in stage 03's SF
 file and task the share of listed items in C (stage 06's TCP, % of the k positions), the share
 the labels hold (train only) and the repeated and history items (% of items). I3 prompts show no
 history, so I3−C against I1−C separates "cannot negate" from "cannot negate against the history".
+`--by-history N` also decodes the first N I1−C records of each file without the sentence (the I0
+template on the same history) and gives the sentence's effect by the share of the history in C: a
+model that fitted its training lists by remembering each user shows it on train and not on test.
 Ends with one line of `key=value` figures.
 """
 
@@ -80,11 +83,14 @@ def by_history_table(model, tokenizer, files: dict[str, list[dict]], catalog: Ca
             share = sum(catalog.in_category(i, category) for i in r["history"]) / len(r["history"])
             row = {"file": file, "history_in_c": pd.cut([share], HISTORY_BINS, labels=HISTORY_LABELS)[0]}
             for name, answer in (("with", with_), ("without", without)):
-                items = catalog.match_many(parse_titles(answer))
-                row[f"tcp_{name}"] = 100 * score_answer(r, parse_titles(answer), catalog)["tcp"]
+                titles = parse_titles(answer)
+                items = catalog.match_many(titles)
+                row[f"tcp_{name}"] = 100 * score_answer(r, titles, catalog)["tcp"]
                 row[f"first_in_c_{name}"] = 100.0 * bool(items and items[0] is not None
                                                          and catalog.in_category(items[0], category))
             rows.append(row)
+    if not rows:
+        raise SystemExit("--by-history: no I1-C record with a history in the train or test file")
     frame = pd.DataFrame(rows)
     frame["history_in_c"] = pd.Categorical(frame["history_in_c"], categories=HISTORY_LABELS, ordered=True)
     table = frame.groupby(["file", "history_in_c"], observed=True).agg(
