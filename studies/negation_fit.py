@@ -23,10 +23,12 @@ import time
 import pandas as pd
 
 from recnb import artifacts as col
-from recnb import data, llm, paths, prompts, record, tasks
+from recnb import data, llm, paths, record, tasks
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
 from recnb.evaluation import predict as evaluate
+from recnb.instructions.build import render_row
+from recnb.instructions.specs import Spec
 from recnb.metrics import aggregate, score_answer
 
 CONTROL_TASKS = ("I1+C", "I1-C", "I3+C", "I3-C")
@@ -60,9 +62,12 @@ HISTORY_LABELS = ("0", "(0, 1/3]", "(1/3, 2/3]", "(2/3, 1]")
 
 
 def no_control_prompt(record: dict, catalog: Catalog) -> list[dict[str, str]]:
-    """The record's prompt without the control sentence: the I0 template on the same history and k
-    (how stage 03 renders a test prompt's `_nocontrol` twin)."""
-    return prompts.chat_messages(prompts.render_instruction("I0", record["k"], catalog.title_list(record["history"])))
+    """The record's prompt without the control sentence, rendered as stage 03 renders a test prompt's
+    `_nocontrol` twin (`render_row(..., control=False)`: the I0 template on the same history and k)."""
+    intent = record["intent"]
+    spec = Spec(record["task"], record["user_id"], record.get("split", "train"), record["k"], record["history"],
+                record["target"], [], intent["category"], intent["m"])
+    return render_row(spec, catalog, completion=False, control=False)["prompt"]
 
 
 def by_history_table(model, tokenizer, files: dict[str, list[dict]], catalog: Catalog, per_task: int,
@@ -80,8 +85,7 @@ def by_history_table(model, tokenizer, files: dict[str, list[dict]], catalog: Ca
         plain = llm.generate(model, tokenizer, [no_control_prompt(r, catalog) for r in chosen], decoding, progress=False)
         for r, with_, without in zip(chosen, said, plain):
             category = r["intent"]["category"]
-            share = sum(catalog.in_category(i, category) for i in r["history"]) / len(r["history"])
-            row = {"file": file, "history_in_c": pd.cut([share], HISTORY_BINS, labels=HISTORY_LABELS)[0]}
+            row = {"file": file, "share": sum(catalog.in_category(i, category) for i in r["history"]) / len(r["history"])}
             for name, answer in (("with", with_), ("without", without)):
                 titles = parse_titles(answer)
                 items = catalog.match_many(titles)
@@ -92,7 +96,7 @@ def by_history_table(model, tokenizer, files: dict[str, list[dict]], catalog: Ca
     if not rows:
         raise SystemExit("--by-history: no I1-C record with a history in the train or test file")
     frame = pd.DataFrame(rows)
-    frame["history_in_c"] = pd.Categorical(frame["history_in_c"], categories=HISTORY_LABELS, ordered=True)
+    frame["history_in_c"] = pd.cut(frame.pop("share"), HISTORY_BINS, labels=HISTORY_LABELS)
     table = frame.groupby(["file", "history_in_c"], observed=True).agg(
         n=("tcp_with", "size"), tcp_with=("tcp_with", "mean"), tcp_without=("tcp_without", "mean"),
         first_in_c_with=("first_in_c_with", "mean"), first_in_c_without=("first_in_c_without", "mean"))
