@@ -23,7 +23,8 @@ RUN = "tiny"
 def run_root(tmp_path_factory):
     """The tiny batch through the runner, in a fresh directory; or, where `RECNB_TINY_OUTPUTS` names
     the outputs dir nbval has just filled by running the notebooks (`make test` does so), on top of
-    it: the runner then finds the main path up to date and runs only what nbval does not (v1, 06, 07).
+    it: the runner then finds the main path up to date and runs only what nbval does not (v1, unless
+    `make test`'s head start trained it already, then 06 and 07).
     """
     fresh = os.environ.get("RECNB_TINY_OUTPUTS")
     out = paths.REPO_ROOT / fresh if fresh else tmp_path_factory.mktemp("outputs")
