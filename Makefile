@@ -69,9 +69,10 @@ paper: $(STAMP)
 ## (the main path is up to date: only 06 and 07 run again, with the v1 row) and assert the file contracts
 ## and the paper's directions on the tiny miniature.
 ## v1 (stage 04's I0-only variant, not a notebook default) gets a head start: once the unit tests are done
-## and nbval has finished stage 03, the runner trains it on the second core while nbval trains v2 (on a
-## machine where SFT ran 2.9x slower than usual that took 4 of CI's 31 min off its critical path). Only a
-## head start: where it is skipped or fails, the pipeline tests' runner trains v1 itself.
+## and nbval has finished stage 03, the runner trains it on the second core while nbval trains v2. Where SFT
+## ran 2.9x slower than usual (CI 31 min) the pipeline tests took 249 s less and nbval ~160 s more (the cores
+## share cache and memory): 112 s net (docs/RESULTS.md, 2026-12-06). Only a head start: where it is skipped
+## or fails, the pipeline tests' runner trains v1 itself.
 TINY_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 V1_WAIT  ?= 300
 # stage 03's metrics.json is written last: the stage is complete (the runner's own test)
