@@ -76,8 +76,9 @@ paper: $(STAMP)
 TINY_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 V1_WAIT  ?= 300
 # stage 03's metrics.json is written last: the stage is complete (the runner's own test)
-V1_HEAD_START = for i in $$(seq $(V1_WAIT)); do test -f outputs/tiny/03_instructions/metrics.json && break; sleep 1; done; \
-	if test -f outputs/tiny/03_instructions/metrics.json; then \
+TINY_03_DONE := outputs/tiny/03_instructions/metrics.json
+V1_HEAD_START = for i in $$(seq $(V1_WAIT)); do test -f $(TINY_03_DONE) && break; sleep 1; done; \
+	if test -f $(TINY_03_DONE); then \
 	  $(TINY_ENV) $(PY) -m recnb.run params/tiny.yaml --only 04_sft_unsloth:v1 --outputs-dir outputs; \
 	else echo "v1 head start: no finished stage 03 after $(V1_WAIT) s; the pipeline tests train v1"; fi
 test: $(STAMP)
