@@ -12,7 +12,9 @@ Paths (greedy, batched, length-sorted, KV cache; all but `new` with transformers
   no-control twins repeat the user's I0 prompt);
 - `new` (stage 06 now): +dedup, and the KV cache writes each step in place (`llm.answer_cache`: the
   same logits, so the same lists as `+dedup`) instead of concatenating the whole cache every step;
-- `fp32+stop` (with `--all`): fp32, batch 32 with the stop only: its answers must score exactly as `old`.
+- `fp32+stop` (with `--all`): fp32, batch 32 with the stop only: its answers must score exactly as `old`;
+- `new-fp32` (only on a CPU without AVX-512, where stage 06 decodes in fp32: `llm.cpu_bf16_fast`): `new`
+  in fp32. `stage06_speedup` is the speedup of what stage 06 runs on this CPU.
 
 Prompts: with `--run`, that run's stage-03 test prompts as stage 06 draws them: `--n` / 12 users per
 test group (`load_test_prompts`, the same users in every group unless `--per-group-users`);
@@ -119,9 +121,14 @@ def main() -> None:
     # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache)
     extra = [("fp32+stop", torch.float32, 32, True, False, False),
              ("bf16", torch.bfloat16, 64, False, False, False)] if args.all else []
+    # stage 06 (params/ml-100k.yaml: dtype bfloat16) decodes in fp32 where this CPU lacks AVX-512
+    # (`llm.cpu_bf16_fast`); the bf16 paths above still force bf16, to show what it would cost here
+    here = llm.resolve_dtype("bfloat16", torch.device("cpu"))
     modes = [("old", torch.float32, 32, False, False, False), *extra,
              ("bf16+stop", torch.bfloat16, 64, True, False, False), ("+dedup", torch.bfloat16, 64, True, True, False),
              ("new", torch.bfloat16, 64, True, True, True)]
+    if here != torch.bfloat16:
+        modes.append(("new-fp32", here, 64, True, True, True))
     rows, lists_of = [], {}
     for name, dtype, batch, stop, dedup, inplace in modes:
         frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup, inplace)
@@ -144,7 +151,8 @@ def main() -> None:
         same_lists_as_bf16_stop_pct=same_pct(lists_of["new"], lists_of["bf16+stop"]),
         same_lists_as_dedup_pct=same_pct(lists_of["new"], lists_of["+dedup"]),
         same_lists_pct=table.loc["new", "same lists %"], max_figure_change=float(delta.max()),
-        max_figure_change_at=str(delta.idxmax())))
+        max_figure_change_at=str(delta.idxmax()), stage06_dtype=str(here).removeprefix("torch."),
+        stage06_speedup=table.loc["new-fp32" if "new-fp32" in table.index else "new", "speedup"]))
 
 
 if __name__ == "__main__":

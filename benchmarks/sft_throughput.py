@@ -3,7 +3,8 @@
 - naive: stock trl `SFTTrainer`, batch 1 (accumulated to the same effective batch), random order,
   fp32, trl's own loss path (its tiled fused-LM-head kernel).
 - ours-fp32: `recnb.sft` (batch `--batch`, each step a random draw cut into micro-batches of similar length, loss on answer tokens only).
-- ours-bf16: the same under CPU bf16 autocast (the stage-04 default).
+- ours-bf16: the same under CPU bf16 autocast (the stage-04 default), where the CPU has AVX-512; elsewhere
+  stage 04 trains fp32 and so does this row (`bf16_ran=False`) unless `RECNB_CPU_BF16=1` forces bf16.
 
 Each configuration runs in its own process (so peak RSS is its own) for the same records
 (the naive one, being slow, for its first `--naive-steps` steps only); tokens/s counts real (non-padding) tokens. The loss
@@ -84,6 +85,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     log = sft.train_log(trainer)
     return {"config": name, "seconds": seconds, "tokens": int(trainer._total_train_tokens),
             "tokens_per_s": trainer._total_train_tokens / seconds, "threads": torch.get_num_threads(),
+            "bf16": bool(trainer.args.bf16),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "losses": [round(v, 4) for v in log["loss"].tolist()]}
 
@@ -127,6 +129,7 @@ def main() -> None:
         ours_fp32_tok_s=fp32["tokens_per_s"], ours_bf16_tok_s=bf16["tokens_per_s"],
         speedup_vs_naive=bf16["tokens_per_s"] / naive["tokens_per_s"],
         bf16_vs_fp32=bf16["tokens_per_s"] / fp32["tokens_per_s"], max_loss_gap_bf16=loss_gap,
+        bf16_ran=bf16["bf16"],  # false on a CPU without AVX-512 (stage 04 trains fp32 there); RECNB_CPU_BF16=1 forces it
         peak_rss_gib=max(r["peak_rss_gib"] for r in results.values())))
 
 

@@ -68,6 +68,38 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# bf16 on a CPU: oneDNN's kernels need AVX-512 (native with AVX512-BF16 or AMX). Elsewhere torch falls back
+# to reference kernels: on an AVX2 EPYC a bf16 linear layer of SmolLM2's shape ran 7.8-9.2 GFLOP/s against
+# fp32's 67 (1 thread; docs/RESULTS.md, 2026-12-06 third entry), so bf16 asked for speed is turned into fp32.
+CPU_BF16_ENV = "RECNB_CPU_BF16"  # "1": bf16 as asked on any CPU; "0": never on a CPU; unset: where it is fast
+_CPU_BF16_ISAS = ("_is_avx512_supported", "_is_avx512_bf16_supported", "_is_amx_tile_supported")
+_warned_bf16: set[str] = set()
+
+
+def cpu_bf16_fast() -> bool:
+    """Whether this CPU computes bf16 matrix products at least as fast as fp32 (AVX-512, AVX512-BF16 or
+    AMX), unless `RECNB_CPU_BF16` says otherwise (1: yes, 0: no)."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"{CPU_BF16_ENV}={forced!r}: use 1 (bf16 as asked on any CPU), 0 (fp32 on every CPU) "
+                             "or leave it unset (bf16 where the CPU has AVX-512)")
+        return forced == "1"
+    return any(getattr(torch.cpu, isa, lambda: False)() for isa in _CPU_BF16_ISAS)
+
+
+def cpu_bf16_or_fp32(what: str) -> bool:
+    """True where bf16 on this CPU pays (`cpu_bf16_fast`); else False, with a one-line warning (once per
+    `what`) that `what` runs in fp32 instead."""
+    if cpu_bf16_fast():
+        return True
+    if what not in _warned_bf16:
+        _warned_bf16.add(what)
+        warnings.warn(f"{what}: bf16 asked, but this CPU has no AVX-512 (bf16 there runs ~8x slower than fp32); "
+                      f"using float32 ({CPU_BF16_ENV}=1 forces bf16)", stacklevel=3)
+    return False
+
+
 def pick_dtype(device: torch.device | str, prefer_bf16: bool = True) -> torch.dtype:
     """Weight dtype for a device: bf16 on a CUDA GPU that supports it, else fp32.
 
@@ -81,13 +113,17 @@ def pick_dtype(device: torch.device | str, prefer_bf16: bool = True) -> torch.dt
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return pick_dtype(device)
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} unknown; use 'auto' or one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
+    """The torch dtype of a `dtype` setting on `device`. bfloat16 on a CPU without AVX-512 becomes
+    float32 (`cpu_bf16_or_fp32`): it is asked for speed, and there it is the slow choice."""
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return pick_dtype(device)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype {dtype!r} unknown; use 'auto' or one of {', '.join(_DTYPES)}")
+        dtype = _DTYPES[dtype]
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_bf16_or_fp32("bfloat16 weights"):
+        return torch.float32
+    return dtype
 
 
 def cast(model: PreTrainedModel, dtype: str | torch.dtype) -> PreTrainedModel:

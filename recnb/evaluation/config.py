@@ -25,7 +25,8 @@ class EvalConfig(StageConfig):
     batch_size: int = param(16, "prompts per generate batch", lo=1)
     max_new_tokens: int = param(96, "answer budget in tokens (15 titles need about 150 on ml-100k)", lo=1)
     max_prompt_tokens: int = param(512, "longer prompts lose their oldest history items", lo=16)
-    dtype: str = param("auto", "weights while decoding: auto (fp32 on CPU), bfloat16 (about 2x faster on CPU) or float32",
+    dtype: str = param("auto", "weights while decoding: auto (fp32 on CPU), bfloat16 (about 2x faster on an AVX-512 "
+                       "CPU; float32 on others: llm.cpu_bf16_fast) or float32",
                        choices=("auto", "float32", "bfloat16"))
     stop_past_k: bool = param(True, "a row stops once it lists more than its k items (no metric changes)")
     forbid_history: bool = param(True, "constrained decoding also forbids the items shown in the prompt")

@@ -360,7 +360,7 @@ def predict_all(specs: list[ModelSpec], test: pd.DataFrame, teacher: pd.DataFram
             frames.append(llm_predictions(spec.label, model, tok, test, how, constraint, cfg.stop_past_k))
             answered[(digest, run)] = frames[-1]
             facts[label] = {"seconds": time.perf_counter() - t0, "lists": len(test),
-                            "generated": generated}
+                            "generated": generated, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
         if cfg.generalization and "same_weights_as" not in facts[spec.label]:
             facts[spec.label].update(gen.paper_generalization(model, tok))
         del model

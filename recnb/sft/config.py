@@ -40,7 +40,8 @@ class SFTConfig(StageConfig):
     batch_size: int = param(4, "sequences per forward pass", lo=1)
     effective_batch: int = param(16, "sequences per optimizer step, via gradient accumulation", lo=1)
     max_length: int = param(512, "prompt + answer tokens kept per training record", lo=16)
-    bf16: bool = param(True, "CPU: bf16 autocast over fp32 weights; False: plain fp32")
+    bf16: bool = param(True, "bf16 autocast over fp32 weights (on a CPU only with AVX-512, else fp32: "
+                       "llm.cpu_bf16_fast); False: plain fp32")
     length_balanced: bool = param(True, "each step: a random draw cut into micro-batches of similar length")
     gradient_checkpointing: bool = param(False, "trade ~30% speed for memory (GPU); off on CPU")
     use_unsloth: bool = param(False, "unsloth FastLanguageModel when a CUDA GPU is present")
@@ -49,7 +50,7 @@ class SFTConfig(StageConfig):
     valid_batch_size: int = param(16, "prompts per generation batch", lo=1)
     max_new_tokens: int = param(48, "answer tokens generated per valid prompt", lo=1)
     valid_dtype: str = param("auto", "weights of the valid check and the probe (after training; the saved model is "
-                             "untouched): auto (as trained), bfloat16 (about 2x faster on CPU) or float32",
+                             "untouched): auto (as trained), bfloat16 (about 2x faster on an AVX-512 CPU; float32 on others) or float32",
                              choices=("auto", "float32", "bfloat16"))
     valid_stop_past_k: bool = param(False, "a valid answer stops once it lists more than its k items (no metric "
                                     "changes; the raw text is shorter)")

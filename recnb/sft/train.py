@@ -130,6 +130,16 @@ class CompletionSFTTrainer(SFTTrainer):
         return (loss, None) if return_outputs else loss
 
 
+def uses_bf16(cfg: SFTConfig, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: `cfg.bf16` where the device computes bf16 fast (a CUDA GPU
+    with bf16, a CPU with AVX-512: `llm.cpu_bf16_fast`); elsewhere fp32, with a warning."""
+    if not cfg.bf16:
+        return False
+    if device.type == "cpu":
+        return llm.cpu_bf16_or_fp32("SFT bf16 autocast")
+    return torch.cuda.is_bf16_supported()
+
+
 def trainer_args(out_dir: Path, cfg: SFTConfig, device: torch.device, progress: bool = True):
     """trl's `SFTConfig` for our set-up: completion-only loss, no checkpoints, CPU-aware precision."""
     on_cpu = device.type == "cpu"
@@ -140,7 +150,7 @@ def trainer_args(out_dir: Path, cfg: SFTConfig, device: torch.device, progress: 
         gradient_accumulation_steps=grad_accumulation(cfg), learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup,
         lr_scheduler_type="linear", logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
-        use_cpu=on_cpu, bf16=cfg.bf16 and (on_cpu or torch.cuda.is_bf16_supported()), fp16=False,
+        use_cpu=on_cpu, bf16=uses_bf16(cfg, device), fp16=False,
         gradient_checkpointing=cfg.gradient_checkpointing, max_length=cfg.max_length,
         completion_only_loss=True, packing=False,
         # "batch_rebalance" draws each optimizer step's samples at random, then cuts them into micro-batches of
@@ -246,6 +256,7 @@ class SFTResult:
     tokens_per_s: float
     final_loss: float
     trainer: str = "trl"  # "unsloth" where unsloth prepared the model (`unsloth_wanted`)
+    bf16: bool = False  # trained under bf16 autocast (`uses_bf16`: asked, and fast on this device)
 
 
 def train_sft(records: list[dict], cfg: SFTConfig, out_dir: Path,
@@ -263,7 +274,7 @@ def train_sft(records: list[dict], cfg: SFTConfig, out_dir: Path,
     result = SFTResult(model=trainer.model.eval(), log=log, train_seconds=seconds, tokens=tokens,
                        tokens_per_s=tokens / max(seconds, 1e-9),
                        final_loss=float(log["loss"].iloc[-1]) if len(log) else float(output.training_loss),
-                       trainer="unsloth" if wrapped else "trl")
+                       trainer="unsloth" if wrapped else "trl", bf16=bool(trainer.args.bf16))
     return result, tokenizer
 
 
@@ -357,7 +368,7 @@ def stage_metrics(result: SFTResult, cfg: SFTConfig, n_records: int,
                   "tokens": result.tokens, "seconds": round(result.train_seconds, 1),
                   "tokens_per_s": round(result.tokens_per_s, 1),
                   "first_loss": float(log["loss"].iloc[0]) if len(log) else None, "final_loss": result.final_loss,
-                  "trainer": result.trainer},
+                  "trainer": result.trainer, "bf16_autocast": result.bf16},
         "headline": {name: {k: s["all"][k] for k in keys} for name, s in summaries.items()},
         "valid": summaries,
         "category_auc": {name: figures["category_auc"] for name, figures in (probe or {}).items()},

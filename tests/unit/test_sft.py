@@ -224,7 +224,32 @@ def test_valid_check_options_cast_after_training_and_stop_without_changing_a_met
                                  progress=False)
     assert seen == [[2, 3, 4, 5]]
     pd.testing.assert_frame_equal(plain.drop(columns="raw"), stopped.drop(columns="raw"))
+    monkeypatch.setenv(llm.CPU_BF16_ENV, "1")  # bf16 on any CPU (else fp32 where the CPU lacks AVX-512)
     assert sft.for_validation(model, SFTConfig(**{**FAST, "valid_dtype": "bfloat16"})).dtype == torch.bfloat16
+
+
+def test_bf16_asked_on_a_cpu_without_fast_bf16_runs_fp32_and_says_so(monkeypatch):
+    """bf16 is only a speed setting here: where it is slow (`RECNB_CPU_BF16=0` stands for an AVX2 CPU) the
+    valid cast, the decoding weights and SFT's autocast fall back to fp32 with one warning each."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(llm, "_warned_bf16", set())
+    monkeypatch.setenv(llm.CPU_BF16_ENV, "0")
+    with pytest.warns(UserWarning, match="no AVX-512.*using float32 .RECNB_CPU_BF16=1 forces bf16"):
+        assert llm.resolve_dtype("bfloat16", cpu) == torch.float32
+    assert llm.resolve_dtype(torch.bfloat16, cpu) == torch.float32  # warned once already
+    assert llm.resolve_dtype("float32", cpu) == torch.float32 and llm.resolve_dtype("auto", cpu) == torch.float32
+    with pytest.warns(UserWarning, match="SFT bf16 autocast: bf16 asked"):
+        assert not sft.train.uses_bf16(SFTConfig(**{**FAST, "bf16": True}), cpu)
+    assert sft.train.trainer_args(Path("unused"), SFTConfig(**{**FAST, "bf16": True}), cpu, progress=False).bf16 is False
+    monkeypatch.setenv(llm.CPU_BF16_ENV, "1")
+    assert llm.resolve_dtype("bfloat16", cpu) == torch.bfloat16 and sft.train.uses_bf16(SFTConfig(**{**FAST, "bf16": True}), cpu)
+    assert not sft.train.uses_bf16(SFTConfig(**FAST), cpu)  # not asked
+    monkeypatch.setenv(llm.CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match="RECNB_CPU_BF16='yes': use 1"):
+        llm.cpu_bf16_fast()
+    monkeypatch.delenv(llm.CPU_BF16_ENV)
+    assert llm.cpu_bf16_fast() == (torch.cpu._is_avx512_supported() or torch.cpu._is_avx512_bf16_supported()
+                                   or torch.cpu._is_amx_tile_supported())
 
 
 def test_valid_slice_keeps_the_first_n_of_each_task():
