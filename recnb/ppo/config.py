@@ -55,7 +55,8 @@ class PPOConfig(StageConfig):
     lora_r: int = param(4, "rank of the actor and critic LoRA (paper: 4)", lo=1)
     lora_alpha: float = param(2, "alpha of the actor and critic LoRA (paper: 2)", types=(int, float), lo=0,
                               lo_open=True)
-    bf16: bool = param(False, "bf16 autocast in the log-prob/value passes: less peak memory")
+    bf16: bool = param(False, "bf16 autocast in the log-prob/value passes: less peak memory (on a CPU only with "
+                       "AVX-512: llm.cpu_bf16_fast)")
     eval_every: int = param(2, "updates between greedy validation runs", lo=1)
     eval_size: int = param(8, "validation prompts (round-robin over I0, I1, I2 tasks of sft_valid.jsonl)", lo=1)
     fuzzy: bool = param(False, "also accept catalog titles within Levenshtein distance 3 (same as stage 06)")

@@ -152,6 +152,16 @@ def test_warm_start_speaks_the_list_format(warm_model):
     assert sum(sum(s.legal) for s in scores) >= 12  # most of the 24 items are known titles
 
 
+def test_bf16_autocast_stays_off_on_a_cpu_without_fast_bf16(warm_model, monkeypatch):
+    monkeypatch.setattr(llm, "_warned_bf16", set())
+    monkeypatch.setenv(llm.CPU_BF16_ENV, "0")  # stands for an AVX2 CPU, where bf16 runs ~13x slower
+    with pytest.warns(UserWarning, match="PPO bf16 autocast: bf16 asked"):
+        assert ActorCritic(copy.deepcopy(warm_model[0]), bf16=True).bf16 is False
+    monkeypatch.setenv(llm.CPU_BF16_ENV, "1")
+    assert ActorCritic(copy.deepcopy(warm_model[0]), bf16=True).bf16 is True
+    assert ActorCritic(copy.deepcopy(warm_model[0]), bf16=False).bf16 is False
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 def test_first_minibatch_has_ratio_one_and_policy_loss_minus_mean_advantage(warm_model, bf16):
     ac, tok = _actor_critic(warm_model), warm_model[1]
