@@ -69,8 +69,9 @@ def pick_device() -> torch.device:
 
 
 # bf16 on a CPU: oneDNN's kernels need AVX-512 (native with AVX512-BF16 or AMX). Elsewhere torch falls back
-# to reference kernels: on an AVX2 EPYC a bf16 linear layer of SmolLM2's shape ran 7.8-9.2 GFLOP/s against
-# fp32's 67 (1 thread; docs/RESULTS.md, 2026-12-06 third entry), so bf16 asked for speed is turned into fp32.
+# to slow kernels: on an AVX2 EPYC a bf16 linear layer of SmolLM2's shape ran 7.8-9.2 GFLOP/s against fp32's 67
+# (1 thread), an SFT micro-batch 13-20x and stage 06's decoding 3.3x slower (docs/RESULTS.md, 2026-12-06 third
+# entry), so bf16, asked for speed, is turned into fp32 there.
 CPU_BF16_ENV = "RECNB_CPU_BF16"  # "1": bf16 as asked on any CPU; "0": never on a CPU; unset: where it is fast
 _CPU_BF16_ISAS = ("_is_avx512_supported", "_is_avx512_bf16_supported", "_is_amx_tile_supported")
 _warned_bf16: set[str] = set()
@@ -95,8 +96,8 @@ def cpu_bf16_or_fp32(what: str) -> bool:
         return True
     if what not in _warned_bf16:
         _warned_bf16.add(what)
-        warnings.warn(f"{what}: bf16 asked, but this CPU has no AVX-512 (bf16 there runs ~8x slower than fp32); "
-                      f"using float32 ({CPU_BF16_ENV}=1 forces bf16)", stacklevel=3)
+        warnings.warn(f"{what}: bf16 asked, but this CPU has no AVX-512 (bf16 ran 3-20x slower than fp32 on one "
+                      f"such CPU); using float32 ({CPU_BF16_ENV}=1 forces bf16)", stacklevel=3)
     return False
 
 
