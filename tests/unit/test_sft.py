@@ -228,7 +228,7 @@ def test_valid_check_options_cast_after_training_and_stop_without_changing_a_met
     assert sft.for_validation(model, SFTConfig(**{**FAST, "valid_dtype": "bfloat16"})).dtype == torch.bfloat16
 
 
-def test_bf16_asked_on_a_cpu_without_fast_bf16_runs_fp32_and_says_so(monkeypatch):
+def test_bf16_asked_on_a_cpu_without_fast_bf16_runs_fp32_and_says_so(monkeypatch, tmp_path):
     """bf16 is only a speed setting here: where it is slow (`RECNB_CPU_BF16=0` stands for an AVX2 CPU) the
     valid cast, the decoding weights and SFT's autocast fall back to fp32 with one warning each."""
     cpu = torch.device("cpu")
@@ -240,7 +240,7 @@ def test_bf16_asked_on_a_cpu_without_fast_bf16_runs_fp32_and_says_so(monkeypatch
     assert llm.resolve_dtype("float32", cpu) == torch.float32 and llm.resolve_dtype("auto", cpu) == torch.float32
     with pytest.warns(UserWarning, match="SFT bf16 autocast: bf16 asked"):
         assert not sft.train.uses_bf16(SFTConfig(**{**FAST, "bf16": True}), cpu)
-    assert sft.train.trainer_args(Path("unused"), SFTConfig(**{**FAST, "bf16": True}), cpu, progress=False).bf16 is False
+    assert sft.train.trainer_args(tmp_path, SFTConfig(**{**FAST, "bf16": True}), cpu, progress=False).bf16 is False
     monkeypatch.setenv(llm.CPU_BF16_ENV, "1")
     assert llm.resolve_dtype("bfloat16", cpu) == torch.bfloat16 and sft.train.uses_bf16(SFTConfig(**{**FAST, "bf16": True}), cpu)
     assert not sft.train.uses_bf16(SFTConfig(**FAST), cpu)  # not asked
