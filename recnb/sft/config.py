@@ -50,7 +50,8 @@ class SFTConfig(StageConfig):
     valid_batch_size: int = param(16, "prompts per generation batch", lo=1)
     max_new_tokens: int = param(48, "answer tokens generated per valid prompt", lo=1)
     valid_dtype: str = param("auto", "weights of the valid check and the probe (after training; the saved model is "
-                             "untouched): auto (as trained), bfloat16 (about 2x faster on an AVX-512 CPU; float32 on others) or float32",
+                             "untouched): auto (as trained), bfloat16 (about 2x faster on an AVX-512 CPU; float32 "
+                             "on others) or float32",
                              choices=("auto", "float32", "bfloat16"))
     valid_stop_past_k: bool = param(False, "a valid answer stops once it lists more than its k items (no metric "
                                     "changes; the raw text is shorter)")
