@@ -11,6 +11,7 @@ the answer (`recnb.answer.format_item_list`) is `1. Title\\n2. Title...` with ti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from recnb.tasks import INTENT_KIND
@@ -82,6 +83,22 @@ NEGATIVE_INTENTIONS: tuple[str, ...] = (
     "I hate '{target_category}' items",
 )
 
+
+
+def template_phrases() -> list[str]:
+    """The fixed text of every template and intention sentence, cut at its fields: a small tokenizer
+    can hold each as one token (`recnb.tiny_lm`), so a small model reads a template as a few tokens.
+
+    Each piece keeps the space before it and drops the one after it, so the field that follows
+    starts with its own space, as it would inside running text. The system sentence is one piece.
+    """
+    pieces = {SYSTEM_PROMPT}
+    for template in (t for pair in TEMPLATES.values() for t in pair if t is not None):
+        pieces.update(re.split(r"\{[a-z_]+\}", template.removeprefix(SYSTEM_PROMPT).lstrip()))
+    for phrase in POSITIVE_INTENTIONS + NEGATIVE_INTENTIONS:
+        head, tail = phrase.split("{target_category}")
+        pieces.update((" " + head, tail))  # " I hate '" follows "intention:"
+    return sorted({p.rstrip() for p in pieces if len(p.strip()) >= 3})
 
 
 def template_family(task: str) -> str:

@@ -46,7 +46,8 @@ def test_stage01_reads_the_tiny_world_with_50_users_per_test_group_to_spare():
 
 def test_the_tiny_tokenizer_is_deterministic_and_names_a_title_in_a_few_tokens():
     tok = llm.load_tokenizer(llm.TINY_LLAMA)
-    assert tok.get_vocab() == tiny_lm.train_tokenizer(tiny_lm.tiny_world_corpus(), tiny_lm.TINY_LLAMA_VOCAB).get_vocab()
+    again = tiny_lm.train_tokenizer(tiny_lm.tiny_world_corpus(), tiny_lm.TINY_LLAMA_VOCAB, prompts.template_phrases())
+    assert tok.get_vocab() == again.get_vocab()
     titles = [t for t, _ in tiny_world.catalog_titles()]
     lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in titles]
     assert max(lengths) <= 4
@@ -56,6 +57,29 @@ def test_the_tiny_tokenizer_is_deterministic_and_names_a_title_in_a_few_tokens()
                                    tokenize=False, add_generation_prompt=True)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
     assert llm.load_tokenizer(llm.TINY_LLAMA) is not llm.load_tokenizer(llm.TINY_LLAMA)  # callers get a copy
+
+
+def test_the_tiny_tokenizer_reads_each_template_phrase_as_one_token_and_round_trips_every_task():
+    tok = llm.load_tokenizer(llm.TINY_LLAMA)
+    phrases = prompts.template_phrases()
+    assert prompts.SYSTEM_PROMPT in phrases and " I hate '" in phrases and "' products" in phrases
+    assert not any(p != p.rstrip() or len(p.strip()) < 3 for p in phrases)
+    assert all(len(tok(p, add_special_tokens=False)["input_ids"]) == 1 for p in phrases)
+    titles = [t for t, _ in tiny_world.catalog_titles()]
+    lengths = {}
+    for task in ("I0", "I1+C", "I1-C", "I2<=", "I2>=", "I2~=", "I3+C", "I3-C"):
+        for candidates in (None, titles[20:25]) if not task.startswith("I2") else (None,):
+            text = prompts.render_instruction(task, 7, titles[:10], "Horror", 0.3 if task.startswith("I2") else None,
+                                              candidates, phrase_index=5)
+            chat = tok.apply_chat_template(prompts.chat_messages(text), tokenize=False, add_generation_prompt=True)
+            ids = tok(chat, add_special_tokens=False)["input_ids"]
+            assert tok.decode(ids) == chat
+            lengths[task, candidates is None] = len(ids)
+    # I0 on 10 titles: 10 x 5 tokens of history, 14 of chat markup, roles and the system sentence, 4 of
+    # template phrases and "7" (152 tokens an SFT record before the phrases, 91 after)
+    assert lengths["I0", True] == 10 * 5 + 14 + 4
+    hate = tok(" I hate 'Horror' items", add_special_tokens=False)["input_ids"]  # the category stays a word
+    assert tok.convert_ids_to_tokens(hate) == [" I hate '", "Horror", "' items"]
 
 
 def test_tiny_llama_is_small_and_the_same_for_a_seed():
