@@ -79,7 +79,7 @@ def cut_row(row: TeacherRow, cut: int) -> TeacherRow:
     row itself where the cut is 0 or would leave fewer than `MIN_CUT_HISTORY` history items.
 
     Not in the paper, where every train sample of a user ends on the same target: a model that sees
-    each user a dozen times (16 epochs on the tiny batch) can then answer the first title of an I1
+    each user dozens of times (24 epochs on the tiny batch) can then answer the first title of an I1
     list from the user alone, and never needs the control sentence for it (docs/RESULTS.md).
     """
     if not cut or len(row.history) < cut + MIN_CUT_HISTORY:
