@@ -3,8 +3,9 @@
 - `tiny-random`: a 2-layer, 32-wide Llama on SmolLM2's tokenizer (49k tokens): what unit tests use
   to exercise the code paths; too small for its vocabulary to learn anything.
 - `tiny-llama`: a 4-layer, 128-wide Llama (about a million weights) on a byte-level BPE tokenizer
-  fitted to the tiny world's prompts and titles (`recnb.tiny_world`, `recnb.prompts`), with
-  SmolLM2's special tokens and chat format: the tiny batch's LLM, which learns the world in minutes.
+  fitted to the tiny world's prompts and titles (`recnb.tiny_world`, `recnb.prompts`), each fixed
+  piece of a template one token, with SmolLM2's special tokens and chat format: the tiny batch's
+  LLM, which learns the world in minutes.
 
 `train_tokenizer` and `tiny_llama` also build other small worlds (`recnb.ppo.toy`).
 """
