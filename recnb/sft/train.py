@@ -28,6 +28,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils.notebook import NotebookProgressCallback
 from trl import SFTConfig as TrlSFTConfig
 from trl import SFTTrainer
 
@@ -91,6 +93,34 @@ class TokenRateCallback(TrainerCallback):
         if logs is not None and "loss" in logs:
             progress.report(f"SFT step {state.global_step}/{state.max_steps} loss {logs['loss']:.3f} "
                             f"{logs.get('tokens_per_s', 0):.0f} tokens/s")
+
+
+class StepBar(TrainerCallback):
+    """The SFT progress bar (`recnb.progress.bar`: a widget in JupyterLab, text under the runner), in
+    place of transformers' own, which in a notebook redraws a bar and a table of every logged step.
+
+    Redraws are bounded (about 100 a run, whatever the step count): nbval does not read a cell's
+    output while it runs, and past a few thousand display messages the kernel's output channel drops
+    the rest, the cell's end included (a 2,256-step tiny SFT broke nbval so).
+    """
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # every `miniters` steps, never sooner (tqdm's monitor would drop to every step after 10 s idle)
+        self.bar = progress.bar(total=state.max_steps, desc="SFT", unit="step", mininterval=0,
+                                maxinterval=float("inf"), miniters=max(1, state.max_steps // 100))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
 
 
 class CompletionSFTTrainer(SFTTrainer):
@@ -230,6 +260,10 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
     # First in line, so the progress printer already sees tokens_per_s.
     trainer.token_rate = TokenRateCallback()
     trainer.callback_handler.callbacks.insert(0, trainer.token_rate)
+    for default in (NotebookProgressCallback, ProgressCallback, PrinterCallback):  # one bounded bar instead
+        trainer.remove_callback(default)
+    if progress:
+        trainer.add_callback(StepBar())
     return trainer
 
 

@@ -1,16 +1,19 @@
 """recnb.sft: record selection, completion-only masking, LoRA training, adapter round trip, scoring."""
 
+import io
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from tqdm.std import tqdm as std_tqdm
 from trl import SFTTrainer
 
 from recnb import artifacts as col
-from recnb import llm, prompts, sft
+from recnb import llm, progress, prompts, sft
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
 from recnb.sft import SFTConfig
@@ -73,6 +76,27 @@ def trained(tmp_path_factory):
     trainer = sft.build_trainer(model, tok, FIXED, settings, tmp_path_factory.mktemp("sft"), wrapped, progress=False)
     trainer.train()
     return trainer, tok, before, settings
+
+
+def test_the_sft_bar_redraws_about_100_times_whatever_the_steps(tmp_path, monkeypatch):
+    """nbval reads a cell's output only once it ends; thousands of redraws overflow the kernel's output
+    channel and lose the cell's end (a 2,256-step SFT did), so one bar, bounded, replaces transformers' own."""
+    settings = SFTConfig(max_steps=2, **FAST)
+    model, tok, wrapped = sft.load_trainable(settings)
+    trainer = sft.build_trainer(model, tok, FIXED, settings, tmp_path, wrapped, progress=True)
+    kinds = {type(c).__name__ for c in trainer.callback_handler.callbacks}
+    assert "StepBar" in kinds and not kinds & {"NotebookProgressCallback", "ProgressCallback", "PrinterCallback"}
+    out = io.StringIO()
+    monkeypatch.setattr(progress, "bar", lambda *a, **kw: std_tqdm(*a, file=out, **kw))
+    bar, state = sft.train.StepBar(), SimpleNamespace(max_steps=2256, global_step=0)
+    bar.on_train_begin(None, state, None)
+    for step in range(1, 2257):
+        state.global_step = step
+        bar.on_step_end(None, state, None)
+        bar.on_log(None, state, None, logs={"loss": 1 / step})
+    bar.on_train_end(None, state, None)
+    assert 50 <= out.getvalue().count("\r") <= 130, out.getvalue().count("\r")
+    assert "2256/2256" in out.getvalue() and "loss=0.000" in out.getvalue()
 
 
 def _long_record(i: int) -> dict:
