@@ -99,9 +99,9 @@ class StepBar(TrainerCallback):
     """The SFT progress bar (`recnb.progress.bar`: a widget in JupyterLab, text under the runner), in
     place of transformers' own, which in a notebook redraws a bar and a table of every logged step.
 
-    Redraws are bounded (about 100 a run, whatever the step count): nbval does not read a cell's
-    output while it runs, and past a few thousand display messages the kernel's output channel drops
-    the rest, the cell's end included (a 2,256-step tiny SFT broke nbval so).
+    Redraws are bounded (about 100 a run, whatever the step count): nbval reads a cell's output only
+    once the cell ends, and with transformers' bar a 2,256-step tiny SFT lost the cell's end (most
+    likely dropped by the kernel's output channel past its queue limit; docs/RESULTS.md).
     """
 
     def __init__(self) -> None:
@@ -257,7 +257,7 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
         model=model, args=trainer_args(out_dir, cfg, device, progress), train_dataset=to_chat_dataset(records),
         processing_class=tokenizer, peft_config=None if wrapped or cfg.finetune == "full" else lora_config(cfg),
     )
-    # First in line, so the progress printer already sees tokens_per_s.
+    # First in line, so every later callback sees tokens_per_s in the logs.
     trainer.token_rate = TokenRateCallback()
     trainer.callback_handler.callbacks.insert(0, trainer.token_rate)
     for default in (NotebookProgressCallback, ProgressCallback, PrinterCallback):  # one bounded bar instead
