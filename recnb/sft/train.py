@@ -28,8 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.utils.notebook import NotebookProgressCallback
+from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig as TrlSFTConfig
 from trl import SFTTrainer
 
@@ -170,7 +169,7 @@ def uses_bf16(cfg: SFTConfig, device: torch.device) -> bool:
     return torch.cuda.is_bf16_supported()
 
 
-def trainer_args(out_dir: Path, cfg: SFTConfig, device: torch.device, progress: bool = True):
+def trainer_args(out_dir: Path, cfg: SFTConfig, device: torch.device):
     """trl's `SFTConfig` for our set-up: completion-only loss, no checkpoints, CPU-aware precision."""
     on_cpu = device.type == "cpu"
     # trl 1.16 still sets TrainingArguments' `gradient_checkpointing`, which transformers 5.24 renamed.
@@ -187,7 +186,8 @@ def trainer_args(out_dir: Path, cfg: SFTConfig, device: torch.device, progress: 
         # similar length. "group_by_length" sorts 50 steps' worth by length, so a short run trained only on the
         # longest records (the candidate-list tasks) first: on ml-100k its first 7 of 15 steps were all I3.
         train_sampling_strategy="batch_rebalance" if cfg.length_balanced else "random",
-        seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0, disable_tqdm=not progress,
+        seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+        disable_tqdm=True,  # transformers' bar off: build_trainer draws a bounded one (StepBar)
     )
 
 
@@ -254,14 +254,13 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
     """A `CompletionSFTTrainer` with LoRA attached (unless `wrapped`) and the tokenized, label-masked data."""
     device = next(model.parameters()).device
     trainer = CompletionSFTTrainer(
-        model=model, args=trainer_args(out_dir, cfg, device, progress), train_dataset=to_chat_dataset(records),
+        model=model, args=trainer_args(out_dir, cfg, device), train_dataset=to_chat_dataset(records),
         processing_class=tokenizer, peft_config=None if wrapped or cfg.finetune == "full" else lora_config(cfg),
     )
     # First in line, so every later callback sees tokens_per_s in the logs.
     trainer.token_rate = TokenRateCallback()
     trainer.callback_handler.callbacks.insert(0, trainer.token_rate)
-    for default in (NotebookProgressCallback, ProgressCallback, PrinterCallback):  # one bounded bar instead
-        trainer.remove_callback(default)
+    trainer.remove_callback(PrinterCallback)  # what disable_tqdm puts in the bar's place: a line per log
     if progress:
         trainer.add_callback(StepBar())
     return trainer

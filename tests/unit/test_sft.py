@@ -264,7 +264,7 @@ def test_bf16_asked_on_a_cpu_without_fast_bf16_runs_fp32_and_says_so(monkeypatch
     assert llm.resolve_dtype("float32", cpu) == torch.float32 and llm.resolve_dtype("auto", cpu) == torch.float32
     with pytest.warns(UserWarning, match="SFT bf16 autocast: bf16 asked"):
         assert not sft.train.uses_bf16(SFTConfig(**{**FAST, "bf16": True}), cpu)
-    assert sft.train.trainer_args(tmp_path, SFTConfig(**{**FAST, "bf16": True}), cpu, progress=False).bf16 is False
+    assert sft.train.trainer_args(tmp_path, SFTConfig(**{**FAST, "bf16": True}), cpu).bf16 is False
     monkeypatch.setenv(llm.CPU_BF16_ENV, "1")
     assert llm.resolve_dtype("bfloat16", cpu) == torch.bfloat16 and sft.train.uses_bf16(SFTConfig(**{**FAST, "bf16": True}), cpu)
     assert not sft.train.uses_bf16(SFTConfig(**FAST), cpu)  # not asked
