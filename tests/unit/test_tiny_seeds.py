@@ -1,6 +1,7 @@
 """studies/tiny_seeds.py: one seed's params, its figures read from a hand-made run, targets counted."""
 
 import json
+import sys
 
 import pandas as pd
 import pytest
@@ -92,6 +93,30 @@ def test_held_counts_each_target_over_the_seeds():
     assert held.loc["rl_illegal", "missed_on"] == "1" and held.loc["time", "held"] == "3/3"  # 600 s is in
     assert held.loc["cc", "missed_on"] == "2" and held.loc["rl_reward", "missed_on"] == "2"
     assert held.loc["plus_base", "held"] == "3/3" and held.loc["plus_v1", "held"] == "3/3"
+    shared = study.held(table, jobs=2).set_index("target")  # batches that shared the cores: no time target
+    assert shared.loc["time", "held"] == "n/a" and shared.loc["minus_twin", "held"] == "2/3"
+
+
+def test_seeds_run_jobs_at_a_time_each_to_its_log_and_a_failure_names_its_seed(tmp_path, monkeypatch):
+    # a fake batch: notes when it starts and ends, sleeps, prints, exits with the code its seed asks for
+    def fake(params_file, root):
+        seed = int(params_file.stem.split("-s")[1])
+        code = (f"import sys, time; open({str(tmp_path / 'spans.txt')!r}, 'a').write(f'{{time.monotonic()}} +1\\n'); "
+                f"print('batch of seed {seed}'); time.sleep(1.5); "
+                f"open({str(tmp_path / 'spans.txt')!r}, 'a').write(f'{{time.monotonic()}} -1\\n'); sys.exit({seed // 10})")
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(study, "seed_command", fake)
+    files = {seed: tmp_path / f"tiny-s{seed}.yaml" for seed in (1, 2, 3)}
+    study.run_seeds(files, tmp_path, jobs=2)
+    for seed in files:
+        assert (tmp_path / f"s{seed}" / "run.log").read_text() == f"batch of seed {seed}\n"
+    events = sorted((float(t), int(d)) for t, d in (line.split() for line in (tmp_path / "spans.txt").read_text().splitlines()))
+    at_once = [sum(d for _, d in events[:i + 1]) for i in range(len(events))]
+    assert max(at_once) == 2 and len(events) == 6  # two at a time, never three, all three ran
+    with pytest.raises(SystemExit, match=r"seed 10: the tiny batch failed \(exit 1\); see .*s10/run.log"):
+        study.run_seeds({10: tmp_path / "tiny-s10.yaml", 4: tmp_path / "tiny-s4.yaml"}, tmp_path, jobs=2)
+    assert (tmp_path / "s4" / "run.log").read_text() == "batch of seed 4\n"  # the other seed still finished
 
 
 def test_a_stage_that_is_not_up_to_date_stops_the_study_naming_it(tmp_path):
