@@ -21,10 +21,11 @@ costs nothing), then checks that every stage is up to date and reads stages 04-0
 - the batch's time: the stages' own seconds, summed (`stage_seconds`, so runner start-up aside).
 
 Then, per target, on how many seeds it holds. `--no-run` only reads runs, and stops on one that is
-missing or stale. `--jobs 2` runs two seeds at a time (each on its own thread, as in CI: the five seeds
-in ~40 min instead of ~65 on 2 cores), each seed's output then going to `<outputs-dir>/s<seed>/run.log`;
-the figures are those of one seed at a time (same seed, same params, same metrics), but not the
-times, so the time target then reads `n/a`. A relative `--outputs-dir` is taken from the repository root, as the runner does.
+missing or stale (it cannot tell whether they ran alone: it counts their times). `--jobs 2` runs two
+seeds at a time (each on its own thread, as in CI: the five seeds in ~40 min instead of ~65 on 2
+cores), each seed's output then going to `<outputs-dir>/s<seed>/run.log`; the figures are those of
+one seed at a time (same seed, same params, same metrics), but not the times, so the time target
+then reads `n/a`. A relative `--outputs-dir` is taken from the repository root, as the runner does.
 Writes the table to `<outputs-dir>/tiny_seeds.csv` and ends with one key=value line.
 """
 
@@ -214,7 +215,8 @@ def main() -> None:
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     print(record.summary_line(
-        "tiny_seeds", params=args.params.name, seeds="-".join(map(str, args.seeds)), **{f"held_{r.target}": r.held for r in targets.itertuples()},
+        "tiny_seeds", params=args.params.name, seeds="-".join(map(str, args.seeds)),
+        jobs=1 if args.no_run else args.jobs, **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
         illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"])))
 
