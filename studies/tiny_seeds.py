@@ -94,14 +94,13 @@ def run_seeds(params_files: dict[int, Path], out: Path, jobs: int = 1) -> None:
             seed, params_file = waiting.pop(0)
             root = seed_outputs(out, seed)
             cmd = seed_command(params_file, root)
-            if jobs == 1:
-                print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
-                running[seed] = (subprocess.Popen(cmd), None, time.monotonic())
-                continue
-            root.parent.mkdir(parents=True, exist_ok=True)
-            log = (root.parent / "run.log").open("w")
-            print(f"seed {seed}: {' '.join(cmd[1:])} > {log.name}", flush=True)
-            running[seed] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.monotonic())
+            log = None  # one at a time: the terminal
+            if jobs > 1:
+                root.parent.mkdir(parents=True, exist_ok=True)
+                log = (root.parent / "run.log").open("w")
+            print(f"seed {seed}: {' '.join(cmd[1:])}" + (f" > {log.name}" if log else ""), flush=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if log else None)
+            running[seed] = (proc, log, time.monotonic())
         time.sleep(0.2)
         for seed, (proc, log, start) in list(running.items()):
             if proc.poll() is None:
@@ -199,8 +198,9 @@ def main() -> None:
     out = paths.REPO_ROOT / args.outputs_dir  # an absolute path stays as it is
     out.mkdir(parents=True, exist_ok=True)
     params_files = {seed: seed_params(seed, out, args.params) for seed in args.seeds}
+    at_once = 1 if args.no_run else args.jobs  # --no-run reads runs as they were recorded
     if not args.no_run:
-        run_seeds(params_files, out, args.jobs)
+        run_seeds(params_files, out, at_once)
     rows = []
     for seed, params_file in params_files.items():
         root = seed_outputs(out, seed)
@@ -210,13 +210,13 @@ def main() -> None:
         rows.append(seed_row(seed, run_dir, jobs))
     table = pd.DataFrame(rows)
     table.to_csv(out / "tiny_seeds.csv", index=False)
-    targets = held(table, 1 if args.no_run else args.jobs)
+    targets = held(table, at_once)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     print(record.summary_line(
         "tiny_seeds", params=args.params.name, seeds="-".join(map(str, args.seeds)),
-        jobs=1 if args.no_run else args.jobs, **{f"held_{r.target}": r.held for r in targets.itertuples()},
+        jobs=at_once, **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
         illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"])))
 
