@@ -27,8 +27,7 @@ from recnb import data, llm, paths, record, tasks
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
 from recnb.evaluation import predict as evaluate
-from recnb.instructions.build import render_row
-from recnb.instructions.specs import Spec
+from recnb.instructions.build import no_control_prompt
 from recnb.metrics import aggregate, score_answer
 
 CONTROL_TASKS = ("I1+C", "I1-C", "I3+C", "I3-C")
@@ -59,15 +58,6 @@ def fit_table(model, tokenizer, files: dict[str, list[dict]], catalog: Catalog, 
 
 HISTORY_BINS = (-0.01, 0.0, 1 / 3, 2 / 3, 1.0)
 HISTORY_LABELS = ("0", "(0, 1/3]", "(1/3, 2/3]", "(2/3, 1]")
-
-
-def no_control_prompt(record: dict, catalog: Catalog) -> list[dict[str, str]]:
-    """The record's prompt without the control sentence, rendered as stage 03 renders a test prompt's
-    `_nocontrol` twin (`render_row(..., control=False)`: the I0 template on the same history and k)."""
-    intent = record["intent"]
-    spec = Spec(record["task"], record["user_id"], record.get("split", "train"), record["k"], record["history"],
-                record["target"], [], intent["category"], intent["m"])
-    return render_row(spec, catalog, completion=False, control=False)["prompt"]
 
 
 def by_history_table(model, tokenizer, files: dict[str, list[dict]], catalog: Catalog, per_task: int,

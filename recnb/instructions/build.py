@@ -115,6 +115,15 @@ def render_row(spec: Spec, catalog: Catalog, completion: bool = True, control: b
     }
 
 
+def no_control_prompt(record: dict[str, Any], catalog: Catalog) -> list[dict[str, str]]:
+    """A labelled record's prompt without its control sentence, rendered as a test prompt's `_nocontrol`
+    twin (`render_row(..., control=False)`: the I0 template on the same history and k)."""
+    intent = record["intent"]
+    spec = Spec(record["task"], record["user_id"], record.get("split", "train"), record["k"], record["history"],
+                record["target"], [], intent["category"], intent["m"])
+    return render_row(spec, catalog, completion=False, control=False)["prompt"]
+
+
 def cycle_users(rng: np.random.Generator, users: list[int], n: int) -> Iterator[int]:
     """n users: whole shuffled passes over `users`, so each user appears ⌊n/|users|⌋ or one more times."""
     done = 0

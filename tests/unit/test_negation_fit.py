@@ -6,6 +6,7 @@ import pytest
 from recnb import llm
 from recnb.answer import format_item_list
 from recnb.catalog import Catalog
+from recnb.instructions.build import no_control_prompt
 from tests.scripts import load_script
 
 
@@ -56,7 +57,7 @@ def test_by_history_table_pairs_each_prompt_with_its_no_control_twin(monkeypatch
                        _record("I1+C", "B", [1], [3, 4]), _record("I1-C", "A", [], [3, 4])],
              "test": [_record("I1-C", "A", [1], []), {**_record("I1-C", "A", [2], []), "test_group": "I1-C_nocontrol"}]}
     script = load_script("studies/negation_fit.py")
-    assert script.no_control_prompt(files["train"][0], catalog)[1]["content"].count("'B one'") == 1
+    assert no_control_prompt(files["train"][0], catalog)[1]["content"].count("'B one'") == 1
     table = script.by_history_table(None, None, files, catalog, per_task=8, decoding=llm.Decoding())
     row = table.set_index(["file", "history_in_c"])
     assert list(row.index) == [("test", "(2/3, 1]"), ("train", "0"), ("train", "(1/3, 2/3]")]  # no I1+C, no empty history
