@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--outputs-dir", default="outputs")
     ap.add_argument("--checks", type=int, nargs="+", default=[8, 12, 16, 20, 24], help="epochs to score at")
     ap.add_argument("--valid-per-type", type=int, default=64, help="validation prompts per task (stage 03: 16)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 0: every core this process may use (stage 04's own, tiny: 1, retrains its model)")
     ap.add_argument("--csv", default="", help="also write the table here")
     args = ap.parse_args()
     if args.valid_per_type < 1:
@@ -140,10 +142,11 @@ def main() -> None:
         raise SystemExit(f"{stage}/params.json not found; run stage 04_sft_unsloth of run {args.run!r} first")
     params = json.loads((stage / "params.json").read_text())
     cfg = sft.SFTConfig.from_params(params)
-    epochs = cfg.epochs if cfg.max_steps <= 0 else None
-    if epochs is None or any(not 1 <= e <= epochs for e in args.checks):
-        raise SystemExit(f"--checks must be epochs within stage 04's 1..{epochs} (its max_steps must be -1)")
-    record.seed_everything(cfg.seed, cfg.threads)
+    if cfg.max_steps > 0:
+        raise SystemExit(f"{stage} trained max_steps = {cfg.max_steps}, not epochs; the checks need an epochs run")
+    if any(not 1 <= e <= cfg.epochs for e in args.checks):
+        raise SystemExit(f"--checks must be epochs within stage 04's 1..{cfg.epochs:g}, got {args.checks}")
+    record.seed_everything(cfg.seed, args.threads)
     catalog = Catalog(data.load_prepared(run_dir / "01_data_duckdb").items)
     sets = prompt_sets(valid_records(run_dir, args.valid_per_type),
                        tasks.read_records(run_dir / "03_instructions" / col.TEST_PROMPTS_FILE), catalog)
@@ -163,9 +166,8 @@ def main() -> None:
     print(f"final loss: this run {sft.train_log(trainer)['loss'].iloc[-1]:.4f}, stage 04's {stage_loss}")
     if args.csv:
         table.to_csv(args.csv, index=False)
-    figures = summarise(table)
-    print(f"name=sft_checkpoints run={args.run} seed={cfg.seed} checks={'/'.join(map(str, args.checks))} "
-          f"seconds={time.time() - start:.0f} " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    print(record.summary_line("sft_checkpoints", run=args.run, seed=cfg.seed, checks="/".join(map(str, args.checks)),
+                              seconds=round(time.time() - start), **summarise(table)))
 
 
 if __name__ == "__main__":
