@@ -182,7 +182,8 @@ def test_sft_on_control_tasks_obeys_more_c(run_root):
 
 def test_sft_on_control_tasks_reads_no_c_as_a_negation(run_root):
     """Issue 19 asks v2's TCP(−C) ≤ its no-control twin − 10; on seeds 0-4 it is +3.4, −25.2, −11.6,
-    −5.6 and +1.8 points (RESULTS.md), so the direction against the twin is reported, not asserted. What holds on
+    −5.6 and +1.8 points on stage 06's 50 users, and +2.3, −14.1, −4.2, +2.1 and −5.3 on all the test users
+    (RESULTS.md, `studies/sft_checkpoints.py`), so the direction against the twin is reported, not asserted. What holds on
     every seed with room: v2 reads "no C" as the opposite of "more C" (its two TCPs far apart), and
     that is what the control tasks taught, not I0 alone (the paper's v1 → v2 step): v1 answers both
     sentences alike. A model that only matched the category's name would fail it."""
