@@ -36,24 +36,20 @@ from recnb import artifacts as col
 from recnb import data, llm, paths, record, sft, tasks
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
-from recnb.instructions.build import BuildContext, build_valid, no_control_prompt, render_row
+from recnb.instructions.build import build_valid, no_control_prompt, render_row
 from recnb.instructions.config import InstructionConfig
-from recnb.instructions.sets import load_teacher
-from recnb.instructions.specs import index_teacher
+from recnb.instructions.sets import build_context, load_teacher
 from recnb.metrics import aggregate, score_answer
 
 CONTROL = ("I1-C", "I1+C")
 
 
-def valid_records(run_dir: Path, per_type: int) -> list[dict]:
+def valid_records(run_dir: Path, prepared: data.Prepared, per_type: int) -> list[dict]:
     """Stage 03's valid prompts drawn again with `per_type` per task (its own params otherwise)."""
     params = json.loads((run_dir / "03_instructions" / "params.json").read_text())
     config = InstructionConfig.from_params(params | {"valid_per_type": per_type})
-    prepared = data.load_prepared(run_dir / "01_data_duckdb")
-    catalog = Catalog(prepared.items)
-    train_items = {int(u): [int(i) for i in seq] for u, seq in zip(prepared.splits[col.USER], prepared.splits[col.TRAIN_ITEMS])}
-    ctx = BuildContext(catalog, index_teacher(load_teacher(run_dir / "02_sasrec")), train_items, config)
-    return [render_row(s, catalog) for s in build_valid(ctx)]
+    ctx = build_context(prepared, load_teacher(run_dir / "02_sasrec"), config)
+    return [render_row(s, ctx.catalog) for s in build_valid(ctx)]
 
 
 def prompt_sets(valid: list[dict], test: list[dict], catalog: Catalog) -> dict[str, tuple[list[dict], list]]:
@@ -147,8 +143,9 @@ def main() -> None:
     if any(not 1 <= e <= cfg.epochs for e in args.checks):
         raise SystemExit(f"--checks must be epochs within stage 04's 1..{cfg.epochs:g}, got {args.checks}")
     record.seed_everything(cfg.seed, args.threads)
-    catalog = Catalog(data.load_prepared(run_dir / "01_data_duckdb").items)
-    sets = prompt_sets(valid_records(run_dir, args.valid_per_type),
+    prepared = data.load_prepared(run_dir / "01_data_duckdb")
+    catalog = Catalog(prepared.items)
+    sets = prompt_sets(valid_records(run_dir, prepared, args.valid_per_type),
                        tasks.read_records(run_dir / "03_instructions" / col.TEST_PROMPTS_FILE), catalog)
     print(", ".join(f"{name}: {len(recs)}" for name, (recs, _) in sets.items()))
     model, tokenizer, wrapped = sft.load_trainable(cfg)

@@ -65,6 +65,12 @@ def load_teacher(stage_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def build_context(prepared: Prepared, teacher: pd.DataFrame, config: InstructionConfig) -> BuildContext:
+    """What every builder draws from: the catalog, the indexed teacher rows and each user's train items."""
+    train_items = {int(u): [int(i) for i in seq] for u, seq in zip(prepared.splits[col.USER], prepared.splits[col.TRAIN_ITEMS])}
+    return BuildContext(Catalog(prepared.items), index_teacher(teacher), train_items, config)
+
+
 def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: InstructionConfig,
                            warn_skips: bool = True) -> InstructionSets:
     """Build every instruction file in memory.
@@ -76,9 +82,8 @@ def build_instruction_sets(prepared: Prepared, teacher: pd.DataFrame, config: In
         warn_skips: warn when samples were skipped (no label fits the intention); notebook 03 passes
             False because it shows `stats["skipped"]` as a table right after.
     """
-    catalog = Catalog(prepared.items)
-    train_items = {int(u): [int(i) for i in seq] for u, seq in zip(prepared.splits[col.USER], prepared.splits[col.TRAIN_ITEMS])}
-    ctx = BuildContext(catalog, index_teacher(teacher), train_items, config)
+    ctx = build_context(prepared, teacher, config)
+    catalog = ctx.catalog
     train, lists = build_sft_train(ctx), build_catalog_lists(ctx)
     files = {
         "sft_train": ([render_row(s, catalog) for s in train] + _sharegpt_rows(ctx, len(train))
