@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import inspect
+import itertools
 import os
 import re
 import shutil
@@ -317,6 +318,12 @@ class Decoding:
         num_beams: > 1 is beam search (greedy only): whole continuations are scored.
         inplace_cache: write each step's keys and values into a preallocated buffer (`answer_cache`;
             same logits, faster) instead of transformers' default concatenating cache.
+        drop_finished: greedy decoding (no beams, no `prefix_allowed_tokens_fn`) runs `greedy_rows`,
+            where a row that has ended (EOS, or past its k items) leaves the batch, instead of
+            transformers' `generate`, which computes every row until the last one ends.
+        share_prefixes: with `drop_finished`, prompts that start alike (a user's prompts that differ
+            only in k, the category sentence or the proportion) go in one batch and their common
+            prefix is prefilled once (`prefix_families`); False = length-sorted batches.
     """
 
     max_new_tokens: int = 160
@@ -327,6 +334,8 @@ class Decoding:
     top_k: int = 0
     num_beams: int = 1
     inplace_cache: bool = True
+    drop_finished: bool = True
+    share_prefixes: bool = True
 
     def __post_init__(self) -> None:
         if self.num_beams > 1 and self.do_sample:
@@ -364,13 +373,18 @@ class ListOverflow(StoppingCriteria):
             return self.done.clone().to(input_ids.device)
         at_break = torch.isin(input_ids[:, -1].cpu(), self.newlines) & ~self.done
         for row in at_break.nonzero().flatten().tolist():
-            text = self.tokenizer.decode(input_ids[row, self.prompt_len:], skip_special_tokens=True)
-            # complete lines only: a token may carry text past its line break, and that fragment could
-            # still parse differently once its line is finished
-            lines = parse_lines(text[: max(text.rfind("\n"), text.rfind("\r")) + 1])
-            if len(lines) > self.limits[row] and any(line.numbered for line in lines):
+            if lists_past(self.tokenizer, input_ids[row, self.prompt_len:], self.limits[row]):
                 self.done[row] = True
         return self.done.clone().to(input_ids.device)
+
+
+def lists_past(tokenizer: PreTrainedTokenizerBase, answer_ids, limit: int) -> bool:
+    """Whether an answer's complete lines already number more than `limit` items (`ListOverflow`'s test)."""
+    text = tokenizer.decode(answer_ids, skip_special_tokens=True)
+    # complete lines only: a token may carry text past its line break, and that fragment could
+    # still parse differently once its line is finished
+    lines = parse_lines(text[: max(text.rfind("\n"), text.rfind("\r")) + 1])
+    return len(lines) > limit and any(line.numbered for line in lines)
 
 
 class _GrowingLayer(DynamicLayer):
@@ -421,8 +435,13 @@ class _GrowingLayer(DynamicLayer):
         self._rebuffer()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        super().batch_select_indices(indices)
-        self._rebuffer()
+        if self._k is None:
+            super().batch_select_indices(indices)
+            return
+        # the kept rows' buffers, room included: one copy, and the next step writes in place again
+        filled = self.get_seq_length()
+        self._k, self._v = self._k[indices], self._v[indices]
+        self.keys, self.values = self._k[..., :filled, :], self._v[..., :filled, :]
 
     def reset(self) -> None:
         super().reset()
@@ -451,6 +470,150 @@ def cache_keyword(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+@dataclass(frozen=True)
+class SharedPrefixes:
+    """The prompt prefixes of a batch, each prefilled once (`greedy_rows`): left-padded token ids and
+    mask (one row per prefix), and for each row of the batch the prefix it starts with."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    of_row: torch.Tensor
+
+
+def shared_prefix_lengths(token_lists: list[list[int]]) -> list[int]:
+    """Per sequence, how many leading tokens it shares with the one of the list it shares most with.
+
+    Sorted lexicographically, a sequence shares its longest prefix with a neighbour, so one pass
+    over neighbours finds every longest common prefix.
+    """
+    shared = [0] * len(token_lists)
+    order = sorted(range(len(token_lists)), key=lambda i: token_lists[i])
+    for a, b in itertools.pairwise(order):
+        x, y = token_lists[a], token_lists[b]
+        n = 0
+        while n < min(len(x), len(y)) and x[n] == y[n]:
+            n += 1
+        shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
+    return shared
+
+
+def prefix_families(token_lists: list[list[int]], max_tail: int = 48) -> list[tuple[int, list[int]]]:
+    """The prompts grouped by the prefix they share: (prefix length, members) per family, longest
+    prefix first.
+
+    A prompt joins a family when another prompt starts with the same tokens and its own rest is at
+    most `max_tail` tokens (stage 06's test prompts of one user differ only near their end: the k,
+    the category sentence or the proportion); each member keeps at least its last token as its
+    tail. Any other prompt is a family of its own, its prefix all but its last token.
+    """
+    families: dict[tuple[int, ...], list[int]] = {}
+    alone = []
+    for i, (ids, n) in enumerate(zip(token_lists, shared_prefix_lengths(token_lists))):
+        n = min(n, len(ids) - 1)
+        if n > 0 and len(ids) - n <= max_tail:
+            families.setdefault(tuple(ids[:n]), []).append(i)
+        else:
+            alone.append(i)
+    out = [(len(key), members) for key, members in families.items() if len(members) > 1]
+    alone += [members[0] for members in families.values() if len(members) == 1]
+    out += [(len(token_lists[i]) - 1, [i]) for i in alone]
+    return sorted(out, key=lambda f: (-f[0], f[1][0]))
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    return ids, mask
+
+
+def family_batches(families: list[tuple[int, list[int]]], batch_size: int) -> list[list[tuple[int, list[int]]]]:
+    """Families packed in order into batches of at most `batch_size` prompts; a family never spans two
+    batches unless it alone is larger than one (then it is cut, each part with its own prefix)."""
+    batches: list[list[tuple[int, list[int]]]] = [[]]
+    rows = 0
+    for n, members in families:
+        for start in range(0, len(members), batch_size):
+            part = members[start:start + batch_size]
+            if rows + len(part) > batch_size and batches[-1]:
+                batches.append([])
+                rows = 0
+            batches[-1].append((n, part))
+            rows += len(part)
+    return [b for b in batches if b]
+
+
+@torch.no_grad()
+def greedy_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, max_new_tokens: int, *, item_limits: list[int] | None = None,
+                logits_processor: Any = None, inplace_cache: bool = True,
+                prefixes: SharedPrefixes | None = None) -> list[list[int]]:
+    """Greedy answers (token ids) of one left-padded batch, each row leaving the batch once it has ended.
+
+    With `prefixes`, `input_ids` / `attention_mask` hold each row's tail only: the prefixes are
+    prefilled once each, their keys and values copied to the rows that start with them, and the
+    tails prefilled after them (positions count real tokens only, so a row's tokens sit at the
+    positions they have in its whole prompt).
+
+    The steps are `generate`'s greedy ones: the prompt prefilled with positions counted over its real
+    tokens, then one token per step, the argmax of the float32 last-position logits after
+    `logits_processor`, with finished rows fed the pad token as `generate` feeds them. A row ends at
+    EOS (not kept in its answer), at `max_new_tokens`, or, with `item_limits`, once its complete lines
+    list more than its k items (the line break that shows it is kept, as with `ListOverflow`).
+    `generate` computes every row until the last one ends; here, once a quarter of the rows still
+    in the batch have ended, they are dropped from it and from the KV cache, so the later steps
+    multiply fewer rows. Until the first drop the logits are `generate`'s bit for bit; after it the
+    matrices are smaller, which can round a few last bits differently.
+    """
+    device = input_ids.device
+    key = cache_keyword(model)
+    room = max_new_tokens + (input_ids.shape[1] if prefixes is not None else 0)  # the tails come after the prefixes
+    cache = (answer_cache(model, room) if inplace_cache else {}).get(key)
+    cache = DynamicCache() if cache is None else cache
+    eos = torch.tensor(sorted({tokenizer.eos_token_id} - {None}), device=device)
+    newlines = newline_token_ids(tokenizer).to(device) if item_limits is not None else None
+    rows = torch.arange(len(input_ids), device=device)  # the batch row each remaining row answers
+    answers: list[list[int]] = [[] for _ in range(len(input_ids))]
+    alive = torch.ones(len(input_ids), dtype=torch.bool, device=device)
+    mask = attention_mask.long()
+    step_ids, seen = input_ids, input_ids
+    if prefixes is not None:
+        head_mask = prefixes.attention_mask.long()
+        model(input_ids=prefixes.input_ids, attention_mask=head_mask, use_cache=True, logits_to_keep=1,
+              position_ids=(head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0), **{key: cache})
+        cache.batch_select_indices(prefixes.of_row)
+        mask = torch.cat([head_mask[prefixes.of_row], mask], -1)
+        seen = torch.cat([prefixes.input_ids[prefixes.of_row], input_ids], -1)
+    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -input_ids.shape[1]:]
+    for step in range(max_new_tokens):
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=position, use_cache=True,
+                       logits_to_keep=1, **{key: cache}).logits[:, -1, :].to(dtype=torch.float32)
+        if logits_processor is not None:
+            logits = logits_processor(seen, logits)
+        token = logits.argmax(-1).masked_fill(~alive, tokenizer.pad_token_id)
+        ended = torch.isin(token, eos) & alive
+        for row, t in zip(rows[alive & ~ended].tolist(), token[alive & ~ended].tolist()):
+            answers[row].append(t)
+        if item_limits is not None:
+            at_break = alive & ~ended & torch.isin(token, newlines)
+            for j in at_break.nonzero().flatten().tolist():
+                row = int(rows[j])
+                ended[j] = lists_past(tokenizer, answers[row], item_limits[row])
+        alive &= ~ended
+        if not alive.any() or step == max_new_tokens - 1:
+            break
+        step_ids = token[:, None]
+        seen = torch.cat([seen, step_ids], -1) if logits_processor is not None else seen
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], -1)
+        position = position[:, -1:] + 1
+        if 4 * int((~alive).sum()) >= len(alive):
+            keep = alive.nonzero().flatten()
+            cache.batch_select_indices(keep)
+            rows, alive, step_ids, seen, mask, position = (
+                rows[keep], alive[keep], step_ids[keep], seen[keep], mask[keep], position[keep])
+    return answers
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages_list: list[list[dict]],
              decoding: Decoding = Decoding(), *, logits_processor: Any = None,
@@ -459,7 +622,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
     """Answer each conversation; returns the decoded completions in input order.
 
     Batched with left padding and the KV cache; prompts are sorted by length so a batch wastes
-    little on padding. Sampling uses torch's global RNG (seed it for reproducible samples).
+    little on padding. Greedy decoding runs `greedy_rows` (a row that has ended leaves the batch;
+    `decoding.drop_finished`), sampling and beam search transformers' `generate`. Sampling uses
+    torch's global RNG (seed it for reproducible samples).
 
     Args:
         item_limits: per conversation, the k its list asks for: a row stops once it lists more than
@@ -470,16 +635,38 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
         raise ValueError("item_limits stops rows of greedy or sampled decoding; beam search (num_beams > 1) keeps "
                          "several rows per prompt: pass item_limits=None")
     texts = render_prompts(tokenizer, messages_list, d.max_prompt_tokens)
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    greedy = d.drop_finished and not d.do_sample and d.num_beams == 1 and prefix_allowed_tokens_fn is None
+    if greedy and d.share_prefixes:
+        batches = family_batches(prefix_families(token_lists), d.batch_size)
+    else:
+        order = sorted(range(len(texts)), key=lambda i: -len(token_lists[i]))
+        batches = [order[start:start + d.batch_size] for start in range(0, len(order), d.batch_size)]
     answers: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
     sampling = {"do_sample": True, "temperature": d.temperature, "top_k": d.top_k} if d.do_sample else {
         "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
     was_training = model.training
     model.eval()
-    for start in progress_bar(range(0, len(order), d.batch_size), desc="generate", disable=not progress):
-        idx = order[start:start + d.batch_size]
+    for spec in progress_bar(batches, desc="generate", disable=not progress):
+        if greedy:
+            prefixes = None
+            if d.share_prefixes:  # spec: (prefix length, members) per family
+                idx = [i for _, members in spec for i in members]
+                head_ids, head_mask = _left_pad([token_lists[m[0]][:n] for n, m in spec], tokenizer.pad_token_id, device)
+                of_row = torch.tensor([f for f, (_, m) in enumerate(spec) for _ in m], device=device)
+                prefixes = SharedPrefixes(head_ids, head_mask, of_row)
+                ids, mask = _left_pad([token_lists[i][n:] for n, m in spec for i in m], tokenizer.pad_token_id, device)
+            else:
+                idx = spec
+                ids, mask = _left_pad([token_lists[i] for i in idx], tokenizer.pad_token_id, device)
+            limits = None if item_limits is None else [int(item_limits[i]) for i in idx]
+            tokens = greedy_rows(model, tokenizer, ids, mask, d.max_new_tokens, item_limits=limits,
+                                 logits_processor=logits_processor, inplace_cache=d.inplace_cache, prefixes=prefixes)
+            for i, text in zip(idx, tokenizer.batch_decode(tokens, skip_special_tokens=True)):
+                answers[i] = text.strip()
+            continue
+        idx = spec
         batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
         stop = None

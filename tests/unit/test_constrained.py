@@ -109,6 +109,39 @@ def test_random_model_writes_only_catalog_titles(tok):
     assert c.unmatched_prompts == 0
 
 
+def test_constraint_reads_prompts_whose_shared_prefix_is_padded_apart_from_their_tail(tok):
+    """`llm.generate` prefills a shared prompt prefix once and pads between it and each tail: the
+    constraint still finds each prompt's forbidden items, and the lists equal those of whole prompts."""
+    from recnb import llm
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    texts = [f"user {u}: recommend {k} movies" + " please" * len(str(u)) for u, k in ((1, 5), (22, 4), (333, 3), (4, 5))]
+    texts.append("Something else entirely, " * 12 + "recommend 3 movies")  # shares too little: prefilled whole
+    messages = [[{"role": "system", "content": "You are an expert recommender engine."}, {"role": "user", "content": t}]
+                for t in texts]
+    rendered = llm.render_prompts(tok, messages, 512)
+    families = llm.prefix_families([tok(r, add_special_tokens=False)["input_ids"] for r in rendered])
+    # one prefix with four tails of different lengths; the other prompt alone, its tail its last token
+    # (inside the generation marker, which the padding then splits)
+    assert sorted(len(m) for _, m in families) == [1, 4]
+    answers = {}
+    for share in (True, False):
+        c = _constraint(tok, max_new_tokens=40)
+        c.register(rendered, [[1], [2], [4], [], [7]])
+        how = llm.Decoding(max_new_tokens=40, batch_size=5, share_prefixes=share)
+        answers[share] = llm.generate(model, tok, messages, how, logits_processor=LogitsProcessorList([c]), progress=False)
+        assert c.unmatched_prompts == 0
+    assert answers[True] == answers[False]
+    for text, banned in zip(answers[True], [1, 2, 4, None, 7], strict=True):
+        titles = [ln.split(". ", 1)[1] for ln in text.split("\n") if ln]
+        assert titles and all(t in TITLES for t in titles) and len(set(titles)) == len(titles)
+        assert banned is None or TITLES[banned - 1] not in titles
+
+
 @pytest.mark.slow  # real SmolLM2-135M weights, ~1 min on one core
 def test_smollm2_constrained_lists_are_catalog_titles():
     import pandas as pd

@@ -99,7 +99,7 @@ def test_generate_with_the_inplace_cache_answers_as_with_the_default_one(tiny, m
         return out
 
     monkeypatch.setattr(model, "generate", spy)
-    for how in (llm.Decoding(max_new_tokens=12, batch_size=2),
+    for how in (llm.Decoding(max_new_tokens=12, batch_size=2, drop_finished=False),
                 llm.Decoding(max_new_tokens=12, batch_size=2, do_sample=True, temperature=0.9)):
         for inplace in (True, False):
             torch.manual_seed(3)
@@ -180,6 +180,52 @@ class _Force:
         return forced
 
 
+class _EndAt:
+    """A logits processor that lets the model choose among its ordinary tokens, but ends each row with
+    EOS after 2 + (its prompt's real tokens mod 7) tokens: rows of one batch end at different steps."""
+
+    def __init__(self, tok):
+        self.tok, self.start = tok, None
+        # the untrained model's favourites: special and blank tokens (its answers would strip to "")
+        texts = tok.batch_decode([[i] for i in range(len(tok))])
+        self.banned = [i for i, t in enumerate(texts) if not t.strip()] + tok.all_special_ids
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        real = (input_ids[:, :self.start] != self.tok.pad_token_id).sum(1)
+        ending = input_ids.shape[1] - self.start >= 2 + real % 7
+        scores = scores.clone()
+        scores[:, self.banned] = float("-inf")
+        scores[ending] = float("-inf")
+        scores[ending, self.tok.eos_token_id] = 0.0
+        return scores
+
+
+def test_greedy_rows_drops_ended_rows_and_answers_as_transformers_generate(tiny):
+    from transformers import LogitsProcessorList
+
+    model, tok = tiny
+    convs = [_messages(["A", "B"] * n) for n in (1, 2, 3, 4, 5, 6, 7, 8)]
+    rows_per_step = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: rows_per_step.append(len(kwargs["input_ids"])),
+                                           with_kwargs=True)
+    answers = {}
+    try:
+        for drop in (False, True):
+            rows_per_step.clear()
+            how = llm.Decoding(max_new_tokens=12, batch_size=8, drop_finished=drop, share_prefixes=False)
+            answers[drop] = llm.generate(model, tok, convs, how,
+                                         logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
+            steps = list(rows_per_step)
+    finally:
+        hook.remove()
+    assert answers[True] == answers[False]
+    lengths = sorted(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers[True])
+    assert lengths[0] >= 1 and lengths[0] < lengths[-1]  # real answers, ending at different steps
+    assert steps[0] == 8 and steps[-1] < 8 and steps == sorted(steps, reverse=True)  # the batch shrank
+    assert len(steps) <= 12
+
+
 def test_list_overflow_stops_each_row_once_it_lists_more_than_its_k_items(tiny):
     from transformers import LogitsProcessorList
 
@@ -238,3 +284,52 @@ def test_item_limits_refuse_beam_search(tiny):
     with pytest.raises(ValueError, match="beam search"):
         llm.generate(model, tok, [_messages(["A"])], llm.Decoding(max_new_tokens=2, num_beams=2), progress=False,
                      item_limits=[3])
+
+
+def test_shared_prefix_lengths_and_families_by_hand():
+    lists = [[1, 2, 3, 4, 5], [9, 9], [1, 2, 3, 4, 6, 7], [1, 2, 8], [9, 9, 1]]
+    assert llm.shared_prefix_lengths(lists) == [4, 2, 4, 2, 2]
+    # [0, 2] share 4 tokens (tails 1 and 2). [3] shares 2 with them, but they share more with each
+    # other: alone, its prefix all but its last token. [1] keeps its last token as its tail, so its
+    # prefix [9] is not [4]'s [9, 9]: both alone (a prompt inside another is not shared)
+    assert llm.prefix_families(lists) == [(4, [0, 2]), (2, [3]), (2, [4]), (1, [1])]
+    assert llm.prefix_families(lists, max_tail=1) == [(5, [2]), (4, [0]), (2, [3]), (2, [4]), (1, [1])]
+    fams = [(9, [0, 1, 2]), (8, [3]), (7, [4, 5, 6, 7, 8])]
+    assert llm.family_batches(fams, 4) == [[(9, [0, 1, 2]), (8, [3])], [(7, [4, 5, 6, 7])], [(7, [8])]]
+    assert llm.family_batches(fams, 3) == [[(9, [0, 1, 2])], [(8, [3])], [(7, [4, 5, 6])], [(7, [7, 8])]]
+
+
+def test_shared_prefixes_give_the_logits_and_answers_of_whole_prompts(tiny):
+    """A user's prompts that differ in k only: the prefix prefilled once, the tails after it."""
+    from transformers import LogitsProcessorList
+
+    model, tok = tiny
+    convs = [_messages(["A", "B"] * n, k=k) for n in (1, 3) for k in (5, 12, 7)]
+    token_lists = [tok(t, add_special_tokens=False)["input_ids"] for t in llm.render_prompts(tok, convs, 512)]
+    families = llm.prefix_families(token_lists)
+    assert sorted(len(m) for _, m in families) == [3, 3]  # one family per history, sharing all but the k's tail
+
+    class FirstScores(_EndAt):
+        def __call__(self, input_ids, scores):
+            if self.start is None:
+                self.first = scores.clone()
+            return super().__call__(input_ids, scores)
+
+    [batch] = llm.family_batches(families, 8)
+    idx = [i for _, m in batch for i in m]
+    head = llm._left_pad([token_lists[m[0]][:n] for n, m in batch], tok.pad_token_id, "cpu")
+    of_row = torch.tensor([f for f, (_, m) in enumerate(batch) for _ in m])
+    tails = llm._left_pad([token_lists[i][n:] for n, m in batch for i in m], tok.pad_token_id, "cpu")
+    whole = llm._left_pad([token_lists[i] for i in idx], tok.pad_token_id, "cpu")
+    got = {}
+    for name, (ids, mask), prefixes in (("shared", tails, llm.SharedPrefixes(*head, of_row)), ("whole", whole, None)):
+        probe = FirstScores(tok)
+        got[name] = llm.greedy_rows(model, tok, ids, mask, 9, logits_processor=LogitsProcessorList([probe]),
+                                    prefixes=prefixes)
+        got[name + "_scores"] = probe.first
+    assert torch.allclose(got["shared_scores"], got["whole_scores"], atol=1e-4)
+    assert got["shared"] == got["whole"]
+    answers = {share: llm.generate(model, tok, convs, llm.Decoding(max_new_tokens=9, batch_size=8, share_prefixes=share),
+                                   logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
+               for share in (True, False)}
+    assert answers[True] == answers[False] and all(answers[True])
