@@ -4,24 +4,32 @@ prompts and model, and how far the answers agree.
     nice .venv/bin/python benchmarks/eval_generation.py --model smollm2-135m --dataset ml-100k --n 64 --threads 2 --all
     nice .venv/bin/python benchmarks/eval_generation.py --run ml-100k --stage 04_sft_unsloth --n 192 --threads 2
 
-Paths (greedy, batched, length-sorted, KV cache; all but `new` with transformers' default cache):
-- `old`: fp32 weights, batch 32, every row decodes to EOS or `max_new_tokens` (stage 06 before 2026-12-02);
-- `bf16` (with `--all`): bfloat16 weights, batch 64;
-- `bf16+stop`: bf16, batch 64, and a row stops once it lists more than its k items (`llm.ListOverflow`);
-- `+dedup`: bf16+stop, and a prompt asked twice is decoded once (`predict.distinct_prompts`: the
-  no-control twins repeat the user's I0 prompt);
-- `new` (stage 06 now): +dedup, and the KV cache writes each step in place (`llm.answer_cache`: the
-  same logits, so the same lists as `+dedup`) instead of concatenating the whole cache every step;
-- `fp32+stop` (with `--all`): fp32, batch 32 with the stop only: its answers must score exactly as `old`;
-- `new-fp32` (only on a CPU without AVX-512, where stage 06 decodes in fp32: `llm.cpu_bf16_fast`): `new`
-  in fp32. `stage06_speedup` is the speedup of what stage 06 runs on this CPU.
+Paths (greedy, batched, KV cache), each adding one lever to the one before:
+- `old`: fp32 weights, batch 32, length-sorted batches, transformers' `generate` and its default
+  cache, every row decoding to EOS or `max_new_tokens` (stage 06 before 2026-12-02);
+- `stop`: stage 06's weights (bfloat16, or fp32 on a CPU without AVX-512: `llm.cpu_bf16_fast`),
+  batch `--batch`, and a row stops once it lists more than its k items (`llm.ListOverflow`);
+- `+dedup`: a prompt asked twice is decoded once (`predict.distinct_prompts`: the no-control twins
+  repeat the user's I0 prompt);
+- `+inplace`: the KV cache writes each step in place (`llm.answer_cache`: the same logits, so the
+  same lists as `+dedup`) instead of concatenating the whole cache every step;
+- `+drop`: recnb's greedy loop (`llm.greedy_rows`): a row that has ended leaves the batch, where
+  `generate` computes every row until the last one ends;
+- `new` (stage 06 now): `+drop`, and a user's prompts that differ only near their end go in one
+  batch and share the prefill of their common prefix (`llm.prefix_families`);
+- with `--all`: `fp32+stop` (fp32, batch 32, the stop only: its answers must score exactly as `old`)
+  and `bf16` (bfloat16 weights, batch 64, no stop: on a CPU without AVX-512 this is what it costs).
+`stage06_speedup` is `new` against `old` on this CPU.
 
 Prompts: with `--run`, that run's stage-03 test prompts as stage 06 draws them: `--n` / 12 users per
 test group (`load_test_prompts`, the same users in every group unless `--per-group-users`);
 `--stage 04_sft_unsloth` then loads that run's model. Without it, I0 requests (k = 10) built from the first
 `--n` users' histories (no prompt repeats there). Agreement is against `old`:
 identical parsed lists (first k titles and the item count), and the change of each table figure. bf16
-rounds every weight, so some greedy tokens change; the stop changes no figure by construction.
+rounds every weight, so some greedy tokens change; the stop changes no figure by construction. The
+in-place cache gives the same logits bit for bit; dropping ended rows and sharing prefixes multiply
+matrices of other shapes, which can round the last bits of a logit otherwise (`same_lists_*_pct`:
+each path against the one before it).
 Ends with one `key=value` line.
 """
 
@@ -63,8 +71,9 @@ def run_prompts(run_dir: Path, n: int, seed: int, shared_users: bool) -> pd.Data
 
 
 def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool, dedup: bool,
-           inplace: bool):
-    how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512, inplace_cache=inplace)
+           inplace: bool, drop: bool, share: bool):
+    how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512, inplace_cache=inplace,
+                       drop_finished=drop, share_prefixes=share)
     t0 = time.perf_counter()
     frame = evaluate.llm_predictions("m", model, tok, test, how, stop_past_k=stop, dedup=dedup)
     seconds = time.perf_counter() - t0
@@ -95,6 +104,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="prompts")
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=64, help="batch of every path but old's 32 (stage 06: batch_size)")
     ap.add_argument("--per-group-users", action="store_true",
                     help="with --run: each group draws its own users (stage 06's shared_users: false)")
     ap.add_argument("--all", action="store_true",
@@ -118,20 +128,20 @@ def main() -> None:
     distinct = len(evaluate.distinct_prompts(test)[1])
     print(f"{source}: {len(test)} prompts ({distinct} distinct, {test['test_group'].nunique()} groups), "
           f"{args.threads} thread(s), max_new_tokens {args.max_new_tokens}")
-    # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache)
-    extra = [("fp32+stop", torch.float32, 32, True, False, False),
-             ("bf16", torch.bfloat16, 64, False, False, False)] if args.all else []
-    # stage 06 (params/ml-100k.yaml: dtype bfloat16) decodes in fp32 where this CPU lacks AVX-512
-    # (`llm.cpu_bf16_fast`); the bf16 paths above still force bf16, to show what it would cost here
+    # stage 06 (params/ml-100k.yaml: dtype bfloat16) decodes in fp32 where this CPU lacks AVX-512 (`llm.cpu_bf16_fast`)
     here = llm.resolve_dtype("bfloat16", torch.device("cpu"))
-    modes = [("old", torch.float32, 32, False, False, False), *extra,
-             ("bf16+stop", torch.bfloat16, 64, True, False, False), ("+dedup", torch.bfloat16, 64, True, True, False),
-             ("new", torch.bfloat16, 64, True, True, True)]
-    if here != torch.bfloat16:
-        modes.append(("new-fp32", here, 64, True, True, True))
+    b = args.batch
+    # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache, drop ended rows, share prefixes)
+    extra = [("fp32+stop", torch.float32, 32, True, False, False, False, False),
+             ("bf16", torch.bfloat16, 64, False, False, False, False, False)] if args.all else []
+    modes = [("old", torch.float32, 32, False, False, False, False, False), *extra,
+             ("stop", here, b, True, False, False, False, False), ("+dedup", here, b, True, True, False, False, False),
+             ("+inplace", here, b, True, True, True, False, False), ("+drop", here, b, True, True, True, True, False),
+             ("new", here, b, True, True, True, True, True)]
     rows, lists_of = [], {}
-    for name, dtype, batch, stop, dedup, inplace in modes:
-        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup, inplace)
+    for name, dtype, batch, stop, dedup, inplace, drop, share in modes:
+        frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup, inplace,
+                                drop, share)
         figs, lists = figures(frame, catalog)
         lists_of[name] = lists
         rows.append({"path": name, "seconds": seconds, "lists/s": len(test) / seconds,
@@ -141,19 +151,21 @@ def main() -> None:
     table.insert(2, "speedup", table["lists/s"] / table.loc["old", "lists/s"])
     print(table.round(3).T.to_string())
     delta = (table.loc["new", list(FIGURES)] - table.loc["old", list(FIGURES)]).abs()
+    step = {name: table.loc[name, "lists/s"] / table.loc[before, "lists/s"]
+            for before, name in zip(["stop", "+dedup", "+inplace", "+drop"], ["+dedup", "+inplace", "+drop", "new"])}
     print(record.summary_line(
         "eval_generation", model=source, n=len(test), distinct=distinct, threads=args.threads,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, batch=b, stage06_dtype=str(here).removeprefix("torch."),
         old_lists_per_s=table.loc["old", "lists/s"], new_lists_per_s=table.loc["new", "lists/s"],
-        speedup=table.loc["new", "speedup"], bf16_stop_speedup=table.loc["bf16+stop", "speedup"],
-        dedup_speedup=table.loc["+dedup", "lists/s"] / table.loc["bf16+stop", "lists/s"],
-        inplace_cache_speedup=table.loc["new", "lists/s"] / table.loc["+dedup", "lists/s"],
-        same_lists_as_bf16_stop_pct=same_pct(lists_of["new"], lists_of["bf16+stop"]),
-        same_lists_as_dedup_pct=same_pct(lists_of["new"], lists_of["+dedup"]),
+        stage06_speedup=table.loc["new", "speedup"], stop_speedup=table.loc["stop", "speedup"],
+        dedup_speedup=step["+dedup"], inplace_cache_speedup=step["+inplace"], drop_speedup=step["+drop"],
+        share_speedup=step["new"],
+        same_lists_dedup_pct=same_pct(lists_of["+dedup"], lists_of["stop"]),
+        same_lists_inplace_pct=same_pct(lists_of["+inplace"], lists_of["+dedup"]),
+        same_lists_drop_pct=same_pct(lists_of["+drop"], lists_of["+inplace"]),
+        same_lists_share_pct=same_pct(lists_of["new"], lists_of["+drop"]),
         same_lists_pct=table.loc["new", "same lists %"], max_figure_change=float(delta.max()),
-        max_figure_change_at=str(delta.idxmax()), stage06_dtype=str(here).removeprefix("torch."),
-        stage06_speedup=table.loc["new-fp32" if "new-fp32" in table.index else "new", "speedup"]))
-
+        max_figure_change_at=str(delta.idxmax())))
 
 if __name__ == "__main__":
     main()

@@ -69,10 +69,21 @@ def prompt_sets(valid: list[dict], test: list[dict], catalog: Catalog) -> dict[s
 
 
 def score_sets(model, tokenizer, sets: dict, catalog: Catalog, decoding: llm.Decoding) -> dict[str, float]:
-    """TCP (%) of each control set, illegal items (%) of each I0 set."""
+    """TCP (%) of each control set, illegal items (%) of each I0 set.
+
+    Every distinct prompt is decoded once, in one `llm.generate` call over all the sets: a test
+    twin is its user's I0 prompt, and the valid twins of I1+C and I1−C coincide where their
+    histories and k do (as stage 06 answers each distinct prompt once).
+    """
+    keys = {name: [json.dumps(p, sort_keys=True) for p in prompts] for name, (_, prompts) in sets.items()}
+    distinct = {}
+    for name, (_, prompts) in sets.items():
+        for key, prompt in zip(keys[name], prompts):
+            distinct.setdefault(key, prompt)
+    said = dict(zip(distinct, llm.generate(model, tokenizer, list(distinct.values()), decoding, progress=False)))
     figures = {}
-    for name, (records, prompts) in sets.items():
-        answers = llm.generate(model, tokenizer, prompts, decoding, progress=False)
+    for name, (records, _) in sets.items():
+        answers = [said[key] for key in keys[name]]
         f = aggregate(score_answer(r, parse_titles(a), catalog) for r, a in zip(records, answers))
         figures[name] = f["repeat_item_pct"] + f["non_exist_pct"] + f["in_history_pct"] if name.endswith("I0") else f["tcp_pct"]
     return figures

@@ -42,9 +42,16 @@ def test_each_control_set_is_scored_with_and_without_its_sentence(monkeypatch):
         "I1+C [4] I1+C_nocontrol": ["B one", "B two"],  # 0 %
         "I0 [2] ": ["Z nine", "A one"],  # not in the catalog: 1 illegal of 2
     }
-    monkeypatch.setattr(llm, "generate", lambda model, tok, prompts, decoding, progress=False: [
-        format_item_list(["A one", "A two"] if p[0]["role"] == "system" else answers[p[0]["content"]]) for p in prompts])
+    asked = []
+
+    def generate(model, tok, prompts, decoding, progress=False):
+        asked.extend(prompts)
+        return [format_item_list(["A one", "A two"] if p[0]["role"] == "system" else answers[p[0]["content"]])
+                for p in prompts]
+
+    monkeypatch.setattr(llm, "generate", generate)
     figures = study.effects(study.score_sets(None, None, sets, CATALOG, llm.Decoding()))
+    assert len(asked) == 9  # 10 sets of one prompt; the valid twins of I1-C and I1+C (history [3], k 2) are one
     assert figures == pytest.approx({"valid_minus": -50.0, "valid_plus": 0.0, "valid_illegal": 50.0,
                                      "test_minus": -50.0, "test_plus": 50.0, "test_illegal": 50.0})
 
