@@ -132,12 +132,13 @@ def main() -> None:
     here = llm.resolve_dtype("bfloat16", torch.device("cpu"))
     b = args.batch
     # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache, drop ended rows, share prefixes)
-    extra = [("fp32+stop", torch.float32, 32, True, False, False, False, False),
-             ("bf16", torch.bfloat16, 64, False, False, False, False, False)] if args.all else []
-    modes = [("old", torch.float32, 32, False, False, False, False, False), *extra,
+    # bf16 last: `model.to` casts in place, and fp32 weights cast back from bf16 keep its rounding
+    modes = [("old", torch.float32, 32, False, False, False, False, False),
+             *([("fp32+stop", torch.float32, 32, True, False, False, False, False)] if args.all else []),
              ("stop", here, b, True, False, False, False, False), ("+dedup", here, b, True, True, False, False, False),
              ("+inplace", here, b, True, True, True, False, False), ("+drop", here, b, True, True, True, True, False),
-             ("new", here, b, True, True, True, True, True)]
+             ("new", here, b, True, True, True, True, True),
+             *([("bf16", torch.bfloat16, 64, False, False, False, False, False)] if args.all else [])]
     rows, lists_of = [], {}
     for name, dtype, batch, stop, dedup, inplace, drop, share in modes:
         frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup, inplace,

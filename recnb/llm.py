@@ -318,12 +318,14 @@ class Decoding:
         num_beams: > 1 is beam search (greedy only): whole continuations are scored.
         inplace_cache: write each step's keys and values into a preallocated buffer (`answer_cache`;
             same logits, faster) instead of transformers' default concatenating cache.
-        drop_finished: greedy decoding (no beams, no `prefix_allowed_tokens_fn`) runs `greedy_rows`,
+        drop_finished: greedy decoding (no beams, no `prefix_allowed_tokens_fn`, no logits processor in
+            the model's own generation config: `plain_greedy`) runs `greedy_rows`,
             where a row that has ended (EOS, or past its k items) leaves the batch, instead of
             transformers' `generate`, which computes every row until the last one ends.
         share_prefixes: with `drop_finished`, prompts that start alike (a user's prompts that differ
             only in k, the category sentence or the proportion) go in one batch and their common
-            prefix is prefilled once (`prefix_families`); False = length-sorted batches.
+            prefix is prefilled once (`prefix_families`); False = length-sorted batches. Off where the
+            tokenizer pads with EOS (the padding between prefix and tail would read as a turn's end).
     """
 
     max_new_tokens: int = 160
@@ -543,6 +545,20 @@ def family_batches(families: list[tuple[int, list[int]]], batch_size: int) -> li
     return [b for b in batches if b]
 
 
+# generation_config fields whose logits processors change greedy tokens, and their "off" values
+_GREEDY_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+                      "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                      "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
+                      "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None}
+
+
+def plain_greedy(model: PreTrainedModel) -> bool:
+    """Whether the model's `generation_config` asks for no logits processor of its own, so `greedy_rows`
+    decodes as `generate` would (every base model of this project; not every Hub checkpoint)."""
+    config = model.generation_config
+    return all(getattr(config, name, off) in (off, None) for name, off in _GREEDY_PROCESSORS.items())
+
+
 @torch.no_grad()
 def greedy_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, max_new_tokens: int, *, item_limits: list[int] | None = None,
@@ -562,15 +578,17 @@ def greedy_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inpu
     list more than its k items (the line break that shows it is kept, as with `ListOverflow`).
     `generate` computes every row until the last one ends; here, once a quarter of the rows still
     in the batch have ended, they are dropped from it and from the KV cache, so the later steps
-    multiply fewer rows. Until the first drop the logits are `generate`'s bit for bit; after it the
-    matrices are smaller, which can round a few last bits differently.
+    multiply fewer rows. Without `prefixes`, the logits are `generate`'s bit for bit until the first
+    drop; after it, and with `prefixes` from the start, the matrices have other shapes, which can
+    round a few last bits differently. The model's own `generation_config` processors (repetition
+    penalty and the like) are not applied: `generate` keeps models that set them (`plain_greedy`).
     """
     device = input_ids.device
     key = cache_keyword(model)
     room = max_new_tokens + (input_ids.shape[1] if prefixes is not None else 0)  # the tails come after the prefixes
     cache = (answer_cache(model, room) if inplace_cache else {}).get(key)
     cache = DynamicCache() if cache is None else cache
-    eos = torch.tensor(sorted({tokenizer.eos_token_id} - {None}), device=device)
+    eos = torch.tensor(sorted({tokenizer.eos_token_id} - {None}), dtype=torch.long, device=device)
     newlines = newline_token_ids(tokenizer).to(device) if item_limits is not None else None
     rows = torch.arange(len(input_ids), device=device)  # the batch row each remaining row answers
     answers: list[list[int]] = [[] for _ in range(len(input_ids))]
@@ -579,8 +597,9 @@ def greedy_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, inpu
     step_ids, seen = input_ids, input_ids
     if prefixes is not None:
         head_mask = prefixes.attention_mask.long()
-        model(input_ids=prefixes.input_ids, attention_mask=head_mask, use_cache=True, logits_to_keep=1,
-              position_ids=(head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0), **{key: cache})
+        if head_mask.shape[1]:  # (prompts of one token have an empty prefix)
+            model(input_ids=prefixes.input_ids, attention_mask=head_mask, use_cache=True, logits_to_keep=1,
+                  position_ids=(head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0), **{key: cache})
         cache.batch_select_indices(prefixes.of_row)
         mask = torch.cat([head_mask[prefixes.of_row], mask], -1)
         seen = torch.cat([prefixes.input_ids[prefixes.of_row], input_ids], -1)
@@ -636,8 +655,11 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
                          "several rows per prompt: pass item_limits=None")
     texts = render_prompts(tokenizer, messages_list, d.max_prompt_tokens)
     token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    greedy = d.drop_finished and not d.do_sample and d.num_beams == 1 and prefix_allowed_tokens_fn is None
-    if greedy and d.share_prefixes:
+    greedy = (d.drop_finished and not d.do_sample and d.num_beams == 1 and prefix_allowed_tokens_fn is None
+              and plain_greedy(model))
+    # padding between a prefix and its tail must not read as an end of turn to a logits processor
+    share = greedy and d.share_prefixes and tokenizer.pad_token_id != tokenizer.eos_token_id
+    if share:
         batches = family_batches(prefix_families(token_lists), d.batch_size)
     else:
         order = sorted(range(len(texts)), key=lambda i: -len(token_lists[i]))
@@ -651,7 +673,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
     for spec in progress_bar(batches, desc="generate", disable=not progress):
         if greedy:
             prefixes = None
-            if d.share_prefixes:  # spec: (prefix length, members) per family
+            if share:  # spec: (prefix length, members) per family
                 idx = [i for _, members in spec for i in members]
                 head_ids, head_mask = _left_pad([token_lists[m[0]][:n] for n, m in spec], tokenizer.pad_token_id, device)
                 of_row = torch.tensor([f for f, (_, m) in enumerate(spec) for _ in m], device=device)

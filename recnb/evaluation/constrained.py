@@ -212,8 +212,8 @@ class CatalogConstraint(LogitsProcessor):
         mask = torch.full_like(scores, float("-inf"))
         for row, ids in enumerate(input_ids.tolist()):
             # padding says nothing: `llm.generate` may pad a prompt between its shared prefix and its tail
-            # (even inside the generation marker), and it feeds a finished row pad tokens
-            prompt, gen = self._split([t for t in ids if t != self.pad_id])
+            # (even inside the generation marker; only where pad is not EOS), and feeds a finished row pads
+            prompt, gen = self._split(ids if self.pad_id in self.eos else [t for t in ids if t != self.pad_id])
             key = self._prompt_key(prompt)
             if key not in self._forbidden and not gen:
                 self.unmatched_prompts += 1

@@ -333,3 +333,18 @@ def test_shared_prefixes_give_the_logits_and_answers_of_whole_prompts(tiny):
                                    logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
                for share in (True, False)}
     assert answers[True] == answers[False] and all(answers[True])
+
+
+def test_a_model_with_logits_processors_in_its_generation_config_decodes_through_generate(tiny, monkeypatch):
+    model, tok = tiny
+    calls = []
+    real = model.generate
+    monkeypatch.setattr(model, "generate", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    how = llm.Decoding(max_new_tokens=3)
+    assert llm.plain_greedy(model)
+    llm.generate(model, tok, [_messages(["A"])], how, progress=False)
+    assert calls == []  # our loop
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.3)
+    assert not llm.plain_greedy(model)
+    llm.generate(model, tok, [_messages(["A"])], how, progress=False)
+    assert len(calls) == 1  # generate applies the penalty our loop would leave out
