@@ -36,6 +36,7 @@ from recnb import artifacts as col
 from recnb import data, llm, paths, record, sft, tasks
 from recnb.answer import parse_titles
 from recnb.catalog import Catalog
+from recnb.evaluation.predict import distinct_prompts
 from recnb.instructions.build import build_valid, no_control_prompt, render_row
 from recnb.instructions.config import InstructionConfig
 from recnb.instructions.sets import build_context, load_teacher
@@ -71,19 +72,19 @@ def prompt_sets(valid: list[dict], test: list[dict], catalog: Catalog) -> dict[s
 def score_sets(model, tokenizer, sets: dict, catalog: Catalog, decoding: llm.Decoding) -> dict[str, float]:
     """TCP (%) of each control set, illegal items (%) of each I0 set.
 
-    Every distinct prompt is decoded once, in one `llm.generate` call over all the sets: a test
-    twin is its user's I0 prompt, and the valid twins of I1+C and I1−C coincide where their
-    histories and k do (as stage 06 answers each distinct prompt once).
+    Every distinct prompt (`evaluation.predict.distinct_prompts`, as stage 06) is decoded once, in one
+    `llm.generate` call over all the sets: a test twin is its user's I0 prompt, and the valid twins
+    of I1+C and I1−C coincide where their histories and k do.
     """
-    keys = {name: [json.dumps(p, sort_keys=True) for p in prompts] for name, (_, prompts) in sets.items()}
-    distinct = {}
-    for name, (_, prompts) in sets.items():
-        for key, prompt in zip(keys[name], prompts):
-            distinct.setdefault(key, prompt)
-    said = dict(zip(distinct, llm.generate(model, tokenizer, list(distinct.values()), decoding, progress=False)))
+    asked = pd.DataFrame([{"set": name, "prompt": p, "k": r["k"]}
+                          for name, (records, prompts) in sets.items() for r, p in zip(records, prompts)],
+                         columns=["set", "prompt", "k"])
+    codes, first = distinct_prompts(asked)
+    said = llm.generate(model, tokenizer, list(asked["prompt"].iloc[first]), decoding, progress=False)
+    asked["answer"] = [said[c] for c in codes]
     figures = {}
     for name, (records, _) in sets.items():
-        answers = [said[key] for key in keys[name]]
+        answers = asked.loc[asked["set"] == name, "answer"]
         f = aggregate(score_answer(r, parse_titles(a), catalog) for r, a in zip(records, answers))
         figures[name] = f["repeat_item_pct"] + f["non_exist_pct"] + f["in_history_pct"] if name.endswith("I0") else f["tcp_pct"]
     return figures
