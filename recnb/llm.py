@@ -491,10 +491,7 @@ def shared_prefix_lengths(token_lists: list[list[int]]) -> list[int]:
     shared = [0] * len(token_lists)
     order = sorted(range(len(token_lists)), key=lambda i: token_lists[i])
     for a, b in itertools.pairwise(order):
-        x, y = token_lists[a], token_lists[b]
-        n = 0
-        while n < min(len(x), len(y)) and x[n] == y[n]:
-            n += 1
+        n = len(os.path.commonprefix([token_lists[a], token_lists[b]]))  # any sequences, not only paths
         shared[a], shared[b] = max(shared[a], n), max(shared[b], n)
     return shared
 
