@@ -45,6 +45,8 @@ class _Reporting:
 
     def update(self, n: float | None = 1) -> bool | None:
         shown = super().update(n)
+        if self.disable:  # (tqdm sets up nothing else for a disabled bar)
+            return shown
         total = f"/{self.total:.0f}" if self.total else ""
         postfix = f" {self.postfix}" if self.postfix else ""
         report(f"{self.desc} {self.n:.0f}{total}{postfix}", force=self.total is not None and self.n >= self.total)
