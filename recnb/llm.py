@@ -592,19 +592,20 @@ def _fresh_cache(model: PreTrainedModel, inplace: bool, spare: int) -> DynamicCa
 
 
 def _admit(model: PreTrainedModel, families: list[tuple[int, list[int]]], token_lists: list[list[int]],
-           pad_id: int, inplace: bool, max_new_tokens: int, device) -> _Rows:
+           pad_id: int, inplace: bool, room: int, device) -> _Rows:
     """New rows, prefilled up to their prompt's last token, which the next decoding step feeds.
 
     Each family's prefix is prefilled once and its keys and values copied to its members; the rest of
     each prompt but its last token is prefilled after it. Padding falls between the two, and positions
-    count real tokens only, so every token sits at the position it has in its whole prompt.
+    count real tokens only, so every token sits at the position it has in its whole prompt. The KV
+    buffers keep `room` columns free after the prompts (the answers' room, where no join copies them).
     """
     key = cache_keyword(model)
     members = [i for _, m in families for i in m]
     head_ids, head_mask = _left_pad([token_lists[m[0]][:n] for n, m in families], pad_id, device)
     of_row = torch.tensor([f for f, (_, m) in enumerate(families) for _ in m], device=device)
     body_ids, body_mask = _left_pad([token_lists[i][n:-1] for n, m in families for i in m], pad_id, device)
-    cache = _fresh_cache(model, inplace, body_ids.shape[1] + max_new_tokens)
+    cache = _fresh_cache(model, inplace, body_ids.shape[1] + room)
     if head_ids.shape[1]:  # (prompts of one token have an empty prefix)
         model(input_ids=head_ids, attention_mask=head_mask, use_cache=True, logits_to_keep=1,
               position_ids=(head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0), **{key: cache})
@@ -690,12 +691,16 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, to
     all but their last few tokens (`prefix_families`), and join the running rows left-padded.
 
     Each step is one of `generate`'s greedy steps: positions counted over real tokens, the argmax of
-    the float32 last-position logits after `logits_processor` (called with every token fed so far,
-    pads included), pads fed to ended rows. The matrices have other shapes than `generate`'s (a prompt
+    the float32 last-position logits after `logits_processor`, pads fed to ended rows. The processor
+    gets each row's tokens fed so far with padding: between a shared prefix and the rest, and on the
+    left, where columns that are padding in every row are cut when rows leave (a processor must
+    find a row's answer by its content, as the catalog constraint does, not by a column). The matrices have other shapes than `generate`'s (a prompt
     is prefilled but for its last token, rows join and leave), which can round a few last bits
     differently. The model's own `generation_config` processors are not applied: `generate` keeps
     models that set them (`plain_greedy`).
     """
+    if max_new_tokens <= 0:
+        return [[] for _ in token_lists]
     device = next(model.parameters()).device
     key, pad = cache_keyword(model), tokenizer.pad_token_id
     if share_prefixes:
@@ -713,9 +718,10 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, to
             if rows is None or 4 * int((~rows.alive).sum()) >= len(rows.alive):
                 parts = [rows.keep(rows.alive.nonzero().flatten())] if rows is not None and rows.alive.any() else []
                 if queue and (refill or not parts):
-                    taken = take_families(queue, batch_size - sum(len(p.prompts) for p in parts))
-                    parts += [_admit(model, chunk, token_lists, pad, inplace_cache, max_new_tokens, device)
-                              for chunk in _chunks(taken, PREFILL_ROWS)]
+                    chunks = list(_chunks(take_families(queue, batch_size - sum(len(p.prompts) for p in parts)),
+                                          PREFILL_ROWS))
+                    room = max_new_tokens if not parts and len(chunks) == 1 else 0  # else `_join` copies them
+                    parts += [_admit(model, chunk, token_lists, pad, inplace_cache, room, device) for chunk in chunks]
                 if not parts:
                     break
                 rows = _join(parts, model, pad, inplace_cache, max_new_tokens)
@@ -749,8 +755,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
              item_limits: list[int] | None = None) -> list[str]:
     """Answer each conversation; returns the decoded completions in input order.
 
-    Greedy decoding runs `greedy_stream` (`decoding.drop_finished`: ended rows leave the batch and
-    the next prompts take their places); sampling and beam search run transformers' `generate` on
+    Greedy decoding runs `greedy_stream` (`decoding.drop_finished`: ended rows leave the batch, and
+    with `decoding.refill` the next prompts take their places); sampling and beam search run
+    transformers' `generate` on
     length-sorted, left-padded batches. Sampling uses torch's global RNG (seed it for reproducible
     samples).
 

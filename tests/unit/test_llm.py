@@ -184,12 +184,12 @@ class _EndAt:
     """A logits processor that lets the model choose among its ordinary tokens, but ends each row with
     EOS after 2 + (its prompt's real tokens mod 7) tokens: rows of one batch end at different steps.
     A row's answer is what follows its last generation marker, so padding, joins and drops do not
-    change what it sees."""
+    change what it sees. `rows` keeps the batch's rows at each call: one call per decoding step."""
 
     def __init__(self, tok):
         from recnb.evaluation.predict import generation_suffix
 
-        self.tok = tok
+        self.tok, self.rows = tok, []
         self.marker = tok(generation_suffix(tok), add_special_tokens=False)["input_ids"]
         # the untrained model's favourites: special and blank tokens (its answers would strip to "")
         texts = tok.batch_decode([[i] for i in range(len(tok))])
@@ -202,6 +202,7 @@ class _EndAt:
         return ids[:end], ids[end:]
 
     def __call__(self, input_ids, scores):
+        self.rows.append(len(input_ids))
         parts = [self.split(row) for row in input_ids]
         ending = torch.tensor([len(answer) >= 2 + len(prompt) % 7 for prompt, answer in parts])
         scores = scores.clone()
@@ -224,22 +225,19 @@ def test_greedy_stream_drops_ended_rows_and_answers_as_transformers_generate(tin
 
     model, tok = tiny
     convs = [_messages(["A", "B"] * n) for n in (1, 2, 3, 4, 5, 6, 7, 8)]
-    shapes, hook = _rows_per_forward(model)
     answers = {}
-    try:
-        for drop in (False, True):
-            shapes.clear()
-            how = llm.Decoding(max_new_tokens=12, batch_size=8, drop_finished=drop, share_prefixes=False)
-            answers[drop] = llm.generate(model, tok, convs, how,
-                                         logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
-            steps = [rows for rows, width in shapes if width == 1]
-    finally:
-        hook.remove()
+    for drop in (False, True):
+        probe = _EndAt(tok)
+        how = llm.Decoding(max_new_tokens=12, batch_size=8, drop_finished=drop, share_prefixes=False)
+        answers[drop] = llm.generate(model, tok, convs, how, logits_processor=LogitsProcessorList([probe]),
+                                     progress=False)
+    steps = probe.rows
     assert answers[True] == answers[False]
     lengths = sorted(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers[True])
     assert lengths[0] >= 1 and lengths[0] < lengths[-1]  # real answers, ending at different steps
     assert steps[0] == 8 and steps[-1] < 8 and steps == sorted(steps, reverse=True)  # the batch shrank
     assert len(steps) <= 12  # one step per answer token (the first feeds the prompt's last token)
+    assert llm.greedy_stream(model, tok, [[5, 6, 7]], 0, 4) == [[]]  # no budget, no forward
 
 
 def test_refill_keeps_the_batch_full_and_gives_the_same_answers(tiny):
@@ -248,17 +246,13 @@ def test_refill_keeps_the_batch_full_and_gives_the_same_answers(tiny):
 
     model, tok = tiny
     convs = [_messages(["A", "B", "C"] * n, k=k) for n in (1, 2, 3, 4, 5) for k in (5, 9)]
-    shapes, hook = _rows_per_forward(model)
     answers, steps = {}, {}
-    try:
-        for refill in (False, True):
-            shapes.clear()
-            how = llm.Decoding(max_new_tokens=12, batch_size=4, refill=refill)
-            answers[refill] = llm.generate(model, tok, convs, how,
-                                           logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
-            steps[refill] = [rows for rows, width in shapes if width == 1]
-    finally:
-        hook.remove()
+    for refill in (False, True):
+        probe = _EndAt(tok)
+        how = llm.Decoding(max_new_tokens=12, batch_size=4, refill=refill)
+        answers[refill] = llm.generate(model, tok, convs, how, logits_processor=LogitsProcessorList([probe]),
+                                       progress=False)
+        steps[refill] = probe.rows
     assert answers[True] == answers[False] and all(answers[True])
     assert max(steps[True]) == 4  # never more rows than the batch holds
     # prompts waited while rows ended: the batch was refilled, so fewer steps than batch after batch
@@ -388,7 +382,8 @@ def test_shared_prefixes_give_the_logits_and_answers_of_whole_prompts(tiny):
         assert torch.allclose(scores, got[False, "scores"][prompt], atol=1e-4)
     assert got[True] == got[False] and all(got[True])
     # shared: the two prefixes once (2 rows), then each prompt's rest but its last token (6 rows)
-    assert got[True, "shapes"][:2] == [(2, max(n for n, _ in families)), (6, got[True, "shapes"][1][1])]
+    body = max(len(token_lists[i]) - n - 1 for n, members in families for i in members)
+    assert got[True, "shapes"][:2] == [(2, max(n for n, _ in families)), (6, body)] and body >= 1
     assert got[False, "shapes"][0] == (6, max(map(len, token_lists)) - 1)  # whole prompts but the last token
     answers = {share: llm.generate(model, tok, convs, llm.Decoding(max_new_tokens=9, batch_size=8, share_prefixes=share),
                                    logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
@@ -399,8 +394,8 @@ def test_shared_prefixes_give_the_logits_and_answers_of_whole_prompts(tiny):
 def test_join_right_aligns_rows_zeroes_their_padding_and_cuts_columns_no_row_uses(tiny):
     model, tok = tiny
     token_lists = [[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 11, 12], [20, 21, 22]]
-    parts = [llm._admit(model, [(4, [0, 1])], token_lists, tok.pad_token_id, True, 4, "cpu"),
-             llm._admit(model, [(2, [2])], token_lists, tok.pad_token_id, True, 4, "cpu")]
+    parts = [llm._admit(model, [(4, [0, 1])], token_lists, tok.pad_token_id, True, 3, "cpu"),
+             llm._admit(model, [(2, [2])], token_lists, tok.pad_token_id, True, 3, "cpu")]
     assert [tuple(p.seen.shape) for p in parts] == [(2, 6), (1, 3)]
     for p in parts:  # poison the buffers' unused room: a join must not carry it under the padding
         for layer in p.cache.layers:
