@@ -522,9 +522,6 @@ class _Rows:
                      self.alive[index], rows)
 
 
-PREFILL_ROWS = 16  # rows per prefill forward: a few families of similar length, so little padding
-
-
 def shared_prefix_lengths(token_lists: list[list[int]]) -> list[int]:
     """Per sequence, how many leading tokens it shares with the one of the list it shares most with.
 
@@ -626,9 +623,12 @@ def _join(parts: list[_Rows], model: PreTrainedModel, pad_id: int, inplace: bool
     """The rows of `parts` as one batch, each part's columns right-aligned (left padding, with zeroed
     keys and values under it) and the columns that are padding in every row cut off the left. The
     keys and values are copied once, into a buffer with `spare` columns of room (`_GrowingLayer`)."""
-    if len(parts) == 1 and parts[0].cache_rows is None and bool(parts[0].mask[:, 0].any()):
-        return parts[0]  # nothing to pad, cut or select
     lead = [int(p.mask.any(0).long().argmax()) for p in parts]  # all-pad columns on each part's left
+    if len(parts) == 1 and lead[0] == 0:  # nothing to pad or cut: select the rows, room included (one copy)
+        p = parts[0]
+        if p.cache_rows is not None:
+            p.cache.batch_select_indices(p.cache_rows)
+        return _Rows(p.prompts, p.cache, p.seen, p.mask, p.made, p.alive)
     width = max(p.mask.shape[1] - c for p, c in zip(parts, lead))
     keep = [min(p.mask.shape[1], width) for p in parts]
     filled, n = width - 1, sum(len(p.prompts) for p in parts)  # the cache holds all columns but the last
@@ -663,18 +663,6 @@ def _join(parts: list[_Rows], model: PreTrainedModel, pad_id: int, inplace: bool
                  torch.cat([p.alive for p in parts]))
 
 
-def _chunks(families: list[tuple[int, list[int]]], rows: int) -> Iterator[list[tuple[int, list[int]]]]:
-    """Consecutive families in groups of at most `rows` prompts (a larger family alone)."""
-    group: list[tuple[int, list[int]]] = []
-    for family in families:
-        if group and sum(len(m) for _, m in group) + len(family[1]) > rows:
-            yield group
-            group = []
-        group.append(family)
-    if group:
-        yield group
-
-
 @torch.no_grad()
 def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token_lists: list[list[int]],
                   max_new_tokens: int, batch_size: int, *, item_limits: list[int] | None = None,
@@ -687,8 +675,8 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, to
     a quarter of the batch has ended, the ended rows leave it and its KV cache, and with `refill` the
     next prompts take their places (continuous batching: the batch stays full while prompts wait;
     without it the next batch starts when the last row of this one ends). New rows are prefilled
-    `PREFILL_ROWS` at a time, with `share_prefixes` one prefill per family of prompts that share
-    all but their last few tokens (`prefix_families`), and join the running rows left-padded.
+    together, with `share_prefixes` each family of prompts that share all but their last few tokens
+    (`prefix_families`) through one prefill of its prefix, and join the running rows left-padded.
 
     Each step is one of `generate`'s greedy steps: positions counted over real tokens, the argmax of
     the float32 last-position logits after `logits_processor`, pads fed to ended rows. The processor
@@ -718,10 +706,9 @@ def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, to
             if rows is None or 4 * int((~rows.alive).sum()) >= len(rows.alive):
                 parts = [rows.keep(rows.alive.nonzero().flatten())] if rows is not None and rows.alive.any() else []
                 if queue and (refill or not parts):
-                    chunks = list(_chunks(take_families(queue, batch_size - sum(len(p.prompts) for p in parts)),
-                                          PREFILL_ROWS))
-                    room = max_new_tokens if not parts and len(chunks) == 1 else 0  # else `_join` copies them
-                    parts += [_admit(model, chunk, token_lists, pad, inplace_cache, room, device) for chunk in chunks]
+                    taken = take_families(queue, batch_size - sum(len(p.prompts) for p in parts))
+                    room = 0 if parts else max_new_tokens  # (joined to running rows, its buffers are copied)
+                    parts.append(_admit(model, taken, token_lists, pad, inplace_cache, room, device))
                 if not parts:
                     break
                 rows = _join(parts, model, pad, inplace_cache, max_new_tokens)
