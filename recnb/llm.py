@@ -622,13 +622,14 @@ def _admit(model: PreTrainedModel, families: list[tuple[int, list[int]]], token_
 def _join(parts: list[_Rows], model: PreTrainedModel, pad_id: int, inplace: bool, spare: int) -> _Rows:
     """The rows of `parts` as one batch, each part's columns right-aligned (left padding, with zeroed
     keys and values under it) and the columns that are padding in every row cut off the left. The
-    keys and values are copied once, into a buffer with `spare` columns of room (`_GrowingLayer`)."""
-    lead = [int(p.mask.any(0).long().argmax()) for p in parts]  # all-pad columns on each part's left
-    if len(parts) == 1 and lead[0] == 0:  # nothing to pad or cut: select the rows, room included (one copy)
+    keys and values are copied once, into a buffer with `spare` columns of room (`_GrowingLayer`).
+    One part alone (rows leaving, none joining) keeps its columns and selects its rows in place."""
+    if len(parts) == 1:  # rows leaving, none joining: select the rest in place, room included (one copy)
         p = parts[0]
         if p.cache_rows is not None:
             p.cache.batch_select_indices(p.cache_rows)
         return _Rows(p.prompts, p.cache, p.seen, p.mask, p.made, p.alive)
+    lead = [int(p.mask.any(0).long().argmax()) for p in parts]  # all-pad columns on each part's left
     width = max(p.mask.shape[1] - c for p, c in zip(parts, lead))
     keep = [min(p.mask.shape[1], width) for p in parts]
     filled, n = width - 1, sum(len(p.prompts) for p in parts)  # the cache holds all columns but the last

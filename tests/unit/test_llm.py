@@ -409,9 +409,16 @@ def test_join_right_aligns_rows_zeroes_their_padding_and_cuts_columns_no_row_use
     assert torch.equal(layer.keys[:2], first.keys) and torch.equal(layer.keys[2:, :, 3:], last.keys)
     assert torch.equal(layer.keys[2:, :, :3], torch.zeros_like(layer.keys[2:, :, :3]))
     assert all(torch.isfinite(la.keys).all() and torch.isfinite(la.values).all() for la in joined.cache.layers)
-    # after the first part leaves, its columns are padding in every row left: cut
+    # the first part leaves as a shorter one joins: columns that are padding in every row are cut
+    token_lists.append([30, 31])
+    short = llm._admit(model, [(1, [3])], token_lists, tok.pad_token_id, True, 3, "cpu")
+    rejoined = llm._join([joined.keep(torch.tensor([2])), short], model, tok.pad_token_id, True, spare=5)
+    assert rejoined.prompts.tolist() == [2, 3] and rejoined.mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert torch.equal(rejoined.cache.layers[0].keys[:1], last.keys)
+    assert torch.equal(rejoined.cache.layers[0].keys[1:, :, 1:], short.cache.layers[0].keys)
+    # rows leaving, none joining: selected in place, columns kept
     alone = llm._join([joined.keep(torch.tensor([2]))], model, tok.pad_token_id, True, spare=5)
-    assert alone.mask.tolist() == [[1, 1, 1]] and torch.equal(alone.cache.layers[0].keys, last.keys)
+    assert alone.mask.tolist() == [[0, 0, 0, 1, 1, 1]] and torch.equal(alone.cache.layers[0].keys[:, :, 3:], last.keys)
 
 
 def test_a_model_with_logits_processors_in_its_generation_config_decodes_through_generate(tiny, monkeypatch):
