@@ -13,12 +13,10 @@ Paths (greedy, batched, KV cache), each adding one lever to the one before:
   repeat the user's I0 prompt);
 - `+inplace`: the KV cache writes each step in place (`llm.answer_cache`: the same logits, so the
   same lists as `+dedup`) instead of concatenating the whole cache every step;
-- `+drop`: recnb's greedy loop (`llm.greedy_stream`): a row that has ended leaves the batch, where
+- `+drop`: recnb's greedy loop (`llm.greedy_rows`): a row that has ended leaves the batch, where
   `generate` computes every row until the last one ends;
-- `new` (stage 06 now): `+drop`, and a user's prompts that differ only near their end are
-  prefilled together, their common prefix once (`llm.prefix_families`);
-- `+refill` (not stage 06's default): `new`, and an ended row's place goes to the next prompt
-  (continuous batching, `Decoding.refill`);
+- `new` (stage 06 now): `+drop`, and a user's prompts that differ only near their end go in one
+  batch and share the prefill of their common prefix (`llm.prefix_families`);
 - with `--all`: `fp32+stop` (fp32, batch 32, the stop only: its answers must score exactly as `old`)
   and `bf16` (bfloat16 weights, batch 64, no stop: on a CPU without AVX-512 this is what it costs).
 `stage06_speedup` is `new` against `old` on this CPU.
@@ -73,9 +71,9 @@ def run_prompts(run_dir: Path, n: int, seed: int, shared_users: bool) -> pd.Data
 
 
 def decode(name: str, model, tok, test: pd.DataFrame, batch: int, max_new_tokens: int, stop: bool, dedup: bool,
-           inplace: bool, drop: bool, share: bool, refill: bool):
+           inplace: bool, drop: bool, share: bool):
     how = llm.Decoding(max_new_tokens=max_new_tokens, batch_size=batch, max_prompt_tokens=512, inplace_cache=inplace,
-                       drop_finished=drop, share_prefixes=share, refill=refill)
+                       drop_finished=drop, share_prefixes=share)
     t0 = time.perf_counter()
     frame = evaluate.llm_predictions("m", model, tok, test, how, stop_past_k=stop, dedup=dedup)
     seconds = time.perf_counter() - t0
@@ -133,19 +131,18 @@ def main() -> None:
     # stage 06 (params/ml-100k.yaml: dtype bfloat16) decodes in fp32 where this CPU lacks AVX-512 (`llm.cpu_bf16_fast`)
     here = llm.resolve_dtype("bfloat16", torch.device("cpu"))
     b = args.batch
-    # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache, drop ended rows,
-    # share prefixes, refill); bf16 last: `model.to` casts in place, and fp32 weights cast back keep its rounding
-    T, F = True, False
-    modes = [("old", torch.float32, 32, F, F, F, F, F, F),
-             *([("fp32+stop", torch.float32, 32, T, F, F, F, F, F)] if args.all else []),
-             ("stop", here, b, T, F, F, F, F, F), ("+dedup", here, b, T, T, F, F, F, F),
-             ("+inplace", here, b, T, T, T, F, F, F), ("+drop", here, b, T, T, T, T, F, F),
-             ("new", here, b, T, T, T, T, T, F), ("+refill", here, b, T, T, T, T, T, T),
-             *([("bf16", torch.bfloat16, 64, F, F, F, F, F, F)] if args.all else [])]
+    # (name, weights, batch, stop past k, each distinct prompt once, in-place KV cache, drop ended rows, share prefixes)
+    # bf16 last: `model.to` casts in place, and fp32 weights cast back from bf16 keep its rounding
+    modes = [("old", torch.float32, 32, False, False, False, False, False),
+             *([("fp32+stop", torch.float32, 32, True, False, False, False, False)] if args.all else []),
+             ("stop", here, b, True, False, False, False, False), ("+dedup", here, b, True, True, False, False, False),
+             ("+inplace", here, b, True, True, True, False, False), ("+drop", here, b, True, True, True, True, False),
+             ("new", here, b, True, True, True, True, True),
+             *([("bf16", torch.bfloat16, 64, False, False, False, False, False)] if args.all else [])]
     rows, lists_of = [], {}
-    for name, dtype, batch, stop, dedup, inplace, drop, share, refill in modes:
+    for name, dtype, batch, stop, dedup, inplace, drop, share in modes:
         frame, seconds = decode(name, model.to(dtype), tok, test, batch, args.max_new_tokens, stop, dedup, inplace,
-                                drop, share, refill)
+                                drop, share)
         figs, lists = figures(frame, catalog)
         lists_of[name] = lists
         rows.append({"path": name, "seconds": seconds, "lists/s": len(test) / seconds,
@@ -156,20 +153,18 @@ def main() -> None:
     print(table.round(3).T.to_string())
     delta = (table.loc["new", list(FIGURES)] - table.loc["old", list(FIGURES)]).abs()
     step = {name: table.loc[name, "lists/s"] / table.loc[before, "lists/s"]
-            for before, name in zip(["stop", "+dedup", "+inplace", "+drop", "new"],
-                                    ["+dedup", "+inplace", "+drop", "new", "+refill"])}
+            for before, name in zip(["stop", "+dedup", "+inplace", "+drop"], ["+dedup", "+inplace", "+drop", "new"])}
     print(record.summary_line(
         "eval_generation", model=source, n=len(test), distinct=distinct, threads=args.threads,
         max_new_tokens=args.max_new_tokens, batch=b, stage06_dtype=str(here).removeprefix("torch."),
         old_lists_per_s=table.loc["old", "lists/s"], new_lists_per_s=table.loc["new", "lists/s"],
         stage06_speedup=table.loc["new", "speedup"], stop_speedup=table.loc["stop", "speedup"],
         dedup_speedup=step["+dedup"], inplace_cache_speedup=step["+inplace"], drop_speedup=step["+drop"],
-        share_speedup=step["new"], refill_speedup=step["+refill"],
+        share_speedup=step["new"],
         same_lists_dedup_pct=same_pct(lists_of["+dedup"], lists_of["stop"]),
         same_lists_inplace_pct=same_pct(lists_of["+inplace"], lists_of["+dedup"]),
         same_lists_drop_pct=same_pct(lists_of["+drop"], lists_of["+inplace"]),
         same_lists_share_pct=same_pct(lists_of["new"], lists_of["+drop"]),
-        same_lists_refill_pct=same_pct(lists_of["+refill"], lists_of["new"]),
         same_lists_pct=table.loc["new", "same lists %"], max_figure_change=float(delta.max()),
         max_figure_change_at=str(delta.idxmax())))
 

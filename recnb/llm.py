@@ -16,7 +16,6 @@ vocabulary has one (SmolLM2: `<|endoftext|>`), so padding can never be read as e
 
 from __future__ import annotations
 
-import collections
 import copy
 import importlib.util
 import inspect
@@ -320,18 +319,13 @@ class Decoding:
         inplace_cache: write each step's keys and values into a preallocated buffer (`answer_cache`;
             same logits, faster) instead of transformers' default concatenating cache.
         drop_finished: greedy decoding (no beams, no `prefix_allowed_tokens_fn`, no logits processor in
-            the model's own generation config: `plain_greedy`) runs `greedy_stream`,
+            the model's own generation config: `plain_greedy`) runs `greedy_rows`,
             where a row that has ended (EOS, or past its k items) leaves the batch, instead of
             transformers' `generate`, which computes every row until the last one ends.
         share_prefixes: with `drop_finished`, prompts that start alike (a user's prompts that differ
-            only in k, the category sentence or the proportion) are prefilled together and their
-            common prefix once (`prefix_families`); False = prompts in order of length. Off where the
+            only in k, the category sentence or the proportion) go in one batch and their common
+            prefix is prefilled once (`prefix_families`); False = length-sorted batches. Off where the
             tokenizer pads with EOS (the padding between prefix and tail would read as a turn's end).
-        refill: with `drop_finished`, the places of ended rows go to the next prompts, so the batch
-            stays full while prompts wait (continuous batching); False = the next batch starts when
-            the last row of this one has ended. Off by default: on a CPU a decoding step costs in
-            proportion to its rows, so fuller batches save nothing, and the ended rows a full batch
-            carries until its next refill made stage 06 ~9 % slower (docs/RESULTS.md).
     """
 
     max_new_tokens: int = 160
@@ -344,7 +338,6 @@ class Decoding:
     inplace_cache: bool = True
     drop_finished: bool = True
     share_prefixes: bool = True
-    refill: bool = False
 
     def __post_init__(self) -> None:
         if self.num_beams > 1 and self.do_sample:
@@ -479,47 +472,14 @@ def cache_keyword(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-# generation_config fields whose logits processors change greedy tokens, and their "off" values
-_GREEDY_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
-                      "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
-                      "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
-                      "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None}
+@dataclass(frozen=True)
+class SharedPrefixes:
+    """The prompt prefixes of a batch, each prefilled once (`greedy_rows`): left-padded token ids and
+    mask (one row per prefix), and for each row of the batch the prefix it starts with."""
 
-
-def plain_greedy(model: PreTrainedModel) -> bool:
-    """Whether the model's `generation_config` asks for no logits processor of its own, so `greedy_stream`
-    decodes as `generate` would (every base model of this project; not every Hub checkpoint)."""
-    config = model.generation_config
-    return all(getattr(config, name, off) in (off, None) for name, off in _GREEDY_PROCESSORS.items())
-
-
-@dataclass
-class _Rows:
-    """Rows decoded together (`greedy_stream`).
-
-    Attributes:
-        prompts: each row's prompt number.
-        cache: keys and values of every column of `seen` but the last.
-        seen: the tokens fed so far, pads included; the last column is the token fed next.
-        mask: 1 where `seen` holds a real token (a finished row is fed pads with mask 1, as in `generate`).
-        made: tokens each row has produced.
-        alive: rows still answering.
-        cache_rows: the rows of `cache` they are (None: all, in order); set by a drop, read by `_join`.
-    """
-
-    prompts: torch.Tensor
-    cache: DynamicCache
-    seen: torch.Tensor
-    mask: torch.Tensor
-    made: torch.Tensor
-    alive: torch.Tensor
-    cache_rows: torch.Tensor | None = None
-
-    def keep(self, index: torch.Tensor) -> _Rows:
-        """The rows at `index` (the cache is copied only when `_join` builds the next batch)."""
-        rows = index if self.cache_rows is None else self.cache_rows[index]
-        return _Rows(self.prompts[index], self.cache, self.seen[index], self.mask[index], self.made[index],
-                     self.alive[index], rows)
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    of_row: torch.Tensor
 
 
 def shared_prefix_lengths(token_lists: list[list[int]]) -> list[int]:
@@ -559,180 +519,114 @@ def prefix_families(token_lists: list[list[int]], max_tail: int = 48) -> list[tu
     return sorted(out, key=lambda f: (-f[0], f[1][0]))
 
 
-def take_families(queue: collections.deque, room: int) -> list[tuple[int, list[int]]]:
-    """Families from the front of `queue`, in order, while their prompts fit in `room` rows. A family
-    larger than all of `room` is cut when nothing was taken before it: its rest stays at the front."""
-    taken: list[tuple[int, list[int]]] = []
-    while queue and room > 0:
-        n, members = queue[0]
-        if len(members) > room:
-            if taken:
-                break
-            queue[0], members = (n, members[room:]), members[:room]
-        else:
-            queue.popleft()
-        taken.append((n, members))
-        room -= len(members)
-    return taken
-
-
 def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(map(len, rows))
     ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
-    return ids.reshape(len(rows), width), mask.reshape(len(rows), width)  # (a width of 0 keeps its rows)
+    return ids, mask
 
 
-def _fresh_cache(model: PreTrainedModel, inplace: bool, spare: int) -> DynamicCache:
-    cache = (answer_cache(model, spare) if inplace else {}).get(cache_keyword(model))
-    return DynamicCache() if cache is None else cache
+def family_batches(families: list[tuple[int, list[int]]], batch_size: int) -> list[list[tuple[int, list[int]]]]:
+    """Families packed in order into batches of at most `batch_size` prompts; a family never spans two
+    batches unless it alone is larger than one (then it is cut, each part with its own prefix)."""
+    batches: list[list[tuple[int, list[int]]]] = [[]]
+    rows = 0
+    for n, members in families:
+        for start in range(0, len(members), batch_size):
+            part = members[start:start + batch_size]
+            if rows + len(part) > batch_size and batches[-1]:
+                batches.append([])
+                rows = 0
+            batches[-1].append((n, part))
+            rows += len(part)
+    return [b for b in batches if b]
 
 
-def _admit(model: PreTrainedModel, families: list[tuple[int, list[int]]], token_lists: list[list[int]],
-           pad_id: int, inplace: bool, room: int, device) -> _Rows:
-    """New rows, prefilled up to their prompt's last token, which the next decoding step feeds.
-
-    Each family's prefix is prefilled once and its keys and values copied to its members; the rest of
-    each prompt but its last token is prefilled after it. Padding falls between the two, and positions
-    count real tokens only, so every token sits at the position it has in its whole prompt. The KV
-    buffers keep `room` columns free after the prompts (the answers' room, where no join copies them).
-    """
-    key = cache_keyword(model)
-    members = [i for _, m in families for i in m]
-    head_ids, head_mask = _left_pad([token_lists[m[0]][:n] for n, m in families], pad_id, device)
-    of_row = torch.tensor([f for f, (_, m) in enumerate(families) for _ in m], device=device)
-    body_ids, body_mask = _left_pad([token_lists[i][n:-1] for n, m in families for i in m], pad_id, device)
-    cache = _fresh_cache(model, inplace, body_ids.shape[1] + room)
-    if head_ids.shape[1]:  # (prompts of one token have an empty prefix)
-        model(input_ids=head_ids, attention_mask=head_mask, use_cache=True, logits_to_keep=1,
-              position_ids=(head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0), **{key: cache})
-        cache.batch_select_indices(of_row)
-    mask = torch.cat([head_mask[of_row], body_mask], -1)
-    if body_ids.shape[1]:
-        position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -body_ids.shape[1]:]
-        model(input_ids=body_ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1,
-              **{key: cache})
-    last = torch.tensor([[token_lists[i][-1]] for i in members], dtype=torch.long, device=device)
-    n = len(members)
-    return _Rows(torch.tensor(members, device=device), cache, torch.cat([head_ids[of_row], body_ids, last], -1),
-                 torch.cat([mask, mask.new_ones(n, 1)], -1), torch.zeros(n, dtype=torch.long, device=device),
-                 torch.ones(n, dtype=torch.bool, device=device))
+# generation_config fields whose logits processors change greedy tokens, and their "off" values
+_GREEDY_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+                      "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                      "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
+                      "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None}
 
 
-def _join(parts: list[_Rows], model: PreTrainedModel, pad_id: int, inplace: bool, spare: int) -> _Rows:
-    """The rows of `parts` as one batch, each part's columns right-aligned (left padding, with zeroed
-    keys and values under it) and the columns that are padding in every row cut off the left. The
-    keys and values are copied once, into a buffer with `spare` columns of room (`_GrowingLayer`).
-    One part alone (rows leaving, none joining) keeps its columns and selects its rows in place."""
-    if len(parts) == 1:  # rows leaving, none joining: select the rest in place, room included (one copy)
-        p = parts[0]
-        if p.cache_rows is not None:
-            p.cache.batch_select_indices(p.cache_rows)
-        return _Rows(p.prompts, p.cache, p.seen, p.mask, p.made, p.alive)
-    lead = [int(p.mask.any(0).long().argmax()) for p in parts]  # all-pad columns on each part's left
-    width = max(p.mask.shape[1] - c for p, c in zip(parts, lead))
-    keep = [min(p.mask.shape[1], width) for p in parts]
-    filled, n = width - 1, sum(len(p.prompts) for p in parts)  # the cache holds all columns but the last
-    seen, mask = parts[0].seen.new_full((n, width), pad_id), parts[0].mask.new_zeros((n, width))
-    spans, start = [], 0
-    for p, w in zip(parts, keep):
-        spans.append(slice(start, start + len(p.prompts)))
-        seen[spans[-1], width - w:], mask[spans[-1], width - w:] = p.seen[:, -w:], p.mask[:, -w:]
-        start += len(p.prompts)
-    cache = _fresh_cache(model, inplace, spare)
-    ref = next((p.cache.layers for p, w in zip(parts, keep) if w > 1), None)
-    if ref is not None:
-        cache.layers = cache.layers or [DynamicLayer() for _ in ref]
-        for depth, layer in enumerate(cache.layers):
-            room = layer.spare if isinstance(layer, _GrowingLayer) else 0
-            buffers = []
-            for name in ("keys", "values"):
-                old = getattr(ref[depth], name)
-                buffer = old.new_empty((n, old.shape[1], filled + room, old.shape[3]))
-                for p, w, rows in zip(parts, keep, spans):
-                    buffer[rows, :, :filled - w + 1] = 0  # under the padding: zeros, never NaN from empty memory
-                    if w > 1:
-                        src = getattr(p.cache.layers[depth], name)[:, :, -(w - 1):]
-                        buffer[rows, :, filled - w + 1:filled] = (
-                            src if p.cache_rows is None else src.index_select(0, p.cache_rows))
-                buffers.append(buffer)
-            layer.lazy_initialization(*buffers)
-            layer.keys, layer.values = buffers[0][:, :, :filled], buffers[1][:, :, :filled]
-            if isinstance(layer, _GrowingLayer):
-                layer._k, layer._v = buffers
-    return _Rows(torch.cat([p.prompts for p in parts]), cache, seen, mask, torch.cat([p.made for p in parts]),
-                 torch.cat([p.alive for p in parts]))
+def plain_greedy(model: PreTrainedModel) -> bool:
+    """Whether the model's `generation_config` asks for no logits processor of its own, so `greedy_rows`
+    decodes as `generate` would (every base model of this project; not every Hub checkpoint)."""
+    config = model.generation_config
+    return all(getattr(config, name, off) in (off, None) for name, off in _GREEDY_PROCESSORS.items())
 
 
 @torch.no_grad()
-def greedy_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token_lists: list[list[int]],
-                  max_new_tokens: int, batch_size: int, *, item_limits: list[int] | None = None,
-                  logits_processor: Any = None, inplace_cache: bool = True, share_prefixes: bool = True,
-                  refill: bool = False, progress: bool = False) -> list[list[int]]:
-    """Greedy answers (token ids, EOS left out) to tokenized prompts, decoded as one stream of batches.
+def greedy_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, max_new_tokens: int, *, item_limits: list[int] | None = None,
+                logits_processor: Any = None, inplace_cache: bool = True,
+                prefixes: SharedPrefixes | None = None) -> list[list[int]]:
+    """Greedy answers (token ids) of one left-padded batch, each row leaving the batch once it has ended.
 
-    Rows end at EOS, at `max_new_tokens`, or, with `item_limits` (each prompt's k), once their complete
-    lines list more than k items (the line break that shows it is kept, as with `ListOverflow`). Once
-    a quarter of the batch has ended, the ended rows leave it and its KV cache, and with `refill` the
-    next prompts take their places (continuous batching: the batch stays full while prompts wait;
-    without it the next batch starts when the last row of this one ends). New rows are prefilled
-    together, with `share_prefixes` each family of prompts that share all but their last few tokens
-    (`prefix_families`) through one prefill of its prefix, and join the running rows left-padded.
+    With `prefixes`, `input_ids` / `attention_mask` hold each row's tail only: the prefixes are
+    prefilled once each, their keys and values copied to the rows that start with them, and the
+    tails prefilled after them (positions count real tokens only, so a row's tokens sit at the
+    positions they have in its whole prompt).
 
-    Each step is one of `generate`'s greedy steps: positions counted over real tokens, the argmax of
-    the float32 last-position logits after `logits_processor`, pads fed to ended rows. The processor
-    gets each row's tokens fed so far with padding: between a shared prefix and the rest, and on the
-    left, where columns that are padding in every row are cut when rows leave (a processor must
-    find a row's answer by its content, as the catalog constraint does, not by a column). The matrices have other shapes than `generate`'s (a prompt
-    is prefilled but for its last token, rows join and leave), which can round a few last bits
-    differently. The model's own `generation_config` processors are not applied: `generate` keeps
-    models that set them (`plain_greedy`).
+    The steps are `generate`'s greedy ones: the prompt prefilled with positions counted over its real
+    tokens, then one token per step, the argmax of the float32 last-position logits after
+    `logits_processor`, with finished rows fed the pad token as `generate` feeds them. A row ends at
+    EOS (not kept in its answer), at `max_new_tokens`, or, with `item_limits`, once its complete lines
+    list more than its k items (the line break that shows it is kept, as with `ListOverflow`).
+    `generate` computes every row until the last one ends; here, once a quarter of the rows still
+    in the batch have ended, they are dropped from it and from the KV cache, so the later steps
+    multiply fewer rows. Without `prefixes`, the logits are `generate`'s bit for bit until the first
+    drop; after it, and with `prefixes` from the start, the matrices have other shapes, which can
+    round a few last bits differently. The model's own `generation_config` processors (repetition
+    penalty and the like) are not applied: `generate` keeps models that set them (`plain_greedy`).
     """
-    if max_new_tokens <= 0:
-        return [[] for _ in token_lists]
-    device = next(model.parameters()).device
-    key, pad = cache_keyword(model), tokenizer.pad_token_id
-    if share_prefixes:
-        families = prefix_families(token_lists)
-    else:
-        families = [(len(token_lists[i]) - 1, [i]) for i in sorted(range(len(token_lists)),
-                                                                    key=lambda i: -len(token_lists[i]))]
-    queue = collections.deque(families)
+    device = input_ids.device
+    key = cache_keyword(model)
+    room = max_new_tokens + (input_ids.shape[1] if prefixes is not None else 0)  # the tails come after the prefixes
+    cache = (answer_cache(model, room) if inplace_cache else {}).get(key)
+    cache = DynamicCache() if cache is None else cache
     eos = torch.tensor(sorted({tokenizer.eos_token_id} - {None}), dtype=torch.long, device=device)
     newlines = newline_token_ids(tokenizer).to(device) if item_limits is not None else None
-    answers: list[list[int]] = [[] for _ in token_lists]
-    rows: _Rows | None = None
-    with progress_bar(total=len(token_lists), desc="generate", unit="answer", disable=not progress) as bar:
-        while True:
-            if rows is None or 4 * int((~rows.alive).sum()) >= len(rows.alive):
-                parts = [rows.keep(rows.alive.nonzero().flatten())] if rows is not None and rows.alive.any() else []
-                if queue and (refill or not parts):
-                    taken = take_families(queue, batch_size - sum(len(p.prompts) for p in parts))
-                    room = 0 if parts else max_new_tokens  # (joined to running rows, its buffers are copied)
-                    parts.append(_admit(model, taken, token_lists, pad, inplace_cache, room, device))
-                if not parts:
-                    break
-                rows = _join(parts, model, pad, inplace_cache, max_new_tokens)
-            logits = model(input_ids=rows.seen[:, -1:], attention_mask=rows.mask, use_cache=True, logits_to_keep=1,
-                           position_ids=rows.mask.sum(-1, keepdim=True) - 1,
-                           **{key: rows.cache}).logits[:, -1, :].to(dtype=torch.float32)
-            if logits_processor is not None:
-                logits = logits_processor(rows.seen, logits)
-            token = logits.argmax(-1).masked_fill(~rows.alive, pad)
-            rows.made += rows.alive
-            ended = torch.isin(token, eos) & rows.alive
-            going = rows.alive & ~ended
-            for prompt, t in zip(rows.prompts[going].tolist(), token[going].tolist()):
-                answers[prompt].append(t)
-            if item_limits is not None:
-                for j in (going & torch.isin(token, newlines)).nonzero().flatten().tolist():
-                    prompt = int(rows.prompts[j])
-                    ended[j] = lists_past(tokenizer, answers[prompt], item_limits[prompt])
-            ended |= rows.alive & (rows.made >= max_new_tokens)
-            rows.alive &= ~ended
-            bar.update(int(ended.sum()))
-            rows.seen = torch.cat([rows.seen, token[:, None]], -1)
-            rows.mask = torch.cat([rows.mask, rows.mask.new_ones(len(token), 1)], -1)
+    rows = torch.arange(len(input_ids), device=device)  # the batch row each remaining row answers
+    answers: list[list[int]] = [[] for _ in range(len(input_ids))]
+    alive = torch.ones(len(input_ids), dtype=torch.bool, device=device)
+    mask = attention_mask.long()
+    step_ids, seen = input_ids, input_ids
+    if prefixes is not None:
+        head_mask = prefixes.attention_mask.long()
+        if head_mask.shape[1]:  # (prompts of one token have an empty prefix)
+            model(input_ids=prefixes.input_ids, attention_mask=head_mask, use_cache=True, logits_to_keep=1,
+                  position_ids=(head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0), **{key: cache})
+        cache.batch_select_indices(prefixes.of_row)
+        mask = torch.cat([head_mask[prefixes.of_row], mask], -1)
+        seen = torch.cat([prefixes.input_ids[prefixes.of_row], input_ids], -1)
+    position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -input_ids.shape[1]:]
+    for step in range(max_new_tokens):
+        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=position, use_cache=True,
+                       logits_to_keep=1, **{key: cache}).logits[:, -1, :].to(dtype=torch.float32)
+        if logits_processor is not None:
+            logits = logits_processor(seen, logits)
+        token = logits.argmax(-1).masked_fill(~alive, tokenizer.pad_token_id)
+        ended = torch.isin(token, eos) & alive
+        for row, t in zip(rows[alive & ~ended].tolist(), token[alive & ~ended].tolist()):
+            answers[row].append(t)
+        if item_limits is not None:
+            at_break = alive & ~ended & torch.isin(token, newlines)
+            for j in at_break.nonzero().flatten().tolist():
+                row = int(rows[j])
+                ended[j] = lists_past(tokenizer, answers[row], item_limits[row])
+        alive &= ~ended
+        if not alive.any() or step == max_new_tokens - 1:
+            break
+        step_ids = token[:, None]
+        seen = torch.cat([seen, step_ids], -1) if logits_processor is not None else seen
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], -1)
+        position = position[:, -1:] + 1
+        if 4 * int((~alive).sum()) >= len(alive):
+            keep = alive.nonzero().flatten()
+            cache.batch_select_indices(keep)
+            rows, alive, step_ids, seen, mask, position = (
+                rows[keep], alive[keep], step_ids[keep], seen[keep], mask[keep], position[keep])
     return answers
 
 
@@ -743,11 +637,10 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
              item_limits: list[int] | None = None) -> list[str]:
     """Answer each conversation; returns the decoded completions in input order.
 
-    Greedy decoding runs `greedy_stream` (`decoding.drop_finished`: ended rows leave the batch, and
-    with `decoding.refill` the next prompts take their places); sampling and beam search run
-    transformers' `generate` on
-    length-sorted, left-padded batches. Sampling uses torch's global RNG (seed it for reproducible
-    samples).
+    Batched with left padding and the KV cache; prompts are sorted by length so a batch wastes
+    little on padding. Greedy decoding runs `greedy_rows` (a row that has ended leaves the batch;
+    `decoding.drop_finished`), sampling and beam search transformers' `generate`. Sampling uses
+    torch's global RNG (seed it for reproducible samples).
 
     Args:
         item_limits: per conversation, the k its list asks for: a row stops once it lists more than
@@ -761,24 +654,38 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
     token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     greedy = (d.drop_finished and not d.do_sample and d.num_beams == 1 and prefix_allowed_tokens_fn is None
               and plain_greedy(model))
-    was_training = model.training
-    model.eval()
-    if greedy:
-        # padding between a prefix and its tail must not read as an end of turn to a logits processor
-        share = d.share_prefixes and tokenizer.pad_token_id != tokenizer.eos_token_id
-        tokens = greedy_stream(model, tokenizer, token_lists, d.max_new_tokens, d.batch_size,
-                               item_limits=None if item_limits is None else [int(k) for k in item_limits],
-                               logits_processor=logits_processor, inplace_cache=d.inplace_cache, share_prefixes=share,
-                               refill=d.refill, progress=progress)
-        model.train(was_training)
-        return [text.strip() for text in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-    order = sorted(range(len(texts)), key=lambda i: -len(token_lists[i]))
-    batches = [order[start:start + d.batch_size] for start in range(0, len(order), d.batch_size)]
+    # padding between a prefix and its tail must not read as an end of turn to a logits processor
+    share = greedy and d.share_prefixes and tokenizer.pad_token_id != tokenizer.eos_token_id
+    if share:
+        batches = family_batches(prefix_families(token_lists), d.batch_size)
+    else:
+        order = sorted(range(len(texts)), key=lambda i: -len(token_lists[i]))
+        batches = [order[start:start + d.batch_size] for start in range(0, len(order), d.batch_size)]
     answers: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
     sampling = {"do_sample": True, "temperature": d.temperature, "top_k": d.top_k} if d.do_sample else {
         "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
-    for idx in progress_bar(batches, desc="generate", disable=not progress):
+    was_training = model.training
+    model.eval()
+    for spec in progress_bar(batches, desc="generate", disable=not progress):
+        if greedy:
+            prefixes = None
+            if share:  # spec: (prefix length, members) per family
+                idx = [i for _, members in spec for i in members]
+                head_ids, head_mask = _left_pad([token_lists[m[0]][:n] for n, m in spec], tokenizer.pad_token_id, device)
+                of_row = torch.tensor([f for f, (_, m) in enumerate(spec) for _ in m], device=device)
+                prefixes = SharedPrefixes(head_ids, head_mask, of_row)
+                ids, mask = _left_pad([token_lists[i][n:] for n, m in spec for i in m], tokenizer.pad_token_id, device)
+            else:
+                idx = spec
+                ids, mask = _left_pad([token_lists[i] for i in idx], tokenizer.pad_token_id, device)
+            limits = None if item_limits is None else [int(item_limits[i]) for i in idx]
+            tokens = greedy_rows(model, tokenizer, ids, mask, d.max_new_tokens, item_limits=limits,
+                                 logits_processor=logits_processor, inplace_cache=d.inplace_cache, prefixes=prefixes)
+            for i, text in zip(idx, tokenizer.batch_decode(tokens, skip_special_tokens=True)):
+                answers[i] = text.strip()
+            continue
+        idx = spec
         batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
         stop = None

@@ -46,13 +46,12 @@ def decoding(mode: str, tokenizer, records: list[dict], items: pd.DataFrame, bas
         return base, LogitsProcessorList([evaluate.make_constraint(tokenizer, items, pd.DataFrame(records), base)])
     if name in ("rep-answer", "rep-all") and value:
         ignore = None
-        if name == "rep-answer":  # one left-padded batch of whole prompts through transformers' `generate`
-            # (no shared prefixes, no dropped rows or columns): every row's prompt ends at the longest's length
+        if name == "rep-answer":  # one left-padded batch of whole prompts (no shared prefixes): every row's
+            # prompt ends at the longest prompt's length
             texts = llm.render_prompts(tokenizer, [r["prompt"] for r in records], base.max_prompt_tokens)
             ignore = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         processor = RepetitionPenaltyLogitsProcessor(float(value), prompt_ignore_length=ignore)
-        return (replace(base, batch_size=len(records), share_prefixes=False, drop_finished=False),
-                LogitsProcessorList([processor]))
+        return replace(base, batch_size=len(records), share_prefixes=False), LogitsProcessorList([processor])
     raise SystemExit(f"--modes: unknown mode {mode!r}; use free, constrained, beam:N, rep-answer:P or rep-all:P")
 
 

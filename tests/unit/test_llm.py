@@ -182,29 +182,18 @@ class _Force:
 
 class _EndAt:
     """A logits processor that lets the model choose among its ordinary tokens, but ends each row with
-    EOS after 2 + (its prompt's real tokens mod 7) tokens: rows of one batch end at different steps.
-    A row's answer is what follows its last generation marker, so padding, joins and drops do not
-    change what it sees. `rows` keeps the batch's rows at each call: one call per decoding step."""
+    EOS after 2 + (its prompt's real tokens mod 7) tokens: rows of one batch end at different steps."""
 
     def __init__(self, tok):
-        from recnb.evaluation.predict import generation_suffix
-
-        self.tok, self.rows = tok, []
-        self.marker = tok(generation_suffix(tok), add_special_tokens=False)["input_ids"]
+        self.tok, self.start = tok, None
         # the untrained model's favourites: special and blank tokens (its answers would strip to "")
         texts = tok.batch_decode([[i] for i in range(len(tok))])
         self.banned = [i for i, t in enumerate(texts) if not t.strip()] + tok.all_special_ids
 
-    def split(self, row):
-        """(prompt, answer) of one row's real tokens."""
-        ids, m = [t for t in row.tolist() if t != self.tok.pad_token_id], len(self.marker)
-        end = max(e for e in range(m, len(ids) + 1) if ids[e - m:e] == self.marker)
-        return ids[:end], ids[end:]
-
     def __call__(self, input_ids, scores):
-        self.rows.append(len(input_ids))
-        parts = [self.split(row) for row in input_ids]
-        ending = torch.tensor([len(answer) >= 2 + len(prompt) % 7 for prompt, answer in parts])
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        real = (input_ids[:, :self.start] != self.tok.pad_token_id).sum(1)
+        ending = input_ids.shape[1] - self.start >= 2 + real % 7
         scores = scores.clone()
         scores[:, self.banned] = float("-inf")
         scores[ending] = float("-inf")
@@ -212,52 +201,29 @@ class _EndAt:
         return scores
 
 
-def _rows_per_forward(model):
-    """A list that fills with (rows, tokens per row) of each forward of `model`; and its hook."""
-    seen = []
-    hook = model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)),
-                                           with_kwargs=True)
-    return seen, hook
-
-
-def test_greedy_stream_drops_ended_rows_and_answers_as_transformers_generate(tiny):
+def test_greedy_rows_drops_ended_rows_and_answers_as_transformers_generate(tiny):
     from transformers import LogitsProcessorList
 
     model, tok = tiny
     convs = [_messages(["A", "B"] * n) for n in (1, 2, 3, 4, 5, 6, 7, 8)]
+    rows_per_step = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: rows_per_step.append(len(kwargs["input_ids"])),
+                                           with_kwargs=True)
     answers = {}
-    for drop in (False, True):
-        probe = _EndAt(tok)
-        how = llm.Decoding(max_new_tokens=12, batch_size=8, drop_finished=drop, share_prefixes=False)
-        answers[drop] = llm.generate(model, tok, convs, how, logits_processor=LogitsProcessorList([probe]),
-                                     progress=False)
-    steps = probe.rows
+    try:
+        for drop in (False, True):
+            rows_per_step.clear()
+            how = llm.Decoding(max_new_tokens=12, batch_size=8, drop_finished=drop, share_prefixes=False)
+            answers[drop] = llm.generate(model, tok, convs, how,
+                                         logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
+            steps = list(rows_per_step)
+    finally:
+        hook.remove()
     assert answers[True] == answers[False]
     lengths = sorted(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers[True])
     assert lengths[0] >= 1 and lengths[0] < lengths[-1]  # real answers, ending at different steps
     assert steps[0] == 8 and steps[-1] < 8 and steps == sorted(steps, reverse=True)  # the batch shrank
-    assert len(steps) <= 12  # one step per answer token (the first feeds the prompt's last token)
-    assert llm.greedy_stream(model, tok, [[5, 6, 7]], 0, 4) == [[]]  # no budget, no forward
-
-
-def test_refill_keeps_the_batch_full_and_gives_the_same_answers(tiny):
-    """Continuous batching: an ended row's place goes to the next prompt, with the same answers."""
-    from transformers import LogitsProcessorList
-
-    model, tok = tiny
-    convs = [_messages(["A", "B", "C"] * n, k=k) for n in (1, 2, 3, 4, 5) for k in (5, 9)]
-    answers, steps = {}, {}
-    for refill in (False, True):
-        probe = _EndAt(tok)
-        how = llm.Decoding(max_new_tokens=12, batch_size=4, refill=refill)
-        answers[refill] = llm.generate(model, tok, convs, how, logits_processor=LogitsProcessorList([probe]),
-                                       progress=False)
-        steps[refill] = probe.rows
-    assert answers[True] == answers[False] and all(answers[True])
-    assert max(steps[True]) == 4  # never more rows than the batch holds
-    # prompts waited while rows ended: the batch was refilled, so fewer steps than batch after batch
-    assert len(steps[True]) < len(steps[False])
-    assert sum(r == 4 for r in steps[True]) > sum(r == 4 for r in steps[False])
+    assert len(steps) <= 12
 
 
 def test_list_overflow_stops_each_row_once_it_lists_more_than_its_k_items(tiny):
@@ -328,19 +294,9 @@ def test_shared_prefix_lengths_and_families_by_hand():
     # prefix [9] is not [4]'s [9, 9]: both alone (a prompt inside another is not shared)
     assert llm.prefix_families(lists) == [(4, [0, 2]), (2, [3]), (2, [4]), (1, [1])]
     assert llm.prefix_families(lists, max_tail=1) == [(5, [2]), (4, [0]), (2, [3]), (2, [4]), (1, [1])]
-
-
-def test_take_families_fills_the_room_in_order_and_cuts_only_a_family_too_large_for_it():
-    from collections import deque
-
-    queue = deque([(9, [0, 1, 2]), (8, [3]), (7, [4, 5, 6, 7, 8])])
-    assert llm.take_families(queue, 4) == [(9, [0, 1, 2]), (8, [3])]
-    assert llm.take_families(queue, 2) == [(7, [4, 5])]  # too large for the room: cut, the rest waits
-    assert list(queue) == [(7, [6, 7, 8])]
-    assert llm.take_families(queue, 0) == [] and llm.take_families(queue, 9) == [(7, [6, 7, 8])]
-    queue = deque([(5, [0]), (4, [1, 2, 3])])
-    assert llm.take_families(queue, 3) == [(5, [0])]  # a family that does not fit after another waits whole
-    assert list(queue) == [(4, [1, 2, 3])]
+    fams = [(9, [0, 1, 2]), (8, [3]), (7, [4, 5, 6, 7, 8])]
+    assert llm.family_batches(fams, 4) == [[(9, [0, 1, 2]), (8, [3])], [(7, [4, 5, 6, 7])], [(7, [8])]]
+    assert llm.family_batches(fams, 3) == [[(9, [0, 1, 2])], [(8, [3])], [(7, [4, 5, 6])], [(7, [7, 8])]]
 
 
 def test_shared_prefixes_give_the_logits_and_answers_of_whole_prompts(tiny):
@@ -354,71 +310,29 @@ def test_shared_prefixes_give_the_logits_and_answers_of_whole_prompts(tiny):
     assert sorted(len(m) for _, m in families) == [3, 3]  # one family per history, sharing all but the k's tail
 
     class FirstScores(_EndAt):
-        """Also keeps each prompt's first-step scores."""
-
-        def __init__(self, tok):
-            super().__init__(tok)
-            self.first = {}
-
         def __call__(self, input_ids, scores):
-            for row, (prompt, answer) in zip(range(len(input_ids)), map(self.split, input_ids)):
-                if not answer:
-                    self.first[tuple(prompt)] = scores[row].clone()
+            if self.start is None:
+                self.first = scores.clone()
             return super().__call__(input_ids, scores)
 
-    shapes, hook = _rows_per_forward(model)
+    [batch] = llm.family_batches(families, 8)
+    idx = [i for _, m in batch for i in m]
+    head = llm._left_pad([token_lists[m[0]][:n] for n, m in batch], tok.pad_token_id, "cpu")
+    of_row = torch.tensor([f for f, (_, m) in enumerate(batch) for _ in m])
+    tails = llm._left_pad([token_lists[i][n:] for n, m in batch for i in m], tok.pad_token_id, "cpu")
+    whole = llm._left_pad([token_lists[i] for i in idx], tok.pad_token_id, "cpu")
     got = {}
-    try:
-        for share in (True, False):
-            shapes.clear()
-            probe = FirstScores(tok)
-            got[share] = llm.greedy_stream(model, tok, token_lists, 9, 8, logits_processor=LogitsProcessorList([probe]),
-                                           share_prefixes=share)
-            got[share, "scores"], got[share, "shapes"] = probe.first, list(shapes)
-    finally:
-        hook.remove()
-    assert sorted(got[True, "scores"]) == sorted(got[False, "scores"]) == sorted(map(tuple, token_lists))
-    for prompt, scores in got[True, "scores"].items():
-        assert torch.allclose(scores, got[False, "scores"][prompt], atol=1e-4)
-    assert got[True] == got[False] and all(got[True])
-    # shared: the two prefixes once (2 rows), then each prompt's rest but its last token (6 rows)
-    body = max(len(token_lists[i]) - n - 1 for n, members in families for i in members)
-    assert got[True, "shapes"][:2] == [(2, max(n for n, _ in families)), (6, body)] and body >= 1
-    assert got[False, "shapes"][0] == (6, max(map(len, token_lists)) - 1)  # whole prompts but the last token
+    for name, (ids, mask), prefixes in (("shared", tails, llm.SharedPrefixes(*head, of_row)), ("whole", whole, None)):
+        probe = FirstScores(tok)
+        got[name] = llm.greedy_rows(model, tok, ids, mask, 9, logits_processor=LogitsProcessorList([probe]),
+                                    prefixes=prefixes)
+        got[name + "_scores"] = probe.first
+    assert torch.allclose(got["shared_scores"], got["whole_scores"], atol=1e-4)
+    assert got["shared"] == got["whole"]
     answers = {share: llm.generate(model, tok, convs, llm.Decoding(max_new_tokens=9, batch_size=8, share_prefixes=share),
                                    logits_processor=LogitsProcessorList([_EndAt(tok)]), progress=False)
                for share in (True, False)}
     assert answers[True] == answers[False] and all(answers[True])
-
-
-def test_join_right_aligns_rows_zeroes_their_padding_and_cuts_columns_no_row_uses(tiny):
-    model, tok = tiny
-    token_lists = [[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 11, 12], [20, 21, 22]]
-    parts = [llm._admit(model, [(4, [0, 1])], token_lists, tok.pad_token_id, True, 3, "cpu"),
-             llm._admit(model, [(2, [2])], token_lists, tok.pad_token_id, True, 3, "cpu")]
-    assert [tuple(p.seen.shape) for p in parts] == [(2, 6), (1, 3)]
-    for p in parts:  # poison the buffers' unused room: a join must not carry it under the padding
-        for layer in p.cache.layers:
-            layer._k[..., layer.get_seq_length():, :] = float("nan")
-    joined = llm._join(parts, model, tok.pad_token_id, True, spare=5)
-    assert joined.prompts.tolist() == [0, 1, 2]
-    assert joined.seen.tolist() == [[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 11, 12], [tok.pad_token_id] * 3 + [20, 21, 22]]
-    assert joined.mask.tolist() == [[1] * 6, [1] * 6, [0] * 3 + [1] * 3]
-    layer, first, last = joined.cache.layers[0], parts[0].cache.layers[0], parts[1].cache.layers[0]
-    assert layer.keys.shape[2] == 5 and layer._k.shape[2] == 5 + layer.spare  # all columns but the next token's, + room
-    assert torch.equal(layer.keys[:2], first.keys) and torch.equal(layer.keys[2:, :, 3:], last.keys)
-    assert torch.equal(layer.keys[2:, :, :3], torch.zeros_like(layer.keys[2:, :, :3]))
-    assert all(torch.isfinite(la.keys).all() and torch.isfinite(la.values).all() for la in joined.cache.layers)
-    # the first part leaves as a shorter one joins: columns that are padding in every row are cut
-    token_lists.append([30, 31])
-    short = llm._admit(model, [(1, [3])], token_lists, tok.pad_token_id, True, 3, "cpu")
-    rejoined = llm._join([joined.keep(torch.tensor([2])), short], model, tok.pad_token_id, True, spare=5)
-    assert rejoined.prompts.tolist() == [2, 3] and rejoined.mask.tolist() == [[1, 1, 1], [0, 1, 1]]
-    assert torch.equal(rejoined.cache.layers[0].keys[:1], last.keys)
-    assert torch.equal(rejoined.cache.layers[0].keys[1:, :, 1:], short.cache.layers[0].keys)
-    # rows leaving, none joining: selected in place, columns kept
-    alone = llm._join([joined.keep(torch.tensor([2]))], model, tok.pad_token_id, True, spare=5)
-    assert alone.mask.tolist() == [[0, 0, 0, 1, 1, 1]] and torch.equal(alone.cache.layers[0].keys[:, :, 3:], last.keys)
 
 
 def test_a_model_with_logits_processors_in_its_generation_config_decodes_through_generate(tiny, monkeypatch):

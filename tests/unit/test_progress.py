@@ -10,6 +10,8 @@ def test_reports_are_no_ops_without_the_runner(tmp_path, monkeypatch):
     progress.report("SFT step 1/70", force=True)
     for _ in progress.bar(range(3), disable=True):
         pass
+    with progress.bar(total=3, disable=True) as bar:  # a disabled bar updated by hand (tqdm sets up no postfix)
+        bar.update(2)
     assert list(tmp_path.iterdir()) == []
 
 
