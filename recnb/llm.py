@@ -680,24 +680,24 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
                 idx = spec
                 ids, mask = _left_pad([token_lists[i] for i in idx], tokenizer.pad_token_id, device)
             limits = None if item_limits is None else [int(item_limits[i]) for i in idx]
-            tokens = greedy_rows(model, tokenizer, ids, mask, d.max_new_tokens, item_limits=limits,
-                                 logits_processor=logits_processor, inplace_cache=d.inplace_cache, prefixes=prefixes)
-            for i, text in zip(idx, tokenizer.batch_decode(tokens, skip_special_tokens=True)):
-                answers[i] = text.strip()
-            continue
-        idx = spec
-        batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device)
-        stop = None
-        if item_limits is not None:
-            stop = StoppingCriteriaList([ListOverflow(tokenizer, batch["input_ids"].shape[1],
-                                                      [int(item_limits[i]) for i in idx])])
-        out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True, stopping_criteria=stop,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                             logits_processor=logits_processor,
-                             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, num_beams=d.num_beams, **sampling,
-                             **(answer_cache(model, d.max_new_tokens) if d.inplace_cache and d.num_beams == 1 else {}))
-        new_tokens = out[:, batch["input_ids"].shape[1]:]
+            new_tokens = greedy_rows(model, tokenizer, ids, mask, d.max_new_tokens, item_limits=limits,
+                                     logits_processor=logits_processor, inplace_cache=d.inplace_cache,
+                                     prefixes=prefixes)
+        else:
+            idx = spec
+            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(device)
+            stop = None
+            if item_limits is not None:
+                stop = StoppingCriteriaList([ListOverflow(tokenizer, batch["input_ids"].shape[1],
+                                                          [int(item_limits[i]) for i in idx])])
+            out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True, stopping_criteria=stop,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 logits_processor=logits_processor, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
+                                 num_beams=d.num_beams, **sampling,
+                                 **(answer_cache(model, d.max_new_tokens) if d.inplace_cache and d.num_beams == 1
+                                    else {}))
+            new_tokens = out[:, batch["input_ids"].shape[1]:]
         for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             answers[i] = text.strip()
     model.train(was_training)
