@@ -212,27 +212,29 @@ def catalog_list_specs(
 
 def catalog_minus_specs(
     catalog: Catalog, items: Sequence[int], n_lists: int, per_list: int, rng: np.random.Generator,
-    rows: Sequence[tuple[int, TeacherRow]],
+    rows: Sequence[tuple[int, TeacherRow]], teacher_top: int = 0,
 ) -> list[Spec]:
     """`n_lists` I1-C catalog lists, each for a train (user, teacher row) drawn at random: C chosen
     as the test's I1-C prompts choose it (`negative_category`: the genre the teacher's top 10 carry
     most often, not one of the target's), the answer up to `per_list` of `items` outside C and the
-    history, drawn at random. The n-th list takes intention phrase n. A row with no such genre or
-    no such item is drawn again.
+    history, drawn at random, in random order; with `teacher_top` N > 0, drawn among the N of those
+    the teacher ranks best for the row (relevant titles, still no fixed answer per user). The n-th
+    list takes intention phrase n. A row with no such genre or no such item is drawn again.
     Not in the paper: the lever for "no C" beside the I1+C lists (docs/RESULTS.md).
     """
     outside = {c: [i for i in items if not catalog.in_category(i, c)] for c in catalog.categories}
     specs = []
     for n in range(n_lists):
-        user, history, category, pool = _minus_draw(catalog, outside, rows, rng)
+        user, history, category, pool = _minus_draw(catalog, outside, rows, rng, teacher_top)
         chunk = [pool[j] for j in rng.choice(len(pool), size=min(per_list, len(pool)), replace=False)]
         specs.append(Spec("I1-C", user, "train", len(chunk), history, None, chunk, category, phrase=n))
     return specs
 
 
 def _minus_draw(catalog: Catalog, outside: dict[str, list[int]], rows: Sequence[tuple[int, TeacherRow]],
-                rng: np.random.Generator) -> tuple[int, list[int], str, list[int]]:
-    """A random (user, history, C, items outside C and the history), drawn again while C or the items are missing."""
+                rng: np.random.Generator, teacher_top: int = 0) -> tuple[int, list[int], str, list[int]]:
+    """A random (user, history, C, items outside C and the history: the teacher's `teacher_top` best of
+    them, or all at 0), drawn again while C or the items are missing."""
     for _ in range(100):
         user, row = rows[int(rng.integers(len(rows)))]
         try:
@@ -240,7 +242,11 @@ def _minus_draw(catalog: Catalog, outside: dict[str, list[int]], rows: Sequence[
         except SkipSample:
             continue
         seen = set(row.history)
-        pool = [i for i in outside[category] if i not in seen]
+        if teacher_top:
+            allowed = set(outside[category]) - seen
+            pool = [i for i in row.topk if i in allowed][:teacher_top]
+        else:
+            pool = [i for i in outside[category] if i not in seen]
         if pool:
             return user, list(row.history), category, pool
     raise ValueError("catalog lists: 100 train rows drawn at random had no genre to refuse or no listed item outside "
@@ -281,7 +287,8 @@ def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
     rng = ctx.rng("sft_train_catalog")
     plus = catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, rng, histories)
     n_minus = round(len(plus) * cfg.catalog_minus_share / (1 - cfg.catalog_minus_share))
-    return plus + catalog_minus_specs(ctx.catalog, items, n_minus, cfg.catalog_list_len, rng, rows)
+    return plus + catalog_minus_specs(ctx.catalog, items, n_minus, cfg.catalog_list_len, rng, rows,
+                                      cfg.catalog_minus_teacher)
 
 
 def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:

@@ -34,6 +34,9 @@ class InstructionConfig(StageConfig):
     catalog_minus_share: float = param(0.0, "share of the catalog lists that are I1-C (\"no C\", C picked as the "
                                        "test's I1-C picks it, titles outside C), added after the I1+C ones; 0: none",
                                        lo=0, hi=0.9)
+    catalog_minus_teacher: int = param(0, "the I1-C catalog lists draw their titles among the teacher's N best "
+                                       "items outside C and the history, in random order; 0: among every "
+                                       "catalog_top item at random", lo=0)
     valid_per_type: int = param(16, "valid samples of each of I0, I1+C, I1-C, I2 about valid_m (paper: 320)", lo=0)
     valid_m: float = param(0.5, "proportion asked by the valid I2 samples (paper: 50%)", lo=0, hi=1, lo_open=True,
                            hi_open=True)
@@ -57,4 +60,7 @@ class InstructionConfig(StageConfig):
         if values["catalog_minus_share"] and not values["catalog_passes"]:
             problems.append("catalog_minus_share is set but catalog_passes = 0 writes no catalog list; set "
                             "catalog_passes (e.g. 20) or drop catalog_minus_share")
+        if values["catalog_minus_teacher"] and not values["catalog_minus_share"]:
+            problems.append("catalog_minus_teacher is set but catalog_minus_share = 0 writes no I1-C catalog list; "
+                            "set catalog_minus_share (e.g. 0.25) or drop catalog_minus_teacher")
         return problems

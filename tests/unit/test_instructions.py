@@ -428,6 +428,16 @@ def test_catalog_minus_specs_by_hand(cat):
     assert all(sorted(s.label) == [4, 5, 7] and s.k == 3 for s in specs)  # outside Comedy and the history
     two = build.catalog_minus_specs(cat, [1, 4], 1, 3, np.random.default_rng(0), [good])
     assert two[0].label == [4] and two[0].k == 1  # a short pool gives a shorter list
+    # teacher_top: among the teacher's best outside C and the history. Top 3, 5, 2, 7, 6 (target 4, Action):
+    # Comedy three times -> C; outside Comedy and the history the teacher ranks 5, then 7 (4 is unranked)
+    ranked = (12, TeacherRow((1,), 4, (3, 5, 2, 7, 6)))
+    best = build.catalog_minus_specs(cat, [1, 2, 3, 4, 5, 6, 7], 6, 3, np.random.default_rng(0), [ranked], teacher_top=2)
+    assert all(s.category == "Comedy" and sorted(s.label) == [5, 7] and s.k == 2 for s in best)
+    assert {tuple(s.label) for s in best} == {(5, 7), (7, 5)}  # in random order: no fixed answer per user
+    assert [s.label for s in build.catalog_minus_specs(cat, [1, 2, 3, 4, 5, 6, 7], 2, 3, np.random.default_rng(0),
+                                                       [ranked], teacher_top=1)] == [[5], [5]]
+    assert build.catalog_minus_specs(cat, [1, 2, 3, 4, 6, 7], 1, 3, np.random.default_rng(0), [ranked],
+                                     teacher_top=2)[0].label == [7]  # only `items` (the catalog_top) are listed
     with pytest.raises(ValueError, match="raise catalog_top or set catalog_minus_share to 0"):
         build.catalog_minus_specs(cat, [1, 2, 3], 1, 3, np.random.default_rng(0), [no_genre])
     with pytest.raises(ValueError, match="raise catalog_top"):
@@ -446,6 +456,8 @@ def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
         instructions.InstructionConfig.from_params({"catalog_minus_share": 0.3})
     with pytest.raises(ValueError, match="catalog_minus_share"):
         instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 0.95})
+    with pytest.raises(ValueError, match="catalog_minus_teacher is set but catalog_minus_share = 0"):
+        instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_teacher": 20})
 
 
 class WordTokenizer:
