@@ -218,8 +218,9 @@ def catalog_minus_specs(
     as the test's I1-C prompts choose it (`negative_category`: the genre the teacher's top 10 carry
     most often, not one of the target's), the answer up to `per_list` of `items` outside C and the
     history, drawn at random, in random order; with `teacher_top` N > 0, drawn among the N of those
-    the teacher ranks best for the row (relevant titles, still no fixed answer per user). The n-th
-    list takes intention phrase n. A row with no such genre or no such item is drawn again.
+    the teacher ranks best for the row (its top N, capped by stage 02's `top_n`): relevant titles,
+    a random subset of them when N > `per_list`, but one that often holds the user's own target. The
+    n-th list takes intention phrase n. A row with no such genre or no such item is drawn again.
     Not in the paper: the lever for "no C" beside the I1+C lists (docs/RESULTS.md).
     """
     outside = {c: [i for i in items if not catalog.in_category(i, c)] for c in catalog.categories}
@@ -249,8 +250,9 @@ def _minus_draw(catalog: Catalog, outside: dict[str, list[int]], rows: Sequence[
             pool = [i for i in outside[category] if i not in seen]
         if pool:
             return user, list(row.history), category, pool
+    fix = "raise catalog_minus_teacher or catalog_top" if teacher_top else "raise catalog_top"
     raise ValueError("catalog lists: 100 train rows drawn at random had no genre to refuse or no listed item outside "
-                     "it; raise catalog_top or set catalog_minus_share to 0")
+                     f"it; {fix} or set catalog_minus_share to 0")
 
 
 def _history_outside(histories: Sequence[tuple[int, Sequence[int]]], chunk: list[int],

@@ -440,6 +440,8 @@ def test_catalog_minus_specs_by_hand(cat):
                                      teacher_top=2)[0].label == [7]  # only `items` (the catalog_top) are listed
     with pytest.raises(ValueError, match="raise catalog_top or set catalog_minus_share to 0"):
         build.catalog_minus_specs(cat, [1, 2, 3], 1, 3, np.random.default_rng(0), [no_genre])
+    with pytest.raises(ValueError, match="raise catalog_minus_teacher or catalog_top"):
+        build.catalog_minus_specs(cat, [2, 3, 6], 1, 3, np.random.default_rng(0), [ranked], teacher_top=2)
     with pytest.raises(ValueError, match="raise catalog_top"):
         build.catalog_minus_specs(cat, [1, 2], 1, 3, np.random.default_rng(0), [good])  # 1 is seen, 2 is Comedy
 
@@ -458,6 +460,9 @@ def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
         instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 0.95})
     with pytest.raises(ValueError, match="catalog_minus_teacher is set but catalog_minus_share = 0"):
         instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_teacher": 20})
+    with pytest.raises(ValueError, match="catalog_minus_teacher = 10 is not above catalog_list_len = 10"):
+        instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 0.5,
+                                                    "catalog_list_len": 10, "catalog_minus_teacher": 10})
 
 
 class WordTokenizer:
