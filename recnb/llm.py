@@ -668,29 +668,25 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, message
     was_training = model.training
     model.eval()
     for spec in progress_bar(batches, desc="generate", disable=not progress):
+        idx = [i for _, members in spec for i in members] if share else spec  # share: (prefix length, members)s
+        limits = None if item_limits is None else [int(item_limits[i]) for i in idx]
         if greedy:
             prefixes = None
-            if share:  # spec: (prefix length, members) per family
-                idx = [i for _, members in spec for i in members]
+            if share:
                 head_ids, head_mask = _left_pad([token_lists[m[0]][:n] for n, m in spec], tokenizer.pad_token_id, device)
                 of_row = torch.tensor([f for f, (_, m) in enumerate(spec) for _ in m], device=device)
                 prefixes = SharedPrefixes(head_ids, head_mask, of_row)
                 ids, mask = _left_pad([token_lists[i][n:] for n, m in spec for i in m], tokenizer.pad_token_id, device)
             else:
-                idx = spec
                 ids, mask = _left_pad([token_lists[i] for i in idx], tokenizer.pad_token_id, device)
-            limits = None if item_limits is None else [int(item_limits[i]) for i in idx]
             new_tokens = greedy_rows(model, tokenizer, ids, mask, d.max_new_tokens, item_limits=limits,
                                      logits_processor=logits_processor, inplace_cache=d.inplace_cache,
                                      prefixes=prefixes)
         else:
-            idx = spec
             batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
                               add_special_tokens=False).to(device)
-            stop = None
-            if item_limits is not None:
-                stop = StoppingCriteriaList([ListOverflow(tokenizer, batch["input_ids"].shape[1],
-                                                          [int(item_limits[i]) for i in idx])])
+            stop = None if limits is None else StoppingCriteriaList(
+                [ListOverflow(tokenizer, batch["input_ids"].shape[1], limits)])
             out = model.generate(**batch, max_new_tokens=d.max_new_tokens, use_cache=True, stopping_criteria=stop,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                  logits_processor=logits_processor, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn,
