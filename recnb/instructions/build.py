@@ -182,7 +182,7 @@ def top_items(catalog: Catalog, top: int) -> list[int]:
 
 def catalog_list_specs(
     catalog: Catalog, items: Sequence[int], passes: int, per_list: int, rng: np.random.Generator,
-    histories: Sequence[tuple[int, Sequence[int]]] | None = None,
+    histories: Sequence[tuple[int, Sequence[int]]] | None = None, history_len: int = 0,
 ) -> list[Spec]:
     """Catalog lists: per pass and category, the category's `items` shuffled and cut into lists of at
     most `per_list`, each the label of an I3+C prompt asking for that many items, so every (item,
@@ -191,7 +191,8 @@ def catalog_list_specs(
 
     With `histories` ((user, item ids) pairs, e.g. train users'), each list answers an I1+C prompt
     instead: a history drawn at random, less any item of the list (an answer never repeats the
-    history; a history the list would empty is drawn again).
+    history; a history the list would empty is drawn again), of which the prompt shows the last
+    `history_len` items (0: all).
     Not in the paper: the lever that teaches a small LLM which titles are in which genre (docs/RESULTS.md).
     """
     chosen, specs = set(items), []
@@ -204,6 +205,7 @@ def catalog_list_specs(
             for start in range(0, len(members), per_list):
                 chunk = members[start:start + per_list]
                 user, history = (None, []) if histories is None else _history_outside(histories, chunk, rng)
+                history = _last(history, history_len)
                 specs.append(Spec(task, user, "train", len(chunk), history, None, chunk, category,
                                   phrase=n_in_pass + pass_index))
                 n_in_pass += 1
@@ -212,7 +214,7 @@ def catalog_list_specs(
 
 def catalog_minus_specs(
     catalog: Catalog, items: Sequence[int], n_lists: int, per_list: int, rng: np.random.Generator,
-    rows: Sequence[tuple[int, TeacherRow]], teacher_top: int = 0,
+    rows: Sequence[tuple[int, TeacherRow]], teacher_top: int = 0, history_len: int = 0,
 ) -> list[Spec]:
     """`n_lists` I1-C catalog lists, each for a train (user, teacher row) drawn at random: C chosen
     as the test's I1-C prompts choose it (`negative_category`: the genre the teacher's top 10 carry
@@ -220,7 +222,8 @@ def catalog_minus_specs(
     history, drawn at random, in random order; with `teacher_top` N > 0, drawn among the N of those
     the teacher ranks best for the row (its top N, capped by stage 02's `top_n`): relevant titles,
     a random subset of them when N > `per_list`, but one that often holds the user's own target. The
-    n-th list takes intention phrase n. A row with no such genre or no such item is drawn again.
+    n-th list takes intention phrase n. A row with no such genre or no such item is drawn again. The
+    prompt shows the last `history_len` items of the history (0: all); the answer avoids all of it.
     Not in the paper: the lever for "no C" beside the I1+C lists (docs/RESULTS.md).
     """
     outside = {c: [i for i in items if not catalog.in_category(i, c)] for c in catalog.categories}
@@ -228,7 +231,8 @@ def catalog_minus_specs(
     for n in range(n_lists):
         user, history, category, pool = _minus_draw(catalog, outside, rows, rng, teacher_top)
         chunk = [pool[j] for j in rng.choice(len(pool), size=min(per_list, len(pool)), replace=False)]
-        specs.append(Spec("I1-C", user, "train", len(chunk), history, None, chunk, category, phrase=n))
+        specs.append(Spec("I1-C", user, "train", len(chunk), _last(history, history_len), None, chunk, category,
+                          phrase=n))
     return specs
 
 
@@ -253,6 +257,11 @@ def _minus_draw(catalog: Catalog, outside: dict[str, list[int]], rows: Sequence[
     fix = "raise catalog_minus_teacher or catalog_top" if teacher_top else "raise catalog_top"
     raise ValueError("catalog lists: 100 train rows drawn at random had no genre to refuse or no listed item outside "
                      f"it; {fix} or set catalog_minus_share to 0")
+
+
+def _last(history: list[int], n: int) -> list[int]:
+    """The last `n` items of a history (the most recent; 0: all of it)."""
+    return history[-n:] if n else history
 
 
 def _history_outside(histories: Sequence[tuple[int, Sequence[int]]], chunk: list[int],
@@ -287,10 +296,11 @@ def build_catalog_lists(ctx: BuildContext) -> list[Spec]:
         raise ValueError("catalog lists need train histories, and the teacher frame has no 'train' row with one; "
                          "rerun stage 02_sasrec")
     rng = ctx.rng("sft_train_catalog")
-    plus = catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, rng, histories)
+    plus = catalog_list_specs(ctx.catalog, items, cfg.catalog_passes, cfg.catalog_list_len, rng, histories,
+                              cfg.catalog_history_len)
     n_minus = round(len(plus) * cfg.catalog_minus_share / (1 - cfg.catalog_minus_share))
     return plus + catalog_minus_specs(ctx.catalog, items, n_minus, cfg.catalog_list_len, rng, rows,
-                                      cfg.catalog_minus_teacher)
+                                      cfg.catalog_minus_teacher, cfg.catalog_history_len)
 
 
 def build_palr(ctx: BuildContext, train_specs: list[Spec]) -> list[Spec]:

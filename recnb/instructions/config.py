@@ -37,6 +37,9 @@ class InstructionConfig(StageConfig):
     catalog_minus_teacher: int = param(0, "the I1-C catalog lists draw their titles among the teacher's N best "
                                        "items outside C and the history (N above catalog_list_len), in random order; 0: "
                                        "among every catalog_top item at random", lo=0)
+    catalog_history_len: int = param(0, "catalog lists show only the last N items of the drawn history (fewer "
+                                     "tokens per list, the same titles taught); 0: the whole history, as the "
+                                     "paper's prompts", lo=0)
     valid_per_type: int = param(16, "valid samples of each of I0, I1+C, I1-C, I2 about valid_m (paper: 320)", lo=0)
     valid_m: float = param(0.5, "proportion asked by the valid I2 samples (paper: 50%)", lo=0, hi=1, lo_open=True,
                            hi_open=True)
@@ -63,6 +66,9 @@ class InstructionConfig(StageConfig):
         if values["catalog_minus_teacher"] and not values["catalog_minus_share"]:
             problems.append("catalog_minus_teacher is set but catalog_minus_share = 0 writes no I1-C catalog list; "
                             "set catalog_minus_share (e.g. 0.25) or drop catalog_minus_teacher")
+        if values["catalog_history_len"] and not values["catalog_passes"]:
+            problems.append("catalog_history_len is set but catalog_passes = 0 writes no catalog list; set "
+                            "catalog_passes (e.g. 20) or drop catalog_history_len")
         if 0 < values["catalog_minus_teacher"] <= values["catalog_list_len"]:
             problems.append(f"catalog_minus_teacher = {values['catalog_minus_teacher']} is not above catalog_list_len = "
                             f"{values['catalog_list_len']}: every I1-C catalog list of a user would hold the same "

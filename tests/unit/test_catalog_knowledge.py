@@ -78,6 +78,17 @@ def test_a_history_the_list_would_empty_is_drawn_again_and_never_shown_empty():
         build.catalog_list_specs(catalog, [1, 2], 1, 10, np.random.default_rng(0), histories[:1])
 
 
+def test_catalog_lists_show_only_the_last_history_len_items_and_still_avoid_the_whole_history():
+    catalog = _catalog()
+    histories = [(10, [1, 4, 2, 5, 3])]  # oldest first
+    specs = build.catalog_list_specs(catalog, [1, 2, 4, 5], 2, 1, np.random.default_rng(0), histories, history_len=2)
+    # a one-title list removes its own item from the history, then the prompt keeps the last 2 of the rest
+    expected = {1: [5, 3], 2: [5, 3], 4: [5, 3], 5: [2, 3]}
+    assert len(specs) == 8 and all(s.history == expected[s.label[0]] for s in specs)
+    whole = build.catalog_list_specs(catalog, [1, 2, 4, 5], 2, 1, np.random.default_rng(0), histories)
+    assert [len(s.history) for s in whole] == [4] * 8  # 0 (the default): all of it
+
+
 def _asks(categories):
     return [(c, [{"role": "system", "content": ""}, {"role": "user", "content": f"'{c}'"}]) for c in categories]
 

@@ -446,6 +446,22 @@ def test_catalog_minus_specs_by_hand(cat):
         build.catalog_minus_specs(cat, [1, 2], 1, 3, np.random.default_rng(0), [good])  # 1 is seen, 2 is Comedy
 
 
+def test_catalog_history_len_shortens_every_catalog_prompt_and_leaves_the_paper_records(tiny, sets):
+    whole, short = (_with_catalog_lists(tiny, catalog_minus_share=0.25, **extra).files["sft_train"]
+                    for extra in ({}, {"catalog_history_len": 2}))
+    n_paper = len(sets.files["sft_train"])
+    assert short[:n_paper] == whole[:n_paper] == sets.files["sft_train"]
+    lists = short[n_paper:]
+    assert len(lists) == len(whole) - n_paper and {r["task"] for r in lists} == {"I1+C", "I1-C"}
+    assert all(1 <= len(r["history"]) <= 2 for r in lists) and max(len(r["history"]) for r in whole[n_paper:]) > 2
+    histories = {u: list(row) for u, split, row in tiny[1][["user_id", "split", "history"]].itertuples(index=False)
+                 if split == "train"}
+    for r in (r for r in lists if r["task"] == "I1-C"):  # the last 2 of the history; the answer avoids all of it
+        assert r["history"] == histories[r["user_id"]][-2:] and not set(r["label"]) & set(histories[r["user_id"]])
+    report = instructions.check_labels(lists, tiny[0].items)
+    assert report["rows"].sum() == len(lists)
+
+
 def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
     with pytest.raises(ValueError, match="catalog_top = 1000 exceeds the catalog's 120 items"):
         instructions.build_instruction_sets(tiny[0], tiny[1], instructions.InstructionConfig(catalog_passes=1,
@@ -458,6 +474,10 @@ def test_catalog_list_params_out_of_range_are_refused_naming_the_key(tiny):
         instructions.InstructionConfig.from_params({"catalog_minus_share": 0.3})
     with pytest.raises(ValueError, match="catalog_minus_share"):
         instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_share": 0.95})
+    with pytest.raises(ValueError, match="catalog_history_len is set but catalog_passes = 0"):
+        instructions.InstructionConfig.from_params({"catalog_history_len": 3})
+    with pytest.raises(ValueError, match="catalog_history_len"):
+        instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_history_len": -1})
     with pytest.raises(ValueError, match="catalog_minus_teacher is set but catalog_minus_share = 0"):
         instructions.InstructionConfig.from_params({"catalog_passes": 1, "catalog_minus_teacher": 20})
     with pytest.raises(ValueError, match="catalog_minus_teacher = 10 is not above catalog_list_len = 10"):
