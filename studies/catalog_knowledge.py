@@ -40,11 +40,12 @@ from recnb.sft.train import for_validation, train_sft
 
 
 def catalog_lists(catalog: Catalog, items: list[int], passes: int, per_list: int, seed: int = 0,
-                  histories: list[tuple[int, list[int]]] | None = None) -> list[dict]:
+                  histories: list[tuple[int, list[int]]] | None = None, history_len: int = 0) -> list[dict]:
     """Stage 03's catalog lists (`recnb.instructions.build.catalog_list_specs`: I3+C, or I1+C with
-    `histories` of (user, item ids)) as SFT records in stage 03's format, shuffled."""
+    `histories` of (user, item ids), of which the prompt shows the last `history_len`, 0: all) as SFT
+    records in stage 03's format, shuffled."""
     rng = np.random.default_rng(seed)
-    specs = catalog_list_specs(catalog, items, passes, per_list, rng, histories)
+    specs = catalog_list_specs(catalog, items, passes, per_list, rng, histories, history_len)
     return [render_row(specs[j], catalog) for j in rng.permutation(len(specs))]
 
 
@@ -95,6 +96,9 @@ def main() -> None:
     ap.add_argument("--per-list", type=int, default=20, help="titles per catalog list")
     ap.add_argument("--template", choices=("i3", "i1"), default="i3",
                     help="catalog lists answer I3+C prompts, or I1+C prompts with a train user's history")
+    ap.add_argument("--history-len", type=int, default=0,
+                    help="with --template i1: the lists show the last N history items (stage 03's catalog_history_len; "
+                         "0: all). known_i1 and the probe keep the valid prompts' whole histories")
     ap.add_argument("--mix", type=float, default=0.0, help="share of stage 03's SFT train records added")
     ap.add_argument("--steps", type=int, default=70, help="optimizer steps (make run: 70)")
     ap.add_argument("--finetune", choices=("lora", "full"), default=None, help="default: the params file's")
@@ -124,7 +128,9 @@ def main() -> None:
     train = tasks.read_records(instr_dir / col.SFT_TRAIN_FILE)
     histories = ([(r["user_id"], [int(i) for i in r["history"]]) for r in train if r["task"] == "I0"]
                  if args.template == "i1" else None)
-    records = catalog_lists(catalog, items, args.passes, args.per_list, cfg.seed, histories)
+    if args.history_len and args.template != "i1":
+        raise SystemExit("--history-len needs --template i1 (the I3 lists show no history)")
+    records = catalog_lists(catalog, items, args.passes, args.per_list, cfg.seed, histories, args.history_len)
     n_catalog = len(records)
     if args.mix:
         rng = np.random.default_rng(cfg.seed)
@@ -150,8 +156,9 @@ def main() -> None:
     print(f"trained {result.train_seconds:.0f} s: each pair listed {seen:.1f} times; "
           f"loss {log['loss'].iloc[0]:.3f} -> {log['loss'].iloc[-1]:.3f}")
     print(record.summary_line(
-        "catalog_knowledge", run=args.run, template=args.template, top=args.top, passes=args.passes, per_list=args.per_list, mix=args.mix,
+        "catalog_knowledge", run=args.run, template=args.template, history_len=args.history_len, top=args.top, passes=args.passes, per_list=args.per_list, mix=args.mix,
         steps=cfg.max_steps, finetune=cfg.finetune, lr=cfg.learning_rate, train_s=round(result.train_seconds, 1),
+        train_tokens=result.tokens,
         seen_passes=round(seen, 1), loss_first=float(log["loss"].iloc[0]),
         loss_last=float(log["loss"].iloc[-1]),
         **{f"{m}_{k}": v for m, r in rows.items() for k, v in r.items() if not k.endswith("_se")}))
