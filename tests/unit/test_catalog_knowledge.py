@@ -55,6 +55,10 @@ def test_catalog_lists_with_histories_answer_i1_prompts_without_repeating_the_hi
         text = r["prompt"][1]["content"]
         assert "historical interactions" in text and all(f"'{catalog.title(i)}'" in text for i in r["history"])
     assert any(r["history"] for r in records)
+    short = study.catalog_lists(catalog, study.top_items(catalog, 6), passes=2, per_list=3, histories=histories,
+                                history_len=1)  # the study's --history-len: the prompt shows the last item only
+    assert [len(r["history"]) for r in short] == [1] * len(records)
+    assert all(r["history"] == [i for i in dict(histories)[r["user_id"]] if i not in r["label"]][-1:] for r in short)
 
 
 def test_each_list_position_cycles_through_every_intention_phrase_across_passes():
