@@ -112,6 +112,10 @@ def main() -> None:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 <= args.mix <= 1:
         raise SystemExit(f"--mix must be in [0, 1], got {args.mix}")
+    if args.history_len < 0:
+        raise SystemExit(f"--history-len must be >= 0 (0: the whole history), got {args.history_len}")
+    if args.history_len and args.template != "i1":
+        raise SystemExit("--history-len needs --template i1 (the I3 lists show no history)")
     try:
         data_dir = paths.input_dir(args.outputs_dir, args.run, "01_data_duckdb")
         teacher_dir = paths.input_dir(args.outputs_dir, args.run, "02_sasrec")
@@ -128,8 +132,6 @@ def main() -> None:
     train = tasks.read_records(instr_dir / col.SFT_TRAIN_FILE)
     histories = ([(r["user_id"], [int(i) for i in r["history"]]) for r in train if r["task"] == "I0"]
                  if args.template == "i1" else None)
-    if args.history_len and args.template != "i1":
-        raise SystemExit("--history-len needs --template i1 (the I3 lists show no history)")
     records = catalog_lists(catalog, items, args.passes, args.per_list, cfg.seed, histories, args.history_len)
     n_catalog = len(records)
     if args.mix:

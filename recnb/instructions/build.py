@@ -261,6 +261,8 @@ def _minus_draw(catalog: Catalog, outside: dict[str, list[int]], rows: Sequence[
 
 def _last(history: list[int], n: int) -> list[int]:
     """The last `n` items of a history (the most recent; 0: all of it)."""
+    if n < 0:
+        raise ValueError(f"history length must be >= 0 (0: the whole history), got {n}")
     return history[-n:] if n else history
 
 
