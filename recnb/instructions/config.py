@@ -57,18 +57,13 @@ class InstructionConfig(StageConfig):
         problems = [p for p in [base_model_problem(values["base_model"])] if p]
         if values["sharegpt_fraction"] > 0 and not values["sharegpt_path"]:
             problems.append("sharegpt_fraction > 0 needs sharegpt_path (a ShareGPT-style JSON)")
-        if values["catalog_top"] and not values["catalog_passes"]:
-            problems.append("catalog_top is set but catalog_passes = 0 writes no catalog list; set catalog_passes "
-                            "(e.g. 20) or drop catalog_top")
-        if values["catalog_minus_share"] and not values["catalog_passes"]:
-            problems.append("catalog_minus_share is set but catalog_passes = 0 writes no catalog list; set "
-                            "catalog_passes (e.g. 20) or drop catalog_minus_share")
+        for key in ("catalog_top", "catalog_minus_share", "catalog_history_len"):  # options of the catalog lists
+            if values[key] and not values["catalog_passes"]:
+                problems.append(f"{key} is set but catalog_passes = 0 writes no catalog list; set catalog_passes "
+                                f"(e.g. 20) or drop {key}")
         if values["catalog_minus_teacher"] and not values["catalog_minus_share"]:
             problems.append("catalog_minus_teacher is set but catalog_minus_share = 0 writes no I1-C catalog list; "
                             "set catalog_minus_share (e.g. 0.25) or drop catalog_minus_teacher")
-        if values["catalog_history_len"] and not values["catalog_passes"]:
-            problems.append("catalog_history_len is set but catalog_passes = 0 writes no catalog list; set "
-                            "catalog_passes (e.g. 20) or drop catalog_history_len")
         if 0 < values["catalog_minus_teacher"] <= values["catalog_list_len"]:
             problems.append(f"catalog_minus_teacher = {values['catalog_minus_teacher']} is not above catalog_list_len = "
                             f"{values['catalog_list_len']}: every I1-C catalog list of a user would hold the same "
