@@ -46,7 +46,8 @@ def test_stage01_reads_the_tiny_world_with_50_users_per_test_group_to_spare():
 
 def test_the_tiny_tokenizer_is_deterministic_and_names_a_title_in_a_few_tokens():
     tok = llm.load_tokenizer(llm.TINY_LLAMA)
-    again = tiny_lm.train_tokenizer(tiny_lm.tiny_world_corpus(), tiny_lm.TINY_LLAMA_VOCAB, prompts.template_phrases())
+    again = tiny_lm.train_tokenizer(tiny_lm.tiny_world_corpus(), tiny_lm.TINY_LLAMA_VOCAB,
+                                    prompts.template_phrases() + tiny_lm.list_markup_phrases())
     assert tok.get_vocab() == again.get_vocab()
     titles = [t for t, _ in tiny_world.catalog_titles()]
     lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in titles]
@@ -75,11 +76,22 @@ def test_the_tiny_tokenizer_reads_each_template_phrase_as_one_token_and_round_tr
             ids = tok(chat, add_special_tokens=False)["input_ids"]
             assert tok.decode(ids) == chat
             lengths[task, candidates is None] = len(ids)
-    # I0 on 10 titles: 10 x 5 tokens of history, 14 of chat markup, roles and the system sentence, 4 of
-    # template phrases and "7" (152 tokens an SFT record before the phrases, 91 after)
-    assert lengths["I0", True] == 10 * 5 + 14 + 4
+    # I0 on 10 titles: 10 x 3 tokens of titles, 9 separators "', '" and the first and last quote, 14 of
+    # chat markup, roles and the system sentence, 4 of template phrases and "7" (a title costs 4 tokens, 5
+    # before the list markup)
+    assert lengths["I0", True] == 10 * 3 + 9 + 2 + 14 + 4
     hate = tok(" I hate 'Horror' items", add_special_tokens=False)["input_ids"]  # the category stays a word
     assert tok.convert_ids_to_tokens(hate) == [" I hate '", "Horror", "' items"]
+
+
+def test_the_tiny_tokenizer_reads_list_markup_as_one_token_and_titles_as_before():
+    tok = llm.load_tokenizer(llm.TINY_LLAMA)
+    answer = format_item_list(["Drama Island 1", "Horror Tower 2", "SciFi Canyon 5"] + ["Comedy River 3"] * 9)
+    pieces = tok.convert_ids_to_tokens(tok(answer, add_special_tokens=False)["input_ids"])
+    assert pieces[:10] == ["1.", "ĠDrama", "ĠIsland", "Ġ1", "Ċ", "2.", "ĠHorror", "ĠTower", "Ġ2", "Ċ"]
+    assert pieces.count("Ċ") == 11 and "11." in pieces and "12." in pieces  # "11." is not "1" + "1."
+    history = tok(prompts.quote_titles(["Drama Island 1", "Horror Tower 2"]), add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(history) == ["'", "Drama", "ĠIsland", "Ġ1", "', '", "Horror", "ĠTower", "Ġ2", "'"]
 
 
 def test_tiny_llama_is_small_and_the_same_for_a_seed():
