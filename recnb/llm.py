@@ -779,7 +779,9 @@ def load_for_inference(stage_dir: Path, *, device: str | None = None,
         dev = torch.device(device) if device else pick_device()
         torch_dtype = resolve_dtype(dtype, dev)
         model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch_dtype).to(dev)
-        return model.eval(), load_tokenizer(base)
+        tokenizer = load_tokenizer(base)
+        _same_tokenizer(adapter, tokenizer)
+        return model.eval(), tokenizer
     if not (adapter / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json; rerun the stage that writes {stage_dir.name}")
     if params.get("init_from"):
@@ -787,6 +789,21 @@ def load_for_inference(stage_dir: Path, *, device: str | None = None,
         model, tokenizer = load_for_inference(stage_dir.parent / params["init_from"], device=device, dtype=dtype)
     else:
         model, tokenizer = load_base(params.get("base_model", SMOLLM2), dtype=dtype, device=device)
+    _same_tokenizer(adapter, tokenizer)
     with peft_quiet():
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model.eval(), tokenizer
+
+
+def _same_tokenizer(adapter: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse weights trained under another vocabulary than the base model's tokenizer has now (a
+    `tiny-llama` run from before its tokenizer changed): the ids would mean other tokens. Compared with
+    the tokenizer stage 04 saved beside the weights, where there is one."""
+    if not (adapter / "tokenizer.json").exists():
+        return
+    from transformers import PreTrainedTokenizerFast
+
+    saved = PreTrainedTokenizerFast(tokenizer_file=str(adapter / "tokenizer.json"))
+    if len(saved) != len(tokenizer) or saved.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{adapter.parent} was trained with another tokenizer ({len(saved)} tokens) than its base "
+                         f"model has today ({len(tokenizer)}): rerun it (`python -m recnb.run <params> --force`)")

@@ -348,3 +348,17 @@ def test_a_model_with_logits_processors_in_its_generation_config_decodes_through
     assert not llm.plain_greedy(model)
     llm.generate(model, tok, [_messages(["A"])], how, progress=False)
     assert len(calls) == 1  # generate applies the penalty our loop would leave out
+
+
+def test_weights_trained_under_another_vocabulary_are_refused_with_the_stage_named(tmp_path):
+    tok = llm.load_tokenizer(llm.TINY_LLAMA)
+    same, other = tmp_path / "same" / "adapter", tmp_path / "04_sft_unsloth" / "adapter"
+    tok.save_pretrained(same)
+    llm._same_tokenizer(same, tok)  # the tokenizer it was trained with: accepted
+    older = llm.load_tokenizer(llm.TINY_LLAMA)
+    older.add_tokens(["<an extra token>"])  # one token more than today's: another vocabulary
+    older.save_pretrained(other)
+    want = rf"04_sft_unsloth was trained with another tokenizer \({len(tok) + 1} tokens\).*\({len(tok)}\).*--force"
+    with pytest.raises(ValueError, match=want):
+        llm._same_tokenizer(other, tok)
+    llm._same_tokenizer(tmp_path / "no_tokenizer_saved", tok)  # nothing to compare: accepted
