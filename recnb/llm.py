@@ -795,15 +795,22 @@ def load_for_inference(stage_dir: Path, *, device: str | None = None,
     return model.eval(), tokenizer
 
 
-def _same_tokenizer(adapter: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Refuse weights trained under another vocabulary than the base model's tokenizer has now (a
-    `tiny-llama` run from before its tokenizer changed): the ids would mean other tokens. Compared with
-    the tokenizer stage 04 saved beside the weights, where there is one."""
+def tokenizer_change(adapter: Path, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """Why the weights in `adapter` were trained under another vocabulary than `tokenizer` has now (a
+    `tiny-llama` run from before its tokenizer changed: the ids would mean other tokens), or None.
+    Compared with the tokenizer stage 04 saved beside the weights; None where it saved none."""
     if not (adapter / "tokenizer.json").exists():
-        return
+        return None
     from transformers import PreTrainedTokenizerFast
 
     saved = PreTrainedTokenizerFast(tokenizer_file=str(adapter / "tokenizer.json"))
-    if len(saved) != len(tokenizer) or saved.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"{adapter.parent} was trained with another tokenizer ({len(saved)} tokens) than its base "
-                         f"model has today ({len(tokenizer)}): rerun it (`python -m recnb.run <params> --force`)")
+    if len(saved) == len(tokenizer) and saved.get_vocab() == tokenizer.get_vocab():
+        return None
+    return f"trained with another tokenizer ({len(saved)} tokens) than its base model has today ({len(tokenizer)})"
+
+
+def _same_tokenizer(adapter: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse weights that `tokenizer_change` finds trained under another vocabulary."""
+    why = tokenizer_change(adapter, tokenizer)
+    if why:
+        raise ValueError(f"{adapter.parent} was {why}: rerun it (`python -m recnb.run <params> --force`)")

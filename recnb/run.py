@@ -253,6 +253,9 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
         if key in ignored or value == was or (was is absent and key in defaults and value == _plain(defaults[key])):
             continue
         return "changed", "params changed"
+    retokenized = _tokenizer_change(target, recorded)
+    if retokenized:
+        return "changed", retokenized
     changes = record.stage_changes(target)
     if changes:
         shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
@@ -261,6 +264,20 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
     if lacking:
         return "incomplete", f"incomplete: no {', '.join(lacking)}"
     return "done", ""
+
+
+def _tokenizer_change(target: Path, recorded: dict[str, Any]) -> str | None:
+    """Why a stage's saved weights no longer fit its built-in base model's tokenizer, or None.
+
+    Params and files do not show it: `tiny-llama`'s tokenizer is built by code, so a code change can
+    give it other ids (a Hub id or folder is read as it is, and is not checked here).
+    """
+    from recnb import llm  # torch and transformers: only for stages that saved weights
+
+    base = recorded.get("base_model")
+    if base not in llm.BASE_MODELS or not (target / col.ADAPTER_DIR / "tokenizer.json").exists():
+        return None
+    return llm.tokenizer_change(target / col.ADAPTER_DIR, llm.load_tokenizer(base))
 
 
 def _plain(value: Any) -> Any:

@@ -359,3 +359,31 @@ def test_a_stage_that_finished_without_a_file_its_readers_need_is_incomplete(tmp
     with pytest.raises(ParamsError, match=r"05_ppo-v3 \(incomplete: no adapter/\*.safetensors\)"):
         run.plan([job], tmp_path)
     assert run.plan([job], tmp_path, force=True) == ([job], [])
+
+
+def test_weights_trained_under_an_older_tiny_tokenizer_are_stale_and_rerun_with_what_they_feed(tmp_path):
+    """`tiny-llama`'s tokenizer is built by code: a run trained before it changed has the same params
+    and files, but its ids mean other tokens now. The runner says so and reruns it (with --force)."""
+    from recnb import llm
+
+    today, older = llm.load_tokenizer(llm.TINY_LLAMA), llm.load_tokenizer(llm.TINY_LLAMA)
+    older.add_tokens(["<a token of an older build>"])
+    saved = {}
+    for name, tok in (("today", today), ("older", older)):
+        tok.save_pretrained(tmp_path / name)
+        saved[name] = (tmp_path / name / "tokenizer.json").read_text()
+    params = {"base_model": llm.TINY_LLAMA, "seed": 0}
+    _done(tmp_path / "new", "04_sft_unsloth", params, files={"adapter/tokenizer.json": saved["today"]})
+    assert run.stage_state(tmp_path / "new" / "04_sft_unsloth", params) == ("done", "")
+    _done(tmp_path / "old", "04_sft_unsloth", params, files={"adapter/tokenizer.json": saved["older"]})
+    _done(tmp_path / "old", "05_ppo", {"b": 1}, reads=["04_sft_unsloth"])
+    state, why = run.stage_state(tmp_path / "old" / "04_sft_unsloth", params)
+    assert state == "changed" and why == f"trained with another tokenizer ({len(today) + 1} tokens) than its base model has today ({len(today)})"
+    jobs = [run.Job("04_sft_unsloth", "", params), run.Job("05_ppo", "", {"b": 1})]
+    with pytest.raises(ParamsError, match=r"04_sft_unsloth \(trained with another tokenizer.*--force"):
+        run.plan(jobs, tmp_path / "old")
+    todo, fresh = run.plan(jobs, tmp_path / "old", force=True)
+    assert [j.name for j in todo] == ["04_sft_unsloth", "05_ppo"] and fresh == []
+    hub = {"base_model": "org/model", "seed": 0}  # a Hub id or folder is read as it is: not checked
+    _done(tmp_path / "hub", "04_sft_unsloth", hub, files={"adapter/tokenizer.json": saved["older"]})
+    assert run.stage_state(tmp_path / "hub" / "04_sft_unsloth", hub) == ("done", "")
