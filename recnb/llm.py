@@ -20,6 +20,7 @@ import copy
 import importlib.util
 import inspect
 import itertools
+import json
 import os
 import re
 import shutil
@@ -799,18 +800,25 @@ def tokenizer_change(adapter: Path, tokenizer: PreTrainedTokenizerBase) -> str |
     """Why the weights in `adapter` were trained under another vocabulary than `tokenizer` has now (a
     `tiny-llama` run from before its tokenizer changed: the ids would mean other tokens), or None.
     Compared with the tokenizer stage 04 saved beside the weights; None where it saved none."""
-    if not (adapter / "tokenizer.json").exists():
+    file = adapter / "tokenizer.json"
+    if not file.exists():
         return None
     from transformers import PreTrainedTokenizerFast
 
-    saved = PreTrainedTokenizerFast(tokenizer_file=str(adapter / "tokenizer.json"))
-    if len(saved) == len(tokenizer) and saved.get_vocab() == tokenizer.get_vocab():
+    try:
+        json.loads(file.read_text())
+    except (OSError, ValueError) as err:  # a tokenizer that cannot be read cannot vouch for the weights
+        return f"{file.parent.name}/{file.name} unreadable ({err})"
+    saved = PreTrainedTokenizerFast(tokenizer_file=str(file))
+    if saved.get_vocab() == tokenizer.get_vocab():
         return None
-    return f"trained with another tokenizer ({len(saved)} tokens) than its base model has today ({len(tokenizer)})"
+    sizes = (f"the same {len(saved)} tokens, other ids" if len(saved) == len(tokenizer)
+             else f"{len(saved)} tokens; {len(tokenizer)} today")
+    return f"trained with another tokenizer than its base model has today ({sizes})"
 
 
 def _same_tokenizer(adapter: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     """Refuse weights that `tokenizer_change` finds trained under another vocabulary."""
     why = tokenizer_change(adapter, tokenizer)
     if why:
-        raise ValueError(f"{adapter.parent} was {why}: rerun it (`python -m recnb.run <params> --force`)")
+        raise ValueError(f"{adapter.parent}: {why}; rerun it (`python -m recnb.run <params> --force`)")

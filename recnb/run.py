@@ -18,6 +18,7 @@ written into without `--force`; `--rerun` reruns every selected stage. So `make 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -267,17 +268,45 @@ def stage_state(target: Path, params: dict[str, Any]) -> tuple[str, str]:
 
 
 def _tokenizer_change(target: Path, recorded: dict[str, Any]) -> str | None:
-    """Why a stage's saved weights no longer fit its built-in base model's tokenizer, or None.
+    """Why a stage's saved weights, or those of a stage it read (05 and 06 read 04's), no longer fit
+    their built-in base model's tokenizer; None where they fit.
 
     Params and files do not show it: `tiny-llama`'s tokenizer is built by code, so a code change can
     give it other ids (a Hub id or folder is read as it is, and is not checked here).
     """
+    try:
+        upstream = list(record.read_json(target / col.INPUTS_FILE))
+    except (OSError, ValueError):  # no inputs.json: stage_changes says so
+        upstream = []
+    for stage_dir in [target, *(target.parent / name for name in upstream)]:
+        params = recorded if stage_dir == target else _recorded_params(stage_dir)
+        why = _weights_tokenizer_change(stage_dir, params.get("base_model"))
+        if why:
+            return why if stage_dir == target else f"input {stage_dir.name}: {why}"
+    return None
+
+
+def _recorded_params(stage_dir: Path) -> dict[str, Any]:
+    try:
+        return record.read_json(stage_dir / col.PARAMS_FILE)
+    except (OSError, ValueError):  # its own state check reports it
+        return {}
+
+
+def _weights_tokenizer_change(stage_dir: Path, base: str | None) -> str | None:
     from recnb import llm  # torch and transformers: only for stages that saved weights
 
-    base = recorded.get("base_model")
-    if base not in llm.BASE_MODELS or not (target / col.ADAPTER_DIR / "tokenizer.json").exists():
+    if base not in llm.BASE_MODELS or not (stage_dir / col.ADAPTER_DIR / "tokenizer.json").exists():
         return None
-    return llm.tokenizer_change(target / col.ADAPTER_DIR, llm.load_tokenizer(base))
+    return llm.tokenizer_change(stage_dir / col.ADAPTER_DIR, _base_tokenizer(base))
+
+
+@functools.cache
+def _base_tokenizer(name: str):
+    """A built-in base model's tokenizer, loaded once per process (the state checks only read it)."""
+    from recnb import llm
+
+    return llm.load_tokenizer(name)
 
 
 def _plain(value: Any) -> Any:

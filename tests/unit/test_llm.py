@@ -1,6 +1,7 @@
 """recnb.llm: base models, prompt rendering with history truncation, batched generation, adapters."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -351,14 +352,33 @@ def test_a_model_with_logits_processors_in_its_generation_config_decodes_through
 
 
 def test_weights_trained_under_another_vocabulary_are_refused_with_the_stage_named(tmp_path):
+    from recnb import record
+
     tok = llm.load_tokenizer(llm.TINY_LLAMA)
-    same, other = tmp_path / "same" / "adapter", tmp_path / "04_sft_unsloth" / "adapter"
+    same = tmp_path / "same" / "adapter"
     tok.save_pretrained(same)
     llm._same_tokenizer(same, tok)  # the tokenizer it was trained with: accepted
-    older = llm.load_tokenizer(llm.TINY_LLAMA)
-    older.add_tokens(["<an extra token>"])  # one token more than today's: another vocabulary
-    older.save_pretrained(other)
-    want = rf"04_sft_unsloth was trained with another tokenizer \({len(tok) + 1} tokens\).*\({len(tok)}\).*--force"
-    with pytest.raises(ValueError, match=want):
-        llm._same_tokenizer(other, tok)
     llm._same_tokenizer(tmp_path / "no_tokenizer_saved", tok)  # nothing to compare: accepted
+    # a stage 04 with `finetune: full` (the whole model in adapter/) saved under an older vocabulary
+    stage = tmp_path / "04_sft_unsloth"
+    model, _ = llm.load_base(llm.TINY_LLAMA, seed=0)
+    model.save_pretrained(stage / "adapter")
+    older = llm.load_tokenizer(llm.TINY_LLAMA)
+    older.add_tokens(["<an extra token>"])  # one token more than today's
+    older.save_pretrained(stage / "adapter")
+    record.write_json(stage / "params.json", {"base_model": llm.TINY_LLAMA})
+    want = rf"04_sft_unsloth: trained with another tokenizer .*\({len(tok) + 1} tokens; {len(tok)} today\).*--force"
+    with pytest.raises(ValueError, match=want):
+        llm.load_for_inference(stage, device="cpu")
+    # as many tokens, other ids: still another vocabulary
+    vocab = json.loads((same / "tokenizer.json").read_text())
+    bpe = vocab["model"]["vocab"]
+    first, second = sorted(bpe, key=bpe.get)[300:302]
+    bpe[first], bpe[second] = bpe[second], bpe[first]
+    swapped = tmp_path / "swapped" / "adapter"
+    swapped.mkdir(parents=True)
+    (swapped / "tokenizer.json").write_text(json.dumps(vocab))
+    assert llm.tokenizer_change(swapped, tok) == (f"trained with another tokenizer than its base model has today "
+                                                  f"(the same {len(tok)} tokens, other ids)")
+    (swapped / "tokenizer.json").write_text('{"model": ')
+    assert llm.tokenizer_change(swapped, tok).startswith("adapter/tokenizer.json unreadable")

@@ -378,7 +378,10 @@ def test_weights_trained_under_an_older_tiny_tokenizer_are_stale_and_rerun_with_
     _done(tmp_path / "old", "04_sft_unsloth", params, files={"adapter/tokenizer.json": saved["older"]})
     _done(tmp_path / "old", "05_ppo", {"b": 1}, reads=["04_sft_unsloth"])
     state, why = run.stage_state(tmp_path / "old" / "04_sft_unsloth", params)
-    assert state == "changed" and why == f"trained with another tokenizer ({len(today) + 1} tokens) than its base model has today ({len(today)})"
+    assert state == "changed"
+    assert why == f"trained with another tokenizer than its base model has today ({len(today) + 1} tokens; {len(today)} today)"
+    # a stage that read those weights, checked on its own (--only 05_ppo), is stale too
+    assert run.stage_state(tmp_path / "old" / "05_ppo", {"b": 1}) == ("changed", f"input 04_sft_unsloth: {why}")
     jobs = [run.Job("04_sft_unsloth", "", params), run.Job("05_ppo", "", {"b": 1})]
     with pytest.raises(ParamsError, match=r"04_sft_unsloth \(trained with another tokenizer.*--force"):
         run.plan(jobs, tmp_path / "old")
