@@ -21,7 +21,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrai
 
 from recnb import prompts, tiny_world
 from recnb.answer import format_item_list
-from recnb.prompts import quote_titles
 
 TINY_LLAMA_SIZE = {"hidden": 128, "layers": 4, "heads": 4}
 TINY_LLAMA_VOCAB = 1024  # BPE: 256 bytes + 3 special tokens + merges (the corpus uses ~580); then the phrases
@@ -94,7 +93,7 @@ def tiny_random_model(tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrain
 def list_markup_phrases(max_line: int = 30) -> list[str]:
     """The markup around titles, one token each: a history's separator `', '` and a list's line numbers
     `1.` to `max_line.` (a title then costs 4 tokens in a history, 5 on an answer line, not 5 and 6)."""
-    separator = quote_titles(["", ""])[1:-1]  # "', '": what stands between two quoted titles
+    separator = prompts.quote_titles(["", ""])[1:-1]  # "', '": what stands between two quoted titles
     return [separator, *(f"{i}." for i in range(1, max_line + 1))]
 
 
