@@ -18,11 +18,13 @@ written into without `--force`; `--rerun` reruns every selected stage. So `make 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,7 +375,10 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
     # no Hugging Face widget saved at its first frame ("Loading weights", trl's dataset preparation: 0 %)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    with tqdm(jobs, desc=f"run {run}", unit="stage") as bar:  # closed on failure too: the error gets its own line
+    # on POSIX, kernels listen on Unix sockets in this process's own temporary directory (`kernel_logged_to`)
+    sockets = tempfile.TemporaryDirectory(prefix="recnb-kernels-") if os.name == "posix" else None
+    # the bar is closed on failure too: the error gets its own line
+    with sockets or contextlib.nullcontext(), tqdm(jobs, desc=f"run {run}", unit="stage") as bar:
         for job in bar:
             bar.set_postfix_str(job.name)
             (out_root / job.name / col.METRICS_FILE).unlink(missing_ok=True)  # a rerun is incomplete until it ends
@@ -392,7 +397,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     cwd=str(paths.REPO_ROOT / "notebooks"),
                     progress_bar=False,
                     log_output=log_output,
-                    kernel_manager_class=kernel_logged_to(kernel_log),
+                    kernel_manager_class=kernel_logged_to(kernel_log, sockets and os.path.join(sockets.name, "k")),
                     coalesce_streams=True,  # a text bar's frames collapse into its last line
                 )
             except papermill.PapermillExecutionError as err:
@@ -416,17 +421,35 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
             tqdm.write(f"{job.name}: done in {seconds:.1f}s -> {out_root / job.name}")
 
 
-def kernel_logged_to(log_file: Path) -> type:
+def kernel_logged_to(log_file: Path, socket_prefix: str | None = None) -> type:
     """A kernel manager whose kernel process writes its own stdout/stderr to `log_file`.
 
     What a cell prints reaches the notebook over ZMQ either way; the process streams carry only the
-    kernel's own log lines (jupyter_client's note that the local TCP link is unencrypted, the
-    shutdown's KeyboardInterrupt), which would otherwise interleave with the run's progress bar.
-    They stay readable in `<run>/notebooks/<stage>.kernel.log`.
+    kernel's own log lines (the shutdown's KeyboardInterrupt; over TCP, jupyter_client's note that the
+    link is unencrypted), which would otherwise interleave with the run's progress bar. They stay
+    readable in `<run>/notebooks/<stage>.kernel.log`.
+
+    With `socket_prefix` (an absolute path no other process uses: `execute` passes one in its own
+    temporary directory on POSIX systems), the kernel listens on Unix sockets `<socket_prefix>-1` to
+    `-5` instead of TCP ports. Over TCP, jupyter_client picks five free ports, closes them and lets the
+    kernel bind them a moment later, so a kernel that another run starts meanwhile (`tiny_seeds
+    --jobs 2`, two batches at once) can take one: the stage then fails with "Kernel died before
+    replying to kernel_info" ("Address already in use" in its kernel log). jupyter_client's own IPC
+    default, `kernel-ipc` in the current directory, is shared by every kernel started there.
     """
     from jupyter_client import AsyncKernelManager
+    from jupyter_client.localinterfaces import localhost
+    from traitlets import default
 
     class LoggedKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "tcp" if socket_prefix is None else "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return localhost() if socket_prefix is None else socket_prefix
+
         async def start_kernel(self, **kw):
             handle = open(log_file, "a")  # noqa: ASYNC230, SIM115 - a local file, opened once per stage
             kw.setdefault("stdout", handle)

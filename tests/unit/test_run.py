@@ -2,6 +2,7 @@
 refusal to overwrite stale stages, errors."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -345,6 +346,63 @@ def test_the_kernel_process_logs_to_a_file_not_to_the_terminal(tmp_path, capfd):
     assert "in the notebook" in out.read_text()
     captured = capfd.readouterr()
     assert "from the kernel process" not in captured.err + captured.out
+
+
+def _connection_notebook(path, marker: str) -> None:
+    """A one-cell notebook that prints its marker and how its kernel is connected."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        f"from ipykernel import get_connection_info\ninfo = get_connection_info(unpack=True)\n"
+        f"print({marker!r}, info['transport'], info['ip'])")]
+    nb.metadata["kernelspec"] = {"name": paths.KERNEL_NAME, "display_name": "recnb (.venv)", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets")
+def test_two_kernels_started_at_once_each_answer_on_their_own_sockets(tmp_path):
+    """Two runs at once (`tiny_seeds --jobs 2`): over TCP a kernel could take the port jupyter_client had
+    just picked for the other; each kernel now listens on Unix sockets under its own prefix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import papermill
+
+    def execute(name: str) -> str:
+        src, out = tmp_path / f"{name}.ipynb", tmp_path / f"{name}.out.ipynb"
+        _connection_notebook(src, f"marker-{name}")
+        manager = run.kernel_logged_to(tmp_path / f"{name}.log", str(tmp_path / name / "k"))
+        (tmp_path / name).mkdir()
+        papermill.execute_notebook(str(src), str(out), kernel_name=paths.KERNEL_NAME, progress_bar=False,
+                                   kernel_manager_class=manager)
+        return out.read_text()
+
+    with ThreadPoolExecutor(2) as pool:
+        texts = dict(zip("ab", pool.map(execute, "ab")))
+    for name, text in texts.items():
+        assert f"marker-{name} ipc {tmp_path / name / 'k'}" in text
+    assert not list((tmp_path / "a").iterdir()) and not list((tmp_path / "b").iterdir())  # sockets removed
+
+
+def test_the_runner_gives_its_kernels_unix_sockets_of_its_own(tmp_path, monkeypatch):
+    import papermill
+
+    seen = {}
+
+    def record_manager(*args, kernel_manager_class, **kwargs):
+        manager = kernel_manager_class(kernel_name=paths.KERNEL_NAME)
+        seen.update(transport=manager.transport, ip=manager.ip)
+        raise papermill.PapermillExecutionError(0, 1, "stop", "Stop", "here", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", record_manager)
+    f = write(tmp_path, "run: r\ncommon: {dataset: tiny, threads: 1}\n01_data_duckdb: {}\n")
+    assert run.main([str(f), "--outputs-dir", str(tmp_path / "outputs")]) == 2
+    if os.name == "posix":
+        assert seen["transport"] == "ipc"
+        assert os.path.isabs(seen["ip"]) and "recnb-kernels-" in seen["ip"]
+        assert not os.path.exists(os.path.dirname(seen["ip"]))  # the directory went with the run
+    else:
+        assert seen["transport"] == "tcp"
 
 
 def test_a_stage_that_finished_without_a_file_its_readers_need_is_incomplete(tmp_path):
