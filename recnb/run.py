@@ -23,9 +23,11 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +100,64 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | None = None) -> tuple[str, list[Job]]:
-    """Read a params YAML into an ordered list of jobs, validating every key and value first."""
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def apply_overrides(cfg: dict, overrides: Sequence[str], source: str) -> dict:
+    """A params mapping with `--set` overrides applied: `BLOCK.KEY=VALUE` or `run=NAME`.
+
+    BLOCK is a block of the file (`05_ppo`, `04_sft_unsloth:v1`, `common`, or one under `paper:`; a
+    block both at the top and under `paper:`, such as `06_eval`, changes in both) and VALUE is read as
+    YAML (`0.5`, `1e-4`, `true`, `[I0, I2]`, `{SASRec: sasrec}`). Only the named block changes: one
+    that copies another with `<<: *anchor` keeps what it copied. The stage's own checks
+    then judge the value as they judge the file's. Raises ParamsError, naming the override, for a
+    malformed one, a block the file lacks, or a key that is no parameter of the block's notebook.
+    """
+    cfg = dict(cfg)
+    for item in overrides:
+        name, equals, text = str(item).partition("=")
+        block, dot, key = name.strip().rpartition(".")
+        what = f"--set {item!r}"
+        if not equals or not text.strip() or (name.strip() != "run" and not (dot and block and key)):
+            raise ParamsError(f"{what}: write BLOCK.KEY=VALUE (e.g. 05_ppo.lr=1e-4) or run=NAME")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ParamsError(f"{what}: the value is not valid YAML: {' '.join(str(err).split())}") from None
+        if isinstance(value, str) and _NUMBER.fullmatch(text.strip()):
+            value = float(text)  # PyYAML reads "1e-4" (no dot) as a string
+        if name.strip() == "run":
+            cfg["run"] = value
+            continue
+        if isinstance(cfg.get("paper"), dict):
+            cfg["paper"] = dict(cfg["paper"])
+        paper = cfg.get("paper") if isinstance(cfg.get("paper"), dict) else {}
+        homes = [h for h in (cfg, paper) if block in h and block not in ("run", "paper")]  # `--paper` reads both
+        if block == "common":
+            homes = [cfg]
+        elif not homes:
+            blocks = [b for b in cfg if b not in ("run", "paper")] + [f"paper: {b}" for b in paper]
+            raise ParamsError(f"{what}: {source} has no block {block!r} (its blocks: {', '.join(blocks)})")
+        else:
+            stage, _ = parse_block_key(block, source)
+            known = stage_configs()[stage].specs()
+            if key not in known or key in RESERVED:
+                raise ParamsError(f"{what}: {key!r} is not a parameter of notebooks/{stage}.ipynb "
+                                  f"(its parameters: {', '.join(k for k in known if k not in RESERVED)})")
+        for home in homes:
+            current = home.get(block) or {}
+            if not isinstance(current, dict):
+                raise ParamsError(f"{what}: block {block!r} of {source} must be a mapping of parameter: value")
+            home[block] = {**current, key: value}  # a copy: an anchored block may be shared
+    return cfg
+
+
+def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | None = None,
+              overrides: Sequence[str] = ()) -> tuple[str, list[Job]]:
+    """Read a params YAML into an ordered list of jobs, validating every key and value first.
+
+    `overrides` are `--set` items (`apply_overrides`), applied before any check.
+    """
     source = str(params_file)
     path = Path(params_file)
     if not path.exists():
@@ -108,6 +166,11 @@ def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | N
         cfg = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
+    if overrides:
+        if not isinstance(cfg, dict):
+            raise ParamsError(f"{source}: needs a top-level 'run: <name>' (the folder under outputs/)")
+        cfg = apply_overrides(cfg, overrides, source)
+        source = f"{source} with --set {' '.join(overrides)}"
     if not isinstance(cfg, dict) or not isinstance(cfg.get("run"), str):
         raise ParamsError(f"{source}: needs a top-level 'run: <name>' (the folder under outputs/)")
     run = cfg.pop("run")
@@ -562,9 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper", action="store_true", help="also run the 'paper:' ablation blocks")
     ap.add_argument("--outputs-dir", default="outputs", help="root of all runs (default: outputs/)")
     ap.add_argument("--log-output", action="store_true", help="stream notebook output to the terminal")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="BLOCK.KEY=VALUE",
+                    help="override one parameter of the file, e.g. 05_ppo.lr=1e-4, common.seed=3 or run=NAME "
+                         "(repeatable; only the named block changes)")
     args = ap.parse_args(argv)
     try:
-        run, every = load_jobs(args.params, paper=args.paper, outputs_dir=args.outputs_dir)
+        run, every = load_jobs(args.params, paper=args.paper, outputs_dir=args.outputs_dir, overrides=args.overrides)
         jobs = select_jobs(every, args.only, args.start)
         execute(jobs, run, args.outputs_dir, force=args.force, log_output=args.log_output, rerun=args.rerun,
                 context=every)

@@ -7,7 +7,8 @@ The tiny batch is a miniature trained to convergence in minutes, and its outcome
 seed (the synthetic world, the initial weights and the batch order all follow `common.seed`): a
 target met on one seed says little. For each seed this writes `params/tiny.yaml` (or `--params`, a
 variant of it) with that seed to
-`<outputs-dir>/tiny-s<seed>.yaml` (the study's own file: rewritten on every call), runs the batch
+`<outputs-dir>/tiny-s<seed>.yaml` (the study's own file: rewritten on every call; `--set
+05_ppo.lam=1.0` changes a parameter there, as `recnb.run --set` does), runs the batch
 with `--outputs-dir <outputs-dir>/s<seed>/outputs` (its figures beside it, one seed after another,
 1 thread as in CI; the runner skips what is up to date and reruns what is stale, so a finished seed
 costs nothing), then checks that every stage is up to date and reads stages 04-06, one row per seed:
@@ -35,6 +36,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +44,7 @@ import yaml
 
 from recnb import paths, record
 from recnb.metrics import ILLEGAL
-from recnb.run import Job, load_jobs, stage_state
+from recnb.run import Job, ParamsError, apply_overrides, load_jobs, stage_state
 
 PARAMS = paths.REPO_ROOT / "params" / "tiny.yaml"
 
@@ -61,12 +63,16 @@ TARGETS = (
 )
 
 
-def seed_params(seed: int, outputs_dir: Path, params: Path = PARAMS) -> Path:
-    """`params` (the tiny batch's file, or a variant of it) with `common.seed` set, written beside the runs."""
+def seed_params(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> Path:
+    """`params` (the tiny batch's file, or a variant of it) with the `--set` overrides and `common.seed`
+    applied (`recnb.run.apply_overrides`), written beside the runs."""
     cfg = yaml.safe_load(params.read_text())
     if not isinstance(cfg, dict) or not isinstance(cfg.get("common"), dict):
         raise SystemExit(f"{params}: not a params file with a 'common:' section (see params/tiny.yaml)")
-    cfg["common"]["seed"] = seed
+    try:
+        cfg = apply_overrides(cfg, [*overrides, f"common.seed={seed}"], str(params))
+    except ParamsError as err:
+        raise SystemExit(f"error: {err}") from None
     out = outputs_dir / f"tiny-s{seed}.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
@@ -186,6 +192,9 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true", help="only read runs that have finished and are up to date")
     ap.add_argument("--params", type=Path, default=PARAMS,
                     help="the batch to run per seed: params/tiny.yaml or a variant of it (its common.seed is replaced)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="BLOCK.KEY=VALUE",
+                    help="override a parameter of --params in every seed's file, as `recnb.run --set` does "
+                         "(e.g. 05_ppo.lam=1.0; repeatable)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="seeds run at a time (1 thread each); > 1: each seed's output goes to <dir>/s<seed>/run.log")
     args = ap.parse_args()
@@ -197,7 +206,13 @@ def main() -> None:
         ap.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
     out = paths.REPO_ROOT / args.outputs_dir  # an absolute path stays as it is
     out.mkdir(parents=True, exist_ok=True)
-    params_files = {seed: seed_params(seed, out, args.params) for seed in args.seeds}
+    params_files = {seed: seed_params(seed, out, args.params, args.overrides) for seed in args.seeds}
+    for seed, params_file in params_files.items():  # a bad value stops here, before any batch runs
+        try:
+            load_jobs(params_file, outputs_dir=str(seed_outputs(out, seed)))
+        except ParamsError as err:
+            given = f" (--set {' '.join(args.overrides)})" if args.overrides else ""
+            raise SystemExit(f"error: {err}{given}") from None
     at_once = 1 if args.no_run else args.jobs  # --no-run reads runs as they were recorded
     if not args.no_run:
         run_seeds(params_files, out, at_once)
@@ -215,7 +230,8 @@ def main() -> None:
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     print(record.summary_line(
-        "tiny_seeds", params=args.params.name, seeds="-".join(map(str, args.seeds)),
+        "tiny_seeds", params=args.params.name, **({"set": ",".join(args.overrides)} if args.overrides else {}),
+        seeds="-".join(map(str, args.seeds)),
         jobs=at_once, **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
         illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"])))

@@ -267,6 +267,59 @@ def test_a_reference_to_a_finished_dir_of_the_run_is_fine(tmp_path):
     assert run.load_jobs(write(tmp_path, text), outputs_dir=str(tmp_path / "o"))[0] == "r"
 
 
+SET = ("run: r\ncommon: {dataset: tiny, threads: 1}\n"
+       "04_sft_unsloth: &sft {epochs: 2.0}\n04_sft_unsloth:v1: {<<: *sft, tasks: [I0]}\n05_ppo: {}\n06_eval: {}\n"
+       "paper:\n  05_ppo:v3: {reward: list}\n  06_eval: {max_test_users: 5}\n")
+
+
+def _params_of(jobs):
+    return {j.name: j.params for j in jobs}
+
+
+def test_set_changes_one_parameter_of_the_named_block_and_reads_the_value_as_yaml(tmp_path):
+    f = write(tmp_path, SET)
+    base = _params_of(run.load_jobs(f, paper=True)[1])
+    name, jobs = run.load_jobs(f, paper=True, overrides=["05_ppo.lam=0", "04_sft_unsloth.learning_rate=1e-4",
+                                                         "05_ppo:v3.tasks=[I0, I2]", "common.seed=7", "run=r2"])
+    got = _params_of(jobs)
+    assert name == "r2" and all(p["run"] == "r2" and p["seed"] == 7 for p in got.values())
+    assert got["05_ppo"]["lam"] == 0 and got["05_ppo-v3"]["lam"] == base["05_ppo-v3"]["lam"] == 0.95
+    assert got["04_sft_unsloth"]["learning_rate"] == 1e-4  # a float, though PyYAML reads "1e-4" as a string
+    assert got["04_sft_unsloth-v1"]["learning_rate"] == base["04_sft_unsloth-v1"]["learning_rate"]  # the anchor's copy
+    assert got["04_sft_unsloth-v1"]["epochs"] == 2.0 and got["05_ppo-v3"]["tasks"] == ["I0", "I2"]
+    unchanged = ("lam", "learning_rate", "tasks", "seed", "run")
+    for job, params in got.items():
+        assert {k: v for k, v in params.items() if k not in unchanged} == \
+            {k: v for k, v in base[job].items() if k not in unchanged}, job
+    # a block both at the top and under paper: (06_eval) changes in both, so --paper keeps the value
+    assert _params_of(run.load_jobs(f, paper=True, overrides=["06_eval.max_test_users=9"])[1])["06_eval"][
+        "max_test_users"] == 9
+    assert f.read_text() == SET  # the file is never written
+
+
+@pytest.mark.parametrize("item, message", [
+    ("05_ppo.lam", "--set '05_ppo.lam': write BLOCK.KEY=VALUE (e.g. 05_ppo.lr=1e-4) or run=NAME"),
+    ("lam=0", "--set 'lam=0': write BLOCK.KEY=VALUE"),
+    ("05_ppo.lam=", "--set '05_ppo.lam=': write BLOCK.KEY=VALUE"),
+    ("05_ppo.lamm=0", "--set '05_ppo.lamm=0': 'lamm' is not a parameter of notebooks/05_ppo.ipynb (its parameters: "),
+    ("05_ppo.run=x", "'run' is not a parameter of notebooks/05_ppo.ipynb"),
+    ("02_sasrec.epochs=3", ("has no block '02_sasrec' (its blocks: common, 04_sft_unsloth, 04_sft_unsloth:v1, "
+                            "05_ppo, 06_eval, paper: 05_ppo:v3, paper: 06_eval)")),
+    ("05_ppo.lam=[1", "--set '05_ppo.lam=[1': the value is not valid YAML: "),
+    ("05_ppo.lam=2", "with --set 05_ppo.lam=2: 05_ppo.lam = 2 must be <= 1"),
+    ("05_ppo.updates=ten", "with --set 05_ppo.updates=ten: 05_ppo.updates = 'ten' must be an integer, got str"),
+    ("common.sed=1", "common key(s) sed are parameters of no notebook"),
+])
+def test_a_bad_set_stops_before_anything_runs_naming_the_override(tmp_path, capsys, item, message):
+    f = write(tmp_path, SET)
+    with pytest.raises(ParamsError) as err:
+        run.load_jobs(f, paper=True, overrides=[item])
+    assert message in str(err.value)
+    assert run.main([str(f), "--outputs-dir", str(tmp_path / "o"), "--set", item]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {err.value}"
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_dead_kernel_is_one_line_naming_the_stage_and_the_likely_cause(tmp_path, capsys, monkeypatch):
     import papermill
     from nbclient.exceptions import DeadKernelError

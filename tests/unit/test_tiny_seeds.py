@@ -35,6 +35,15 @@ def test_seed_params_of_a_variant_file_keep_its_changes(tmp_path):
         study.seed_params(2, tmp_path / "runs", tmp_path / "bad.yaml")
 
 
+def test_seed_params_carry_the_set_overrides_and_a_bad_one_stops_the_study(tmp_path):
+    _, main = load_jobs(study.PARAMS)
+    _, seeded = load_jobs(study.seed_params(4, tmp_path, overrides=["05_ppo.lam=1.0", "common.seed=9"]))
+    for a, b in zip(main, seeded):  # the study's seed wins over a common.seed given with --set
+        assert b.params == {**a.params, "seed": 4, **({"lam": 1.0} if b.name == "05_ppo" else {})}, a.name
+    with pytest.raises(SystemExit, match=r"error: --set '05_ppo.lamm=1': 'lamm' is not a parameter"):
+        study.seed_params(4, tmp_path, overrides=["05_ppo.lamm=1"])
+
+
 def _fake_run(root, jobs):
     """Stage records a finished tiny batch leaves, with figures chosen by hand."""
     fuzzy = [  # model, group, CorrectCount, NonExist, HR, TCP, Repeat, InHistory
