@@ -35,7 +35,7 @@ from recnb import data, llm, paths, prompts, record, tasks
 from recnb.catalog import Catalog
 from recnb.instructions.build import catalog_list_specs, render_row, top_items
 from recnb.sft.config import SFTConfig
-from recnb.sft.probe import auc, category_probe, first_item_scores, probe_cases
+from recnb.sft.probe import auc, category_probe, first_item_scores, line_break, probe_cases
 from recnb.sft.train import for_validation, train_sft
 
 
@@ -60,7 +60,8 @@ def known_auc(model, tokenizer, catalog: Catalog, items: list[int], asks: list[t
         outside = [i for i in items if i not in catalog.items_in(category)][:per_side]
         if len(inside) < 5:
             continue
-        per_token = first_item_scores(model, tokenizer, chat, [f" {catalog.title(i)}\n" for i in inside + outside],
+        brk = line_break(tokenizer)
+        per_token = first_item_scores(model, tokenizer, chat, [f" {catalog.title(i)}{brk}" for i in inside + outside],
                                       max_prompt_tokens)
         aucs.append(auc(per_token[:len(inside)], per_token[len(inside):]))
     return float(np.mean(aucs)) if aucs else float("nan")

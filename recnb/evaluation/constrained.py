@@ -1,8 +1,10 @@
 """Catalog-constrained decoding (beyond the paper): the model may only write `N. <catalog title>` lines.
 
 A token trie over the tokenised catalog titles drives a `LogitsProcessor`: at each step every row of
-the batch is replayed through a small automaton (line number -> title trie -> newline or EOS) and
-all tokens the automaton cannot take are masked to -inf. Hence every complete line is a catalog
+the batch is replayed through a small automaton (line start -> title trie -> next line start or EOS)
+and all tokens the automaton cannot take are masked to -inf. A line starts with its number, `1.`,
+and every later one with the break before it, `\n2.`, tokenised as the tokenizer writes it: a newline
+token then the number (SmolLM2), or one token for both (tiny-llama's list markup). Hence every complete line is a catalog
 title and NonExist = 0 by construction. Optionally, items already written (repeats) and the items
 shown in the prompt (history, registered per prompt) are forbidden too, and a registered prompt's
 answer ends after the k lines it asked for.
@@ -78,8 +80,8 @@ def _set_min_rest(root: TrieNode) -> None:
 @dataclass
 class _RowState:
     line: int = 1  # 1-based number of the line being written
-    pos: int = 0  # tokens of the line number written so far
-    node: TrieNode | None = None  # None while writing the number
+    pos: int = 0  # tokens of the line's start (`line_start_ids`) written so far
+    node: TrieNode | None = None  # None while writing the line's start
     used: frozenset = frozenset()  # items already listed
     done: bool = False
 
@@ -113,7 +115,7 @@ class CatalogConstraint(LogitsProcessor):
         self.max_new_tokens = int(max_new_tokens)
         self.forbid_repeats = forbid_repeats
         self.pad_id = tokenizer.pad_token_id
-        self._number_ids: dict[int, list[int]] = {}
+        self._line_starts: dict[int, list[int]] = {}
         self._forbidden: dict[tuple, frozenset] = {}
         self._limits: dict[tuple, int] = {}
         self._states: dict[tuple, _RowState] = {}
@@ -142,11 +144,18 @@ class CatalogConstraint(LogitsProcessor):
             start += 1
         return tuple(ids[start:])
 
-    def number_ids(self, line: int) -> list[int]:
-        """Tokens of the line number `N.` (cached)."""
-        if line not in self._number_ids:
-            self._number_ids[line] = self.tokenizer.encode(f"{line}.", add_special_tokens=False)
-        return self._number_ids[line]
+    def line_start_ids(self, line: int) -> list[int]:
+        """Tokens that start line `line`: `1.` for the first, the break and number (`\n2.`) after (cached)."""
+        if line not in self._line_starts:
+            text = f"{line}." if line == 1 else f"\n{line}."
+            self._line_starts[line] = self.tokenizer.encode(text, add_special_tokens=False)
+        return self._line_starts[line]
+
+    def _number_from(self, line: int) -> int:
+        """Where the number begins in `line_start_ids(line)`: 1 after a newline token of its own, else 0.
+        A row that has begun the number goes on with it, whatever the budget."""
+        start = self.line_start_ids(line)
+        return 1 if line > 1 and len(start) > 1 and start[0] == self.newline else 0
 
     def _split(self, ids: list[int]) -> tuple[list[int], list[int]]:
         m = len(self.marker)
@@ -161,14 +170,18 @@ class CatalogConstraint(LogitsProcessor):
         if state.done or tok in self.eos:
             return _RowState(state.line, state.pos, state.node, state.used, True)
         if state.node is None:
-            expected = self.number_ids(state.line)
+            expected = self.line_start_ids(state.line)
             if tok != expected[state.pos]:
                 return _RowState(state.line, state.pos, None, state.used, True)
             if state.pos + 1 == len(expected):
                 return _RowState(state.line, 0, self.root, state.used)
             return _RowState(state.line, state.pos + 1, None, state.used)
-        if tok == self.newline and state.node.item is not None:
-            return _RowState(state.line + 1, 0, None, state.used | {state.node.item})
+        following = self.line_start_ids(state.line + 1)
+        if tok == following[0] and state.node.item is not None:
+            used = state.used | {state.node.item}
+            if len(following) == 1:
+                return _RowState(state.line + 1, 0, self.root, used)
+            return _RowState(state.line + 1, 1, None, used)
         child = state.node.children.get(tok)
         if child is None:
             return _RowState(state.line, state.pos, state.node, state.used, True)
@@ -196,16 +209,26 @@ class CatalogConstraint(LogitsProcessor):
             forbidden = forbidden | state.used
         budget = self.max_new_tokens - len(gen)
         if state.node is None:
-            number = self.number_ids(state.line)
-            fits = len(number) - state.pos + self.root.min_rest <= budget
-            fits = fits and state.line <= self._limits.get(prompt_key, state.line)
-            can_end = state.pos == 0 and state.line > 1
-            allowed = [number[state.pos]] if fits or state.pos > 0 else []
+            start, number_from = self.line_start_ids(state.line), self._number_from(state.line)
+            fits = self._line_fits(state.line, state.pos, budget, prompt_key)
+            can_end = state.line > 1 and state.pos == number_from  # after a bare line break
+            allowed = [start[state.pos]] if fits or state.pos > number_from else []
             return allowed + (self.eos if can_end or not allowed else [])
         allowed = [t for t, c in state.node.children.items() if 1 + c.min_rest <= budget and c.alive(forbidden)]
         if state.node.item is not None and state.node.item not in forbidden:
-            allowed += [self.newline] + self.eos
+            # a newline token of its own is always allowed (then EOS, or the number if the line fits);
+            # a break merged with the number only where the next line fits
+            nxt = state.line + 1
+            if self._number_from(nxt) or self._line_fits(nxt, 0, budget, prompt_key):
+                allowed.append(self.line_start_ids(nxt)[0])
+            allowed += self.eos
         return allowed or self.eos  # a dead end (only forbidden completions fit): stop the answer
+
+    def _line_fits(self, line: int, pos: int, budget: int, prompt_key: tuple) -> bool:
+        """Whether line `line`, from token `pos` of its start, can still be completed with a title within
+        `budget` tokens, and is within the prompt's registered k."""
+        rest = len(self.line_start_ids(line)) - pos + self.root.min_rest
+        return rest <= budget and line <= self._limits.get(prompt_key, line)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         states: dict = {}

@@ -6,7 +6,8 @@ more probability on in-category titles once asked to. The probe measures that wi
 For each valid I1+C record ("more C"; stage 03's `sft_valid.jsonl`) the candidates are the teacher's
 top `per_side` titles in C and its top `per_side` titles outside C for that user (`teacher_topk.parquet`,
 history excluded: every candidate is plausible for the user). Each candidate is scored as the first
-item of the answer, log P(" <title>\\n" | prompt + "1.") per token (`recnb.llm.continuation_logprobs`),
+item of the answer, log P(" <title>" + line break | prompt + "1.") per token
+(`recnb.llm.continuation_logprobs`; the break as the tokenizer starts line 2, `line_break`),
 under the I1+C prompt and under the I0 prompt on the same history (rendered here from the paper's I0
 template, so the pair differs only in the control sentence). Per user:
 
@@ -41,8 +42,14 @@ def se(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
+def line_break(tokenizer) -> str:
+    """The text of the token that ends a list's first line: `"\\n"`, or `"\\n2."` where the tokenizer
+    reads the break and the next number as one token (tiny-llama's list markup)."""
+    return tokenizer.decode(tokenizer.encode("\n2.", add_special_tokens=False)[:1])
+
+
 def first_item_scores(model, tokenizer, chat: list[dict], titles: Sequence[str], max_prompt_tokens: int = 512) -> np.ndarray:
-    """log P(title | chat prompt + "1.") per token of each continuation in `titles` (" <title>\\n")."""
+    """log P(title | chat prompt + "1.") per token of each continuation in `titles` (" <title>" + line break)."""
     prompt = llm.render_prompts(tokenizer, [chat], max_prompt_tokens)[0] + "1."
     return np.array([total / n for total, n in llm.continuation_logprobs(model, tokenizer, prompt, titles)])
 
@@ -84,8 +91,9 @@ def category_probe(model, tokenizer, cases: list[dict], catalog: Catalog, max_pr
     """
     aucs: dict[str, list[float]] = {"ctl": [], "noctl": []}
     shifts = []
+    brk = line_break(tokenizer)
     for case in bar(cases, desc="category probe", disable=not progress):
-        titles = [f" {catalog.title(i)}\n" for i in case["inside"] + case["outside"]]
+        titles = [f" {catalog.title(i)}{brk}" for i in case["inside"] + case["outside"]]
         n_in = len(case["inside"])
         per_token = {}
         for key in ("ctl", "noctl"):
