@@ -41,6 +41,7 @@ from recnb.params import MODEL_SOURCES, REF_MODELS, REF_STAGE_DIR, ParamsError, 
 from recnb.tasks import NOCONTROL
 
 RESERVED = ("run", "outputs_dir", "variant")
+SOCKET_PATH_MAX = 100  # a Unix socket's path: at most 103 bytes on macOS, 107 on Linux
 
 
 def stage_configs() -> dict[str, type[StageConfig]]:
@@ -100,18 +101,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # "1e-4": a string to PyYAML (YAML 1.1)
 
 
-def apply_overrides(cfg: dict, overrides: Sequence[str], source: str) -> dict:
+def apply_overrides(cfg: dict, overrides: Sequence[str], source: str, with_paper: bool = True) -> dict:
     """A params mapping with `--set` overrides applied: `BLOCK.KEY=VALUE` or `run=NAME`.
 
     BLOCK is a block of the file (`05_ppo`, `04_sft_unsloth:v1`, `common`, or one under `paper:`; a
     block both at the top and under `paper:`, such as `06_eval`, changes in both) and VALUE is read as
     YAML (`0.5`, `1e-4`, `true`, `[I0, I2]`, `{SASRec: sasrec}`). Only the named block changes: one
     that copies another with `<<: *anchor` keeps what it copied. The stage's own checks
-    then judge the value as they judge the file's. Raises ParamsError, naming the override, for a
-    malformed one, a block the file lacks, or a key that is no parameter of the block's notebook.
+    then judge the value as they judge the file's. `run=NAME` takes NAME as it is written. Raises
+    ParamsError, naming the override, for a malformed one, a block the file lacks (or has only under
+    `paper:` when `with_paper` is False: the run would not read it), or a key that is no parameter of the
+    block's notebook.
     """
     cfg = dict(cfg)
     for item in overrides:
@@ -120,21 +123,27 @@ def apply_overrides(cfg: dict, overrides: Sequence[str], source: str) -> dict:
         what = f"--set {item!r}"
         if not equals or not text.strip() or (name.strip() != "run" and not (dot and block and key)):
             raise ParamsError(f"{what}: write BLOCK.KEY=VALUE (e.g. 05_ppo.lr=1e-4) or run=NAME")
+        if name.strip() == "run":
+            cfg["run"] = text.strip()  # a folder name, not YAML ("2026-12-07" would read as a date)
+            continue
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ParamsError(f"{what}: the value is not valid YAML: {' '.join(str(err).split())}") from None
-        if isinstance(value, str) and _NUMBER.fullmatch(text.strip()):
-            value = float(text)  # PyYAML reads "1e-4" (no dot) as a string
-        if name.strip() == "run":
-            cfg["run"] = value
-            continue
+        if isinstance(value, str) and _EXPONENT.fullmatch(text.strip()):
+            value = float(text)
         if isinstance(cfg.get("paper"), dict):
             cfg["paper"] = dict(cfg["paper"])
         paper = cfg.get("paper") if isinstance(cfg.get("paper"), dict) else {}
         homes = [h for h in (cfg, paper) if block in h and block not in ("run", "paper")]  # `--paper` reads both
         if block == "common":
             homes = [cfg]
+            if key in RESERVED:
+                raise ParamsError(f"{what}: {key!r} is set by the runner, not by common; use --set run=NAME "
+                                  "or --outputs-dir")
+        elif len(homes) == 1 and homes[0] is paper and not with_paper:
+            raise ParamsError(f"{what}: {block!r} is a block under 'paper:' of {source}, which runs only with "
+                              "--paper; add --paper")
         elif not homes:
             blocks = [b for b in cfg if b not in ("run", "paper")] + [f"paper: {b}" for b in paper]
             raise ParamsError(f"{what}: {source} has no block {block!r} (its blocks: {', '.join(blocks)})")
@@ -169,7 +178,7 @@ def load_jobs(params_file: str | Path, paper: bool = False, outputs_dir: str | N
     if overrides:
         if not isinstance(cfg, dict):
             raise ParamsError(f"{source}: needs a top-level 'run: <name>' (the folder under outputs/)")
-        cfg = apply_overrides(cfg, overrides, source)
+        cfg = apply_overrides(cfg, overrides, source, with_paper=paper)
         source = f"{source} with --set {' '.join(overrides)}"
     if not isinstance(cfg, dict) or not isinstance(cfg.get("run"), str):
         raise ParamsError(f"{source}: needs a top-level 'run: <name>' (the folder under outputs/)")
@@ -440,6 +449,9 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     # on POSIX, kernels listen on Unix sockets in this process's own temporary directory (`kernel_logged_to`)
     sockets = tempfile.TemporaryDirectory(prefix="recnb-kernels-") if os.name == "posix" else None
+    if sockets and len(os.path.join(sockets.name, "k-99")) > SOCKET_PATH_MAX:  # a long TMPDIR: TCP as before
+        sockets.cleanup()
+        sockets = None
     # the bar is closed on failure too: the error gets its own line
     with sockets or contextlib.nullcontext(), tqdm(jobs, desc=f"run {run}", unit="stage") as bar:
         for job in bar:
@@ -488,12 +500,12 @@ def kernel_logged_to(log_file: Path, socket_prefix: str | None = None) -> type:
     """A kernel manager whose kernel process writes its own stdout/stderr to `log_file`.
 
     What a cell prints reaches the notebook over ZMQ either way; the process streams carry only the
-    kernel's own log lines (the shutdown's KeyboardInterrupt; over TCP, jupyter_client's note that the
-    link is unencrypted), which would otherwise interleave with the run's progress bar. They stay
+    kernel's own log lines (the shutdown's KeyboardInterrupt; over TCP, ipykernel's note that the link
+    is unencrypted), which would otherwise interleave with the run's progress bar. They stay
     readable in `<run>/notebooks/<stage>.kernel.log`.
 
     With `socket_prefix` (an absolute path no other process uses: `execute` passes one in its own
-    temporary directory on POSIX systems), the kernel listens on Unix sockets `<socket_prefix>-1` to
+    temporary directory on POSIX systems, unless that path would pass `SOCKET_PATH_MAX`), the kernel listens on Unix sockets `<socket_prefix>-1` to
     `-5` instead of TCP ports. Over TCP, jupyter_client picks five free ports, closes them and lets the
     kernel bind them a moment later, so a kernel that another run starts meanwhile (`tiny_seeds
     --jobs 2`, two batches at once) can take one: the stage then fails with "Kernel died before

@@ -63,16 +63,23 @@ TARGETS = (
 )
 
 
-def seed_params(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> Path:
+def seed_config(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> dict:
     """`params` (the tiny batch's file, or a variant of it) with the `--set` overrides and `common.seed`
-    applied (`recnb.run.apply_overrides`), written beside the runs."""
+    applied (`recnb.run.apply_overrides`), checked as the runner checks a file; nothing is written."""
     cfg = yaml.safe_load(params.read_text())
     if not isinstance(cfg, dict) or not isinstance(cfg.get("common"), dict):
         raise SystemExit(f"{params}: not a params file with a 'common:' section (see params/tiny.yaml)")
+    every = [*overrides, f"common.seed={seed}"]
     try:
-        cfg = apply_overrides(cfg, [*overrides, f"common.seed={seed}"], str(params))
+        load_jobs(params, outputs_dir=str(seed_outputs(outputs_dir, seed)), overrides=every)  # every value
+        return apply_overrides(cfg, every, str(params), with_paper=False)
     except ParamsError as err:
         raise SystemExit(f"error: {err}") from None
+
+
+def seed_params(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> Path:
+    """`seed_config`, written beside the runs as `tiny-s<seed>.yaml`."""
+    cfg = seed_config(seed, outputs_dir, params, overrides)
     out = outputs_dir / f"tiny-s{seed}.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
@@ -194,7 +201,8 @@ def main() -> None:
                     help="the batch to run per seed: params/tiny.yaml or a variant of it (its common.seed is replaced)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="BLOCK.KEY=VALUE",
                     help="override a parameter of --params in every seed's file, as `recnb.run --set` does "
-                         "(e.g. 05_ppo.lam=1.0; repeatable)")
+                         "(e.g. 05_ppo.lam=1.0; repeatable). Stale stages rerun in place: give a variant its "
+                         "own --outputs-dir (a copy of finished runs, to rerun only what the change touches)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="seeds run at a time (1 thread each); > 1: each seed's output goes to <dir>/s<seed>/run.log")
     args = ap.parse_args()
@@ -205,14 +213,10 @@ def main() -> None:
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         ap.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
     out = paths.REPO_ROOT / args.outputs_dir  # an absolute path stays as it is
+    for seed in args.seeds:  # a bad value stops here, before anything is written
+        seed_config(seed, out, args.params, args.overrides)
     out.mkdir(parents=True, exist_ok=True)
     params_files = {seed: seed_params(seed, out, args.params, args.overrides) for seed in args.seeds}
-    for seed, params_file in params_files.items():  # a bad value stops here, before any batch runs
-        try:
-            load_jobs(params_file, outputs_dir=str(seed_outputs(out, seed)))
-        except ParamsError as err:
-            given = f" (--set {' '.join(args.overrides)})" if args.overrides else ""
-            raise SystemExit(f"error: {err}{given}") from None
     at_once = 1 if args.no_run else args.jobs  # --no-run reads runs as they were recorded
     if not args.no_run:
         run_seeds(params_files, out, at_once)
@@ -230,7 +234,7 @@ def main() -> None:
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     print(record.summary_line(
-        "tiny_seeds", params=args.params.name, **({"set": ",".join(args.overrides)} if args.overrides else {}),
+        "tiny_seeds", params=args.params.name, **({"set": ";".join(args.overrides)} if args.overrides else {}),
         seeds="-".join(map(str, args.seeds)),
         jobs=at_once, **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),

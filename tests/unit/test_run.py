@@ -4,6 +4,7 @@ refusal to overwrite stale stages, errors."""
 import json
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -295,6 +296,11 @@ def test_set_changes_one_parameter_of_the_named_block_and_reads_the_value_as_yam
     assert _params_of(run.load_jobs(f, paper=True, overrides=["06_eval.max_test_users=9"])[1])["06_eval"][
         "max_test_users"] == 9
     assert f.read_text() == SET  # the file is never written
+    assert run.load_jobs(f, overrides=["run=2026-12-07"])[0] == "2026-12-07"  # a name, not a YAML date
+    with pytest.raises(ParamsError, match=r"--set '05_ppo:v3.lam=0': '05_ppo:v3' is a block under 'paper:' of "
+                                          r".*, which runs only with --paper; add --paper"):
+        run.load_jobs(f, overrides=["05_ppo:v3.lam=0"])
+    assert _params_of(run.load_jobs(f, overrides=["06_eval.max_test_users=9"])[1])["06_eval"]["max_test_users"] == 9
 
 
 @pytest.mark.parametrize("item, message", [
@@ -309,6 +315,7 @@ def test_set_changes_one_parameter_of_the_named_block_and_reads_the_value_as_yam
     ("05_ppo.lam=2", "with --set 05_ppo.lam=2: 05_ppo.lam = 2 must be <= 1"),
     ("05_ppo.updates=ten", "with --set 05_ppo.updates=ten: 05_ppo.updates = 'ten' must be an integer, got str"),
     ("common.sed=1", "common key(s) sed are parameters of no notebook"),
+    ("common.run=x", "--set 'common.run=x': 'run' is set by the runner, not by common; use --set run=NAME"),
 ])
 def test_a_bad_set_stops_before_anything_runs_naming_the_override(tmp_path, capsys, item, message):
     f = write(tmp_path, SET)
@@ -421,11 +428,12 @@ def test_two_kernels_started_at_once_each_answer_on_their_own_sockets(tmp_path):
 
     import papermill
 
+    sockets = {name: tempfile.TemporaryDirectory(prefix="recnb-t-") for name in "ab"}  # short: a socket path's limit
+
     def execute(name: str) -> str:
         src, out = tmp_path / f"{name}.ipynb", tmp_path / f"{name}.out.ipynb"
         _connection_notebook(src, f"marker-{name}")
-        manager = run.kernel_logged_to(tmp_path / f"{name}.log", str(tmp_path / name / "k"))
-        (tmp_path / name).mkdir()
+        manager = run.kernel_logged_to(tmp_path / f"{name}.log", os.path.join(sockets[name].name, "k"))
         papermill.execute_notebook(str(src), str(out), kernel_name=paths.KERNEL_NAME, progress_bar=False,
                                    kernel_manager_class=manager)
         return out.read_text()
@@ -433,8 +441,9 @@ def test_two_kernels_started_at_once_each_answer_on_their_own_sockets(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         texts = dict(zip("ab", pool.map(execute, "ab")))
     for name, text in texts.items():
-        assert f"marker-{name} ipc {tmp_path / name / 'k'}" in text
-    assert not list((tmp_path / "a").iterdir()) and not list((tmp_path / "b").iterdir())  # sockets removed
+        assert f"marker-{name} ipc {os.path.join(sockets[name].name, 'k')}" in text
+        assert not os.listdir(sockets[name].name)  # the sockets went with their kernel
+        sockets[name].cleanup()
 
 
 def test_the_runner_gives_its_kernels_unix_sockets_of_its_own(tmp_path, monkeypatch):
@@ -454,6 +463,11 @@ def test_the_runner_gives_its_kernels_unix_sockets_of_its_own(tmp_path, monkeypa
         assert seen["transport"] == "ipc"
         assert os.path.isabs(seen["ip"]) and "recnb-kernels-" in seen["ip"]
         assert not os.path.exists(os.path.dirname(seen["ip"]))  # the directory went with the run
+        long = tmp_path / ("t" * 90)  # a TMPDIR whose socket paths would pass the OS's limit: TCP, as before
+        long.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(long))
+        assert run.main([str(f), "--outputs-dir", str(tmp_path / "outputs")]) == 2
+        assert seen["transport"] == "tcp" and not list(long.iterdir())
     else:
         assert seen["transport"] == "tcp"
 

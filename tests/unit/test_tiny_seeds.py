@@ -41,7 +41,10 @@ def test_seed_params_carry_the_set_overrides_and_a_bad_one_stops_the_study(tmp_p
     for a, b in zip(main, seeded):  # the study's seed wins over a common.seed given with --set
         assert b.params == {**a.params, "seed": 4, **({"lam": 1.0} if b.name == "05_ppo" else {})}, a.name
     with pytest.raises(SystemExit, match=r"error: --set '05_ppo.lamm=1': 'lamm' is not a parameter"):
-        study.seed_params(4, tmp_path, overrides=["05_ppo.lamm=1"])
+        study.seed_params(5, tmp_path, overrides=["05_ppo.lamm=1"])
+    with pytest.raises(SystemExit, match=r"with --set 05_ppo.lam=2 common.seed=5: 05_ppo.lam = 2 must be <= 1"):
+        study.seed_params(5, tmp_path, overrides=["05_ppo.lam=2"])
+    assert not (tmp_path / "tiny-s5.yaml").exists()  # nothing written for a bad value
 
 
 def _fake_run(root, jobs):
