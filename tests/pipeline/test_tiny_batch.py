@@ -158,15 +158,15 @@ def test_every_figure_has_its_interval_and_every_control_its_paired_effect(run_r
 
 def test_sft_teaches_which_titles_are_in_which_category(run_root):
     probe = metrics(run_root, "04_sft_unsloth")["category_auc"]
-    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-4: +0.42, +0.45, +0.53, +0.45, +0.50
+    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-4: +0.53, +0.34, +0.45, +0.43, +0.43
 
 
 def test_sft_learns_the_answer_format_and_the_catalog(run_root):
     i0 = summary(run_root, "v2", "I0")
     assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds 0-4: 98, then 100 on each
-    assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0.8, 0, 0.2, 0, 0
-    assert i0["hr"] > 0, i0["hr"]  # 0.42, 0.38, 0.28, 0.40, 0.42 (SASRec: 0.56-0.76)
-    # fitted (24 epochs), v2 repeats 18-28 % of its titles: 17.6, 20.8, 27.6, 20.8, 21.0 (4 epochs: 59-76)
+    assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0.4, 0, 0, 0.2, 0
+    assert i0["hr"] > 0, i0["hr"]  # 0.34, 0.34, 0.36, 0.40, 0.32 (SASRec: 0.56-0.76)
+    # fitted (24 epochs), v2 repeats 19-25 % of its titles: 20.6, 25.0, 20.0, 19.8, 23.4 (4 epochs: 59-76)
     assert i0["repeat_item_pct"] <= 50, i0["repeat_item_pct"]
     base = summary(run_root, "base", "I0")  # the untrained base cannot: SFT is what taught it
     assert base["non_exist_pct"] >= 80 and base["correct_count_pct"] <= 20, (base["non_exist_pct"], base["correct_count_pct"])
@@ -175,42 +175,44 @@ def test_sft_learns_the_answer_format_and_the_catalog(run_root):
 def test_sft_on_control_tasks_obeys_more_c(run_root):
     v2, twin = summary(run_root, "v2", "I1+C")["tcp_pct"], summary(run_root, "v2", "I1+C_nocontrol")["tcp_pct"]
     base, v1 = summary(run_root, "base", "I1+C")["tcp_pct"], summary(run_root, "v1", "I1+C")["tcp_pct"]
-    assert v2 >= base + 20, (v2, base)  # seeds 0-4: +99.2, +99.8, +99.4, +99.6, +98.8
-    assert v2 > v1 + 10, (v2, v1)  # +41.0, +51.2, +23.0, +46.6, +41.0: SFT on I0 alone does not teach it
-    assert v2 >= twin + 10, (v2, twin)  # +27.4, +43.8, +29.4, +40.2, +36.2: the sentence moves the list
+    assert v2 >= base + 20, (v2, base)  # seeds 0-4: +99.4, +97.8, +96.8, +100.0, +97.8
+    assert v2 > v1 + 10, (v2, v1)  # +59.4, +48.0, +56.6, +43.4, +60.2: SFT on I0 alone does not teach it
+    assert v2 >= twin + 10, (v2, twin)  # +25.6, +37.6, +24.4, +43.0, +32.2: the sentence moves the list
 
 
 def test_sft_on_control_tasks_obeys_no_c(run_root):
     """Issue 19 asks v2's TCP(−C) ≤ its no-control twin − 10. With the tiny batch's "no C" catalog lists
     (stage 03: under a train user's history, random titles outside C, which SFT cannot remember per
-    user) it held on seeds 0-4: −48.0, −34.0, −16.0, −37.6 and −22.4 points on stage 06's 50 users,
-    −31.6, −35.3, −15.0, −39.0 and −28.8 on all the test users (RESULTS.md, `studies/negation_fit.py`;
-    without those lists, before the list markup was one token, +3.4, −25.2, −11.6, −5.6, +1.8 on 50
-    users, +2.3, −14.1, −4.2, +2.1, −5.3 on all). A 50-user figure moves up to 16.4 points from the all-user
-    one, so the bound asserted is the direction, with ≥ 16.0 points of room on every seed;
+    user) it held on seeds 0-4: −45.0, −11.8, −27.0, −30.2 and −19.0 points on stage 06's 50 users
+    (RESULTS.md; with the tokenizer before the line breaks were one token with their number, −48.0,
+    −34.0, −16.0, −37.6, −22.4, and −31.6, −35.3, −15.0, −39.0, −28.8 on all the test users,
+    `studies/negation_fit.py`; without those lists, +3.4, −25.2, −11.6, −5.6, +1.8 on 50 users). A
+    50-user figure moved up to 16.4 points from the all-user one, so the bound asserted is the
+    direction, with ≥ 11.8 points of room on every seed;
     and v2 reads "no C" as the opposite of "more C", which the control tasks taught, not I0 alone (the
     paper's v1 → v2 step): v1 answers both sentences alike. A model that only matched the category's
     name fails both."""
     e = pd.read_csv(run_root / "06_eval" / "control_effects.csv").set_index(["model", "test_group"]).loc[("v2", "I1-C")]
-    assert e["delta"] < 0, e.to_dict()  # seeds 0-4: −48.0, −34.0, −16.0, −37.6, −22.4
+    assert e["delta"] < 0, e.to_dict()  # seeds 0-4: −45.0, −11.8, −27.0, −30.2, −19.0
 
     def gap(model):
         return summary(run_root, model, "I1+C")["tcp_pct"] - summary(run_root, model, "I1-C")["tcp_pct"]
 
-    assert gap("v2") >= 30, gap("v2")  # seeds 0-4: 98.6, 99.2, 79.4, 96.0, 98.2
-    assert gap("v2") >= gap("v1") + 15, (gap("v2"), gap("v1"))  # v2 − v1: 97.4, 95.6, 37.4, 95.0, 78.6
+    assert gap("v2") >= 30, gap("v2")  # seeds 0-4: 95.2, 69.4, 89.6, 87.8, 86.6
+    assert gap("v2") >= gap("v1") + 15, (gap("v2"), gap("v1"))  # v2 − v1: 98.4, 69.0, 112.6, 80.8, 105.8
 
 
 def test_rl_does_not_wreck_the_lists(run_root):
     """Issue 19 asks RL to cut them and its reward to rise. From the 24-epoch SFT model, PPO's 10
-    updates keep the SFT start on seeds 0-3 (no checkpoint beat it on validation) and add some on
-    seed 4 (+1.0 point); its sampled list reward rises on seeds 0 (by 0.006), 2, 3 and 4 and falls on
-    1 (RESULTS.md). Only the bound that holds on every seed is asserted: RL does not wreck the lists."""
+    updates end at a later checkpoint than the SFT start on seeds 0-3 (updates 10, 10, 10, 8) and keep
+    the start on seed 4; full − v2 is −1.4, +0.4, −3.2, +2.5 and 0.0 points, within the noise of
+    checkpoint choice; its sampled list reward rises on seeds 0-3 and falls on 4 (RESULTS.md). Only the
+    bound that holds on every seed is asserted: RL does not wreck the lists."""
     def illegal(model):
         i0 = summary(run_root, model, "I0")
         return i0["repeat_item_pct"] + i0["non_exist_pct"] + i0["in_history_pct"]
 
-    assert illegal("full") <= illegal("v2") + 10, (illegal("full"), illegal("v2"))  # full − v2: 0, 0, 0, 0, +1.0
+    assert illegal("full") <= illegal("v2") + 10, (illegal("full"), illegal("v2"))  # full − v2: −1.4, +0.4, −3.2, +2.5, 0
 
 
 # ------------------------------------------------------------------ the playground in a real browser (issue 21)

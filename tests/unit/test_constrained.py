@@ -142,6 +142,51 @@ def test_constraint_reads_prompts_whose_shared_prefix_is_padded_apart_from_their
         assert banned is None or TITLES[banned - 1] not in titles
 
 
+def test_a_line_break_read_with_its_number_as_one_token_starts_the_next_line():
+    """tiny-llama reads "\\n2." as one token: after a title the automaton offers it (and EOS), while
+    the registered k lasts and a title still fits; a random tiny model writes only catalog lists."""
+    from recnb import llm, tiny_world
+
+    tok = llm.load_tokenizer(llm.TINY_LLAMA)
+    titles = [t for t, _ in tiny_world.catalog_titles()][:12]
+    ids = list(range(1, len(titles) + 1))
+    c = constrained.CatalogConstraint(tok, ids, titles, generation_suffix=SUFFIX, eos_token_ids=[tok.eos_token_id],
+                                      max_new_tokens=40)
+    assert c.line_start_ids(2) == tok.encode("\n2.", add_special_tokens=False) and len(c.line_start_ids(2)) == 1
+    text = _prompt(tok, "three please")
+    c.register([text], [[]], max_items=[3])
+    key = c._prompt_key(tok.encode(text, add_special_tokens=False))
+    one = tok.encode(f"1. {titles[0]}", add_special_tokens=False)
+    assert c.allowed_tokens(key, one) == c.line_start_ids(2) + [tok.eos_token_id]
+    two = tok.encode(f"1. {titles[0]}\n2.", add_special_tokens=False)
+    assert len(two) == len(one) + 1  # the break and the number: one step of the automaton
+    first = constrained.title_token_ids(tok, titles[0])
+    assert first[0] in c.allowed_tokens(key, two)  # its first word also starts other titles
+    assert first[-1] not in c.allowed_tokens(key, two + first[:-1])  # but the title itself may not repeat
+    three = tok.encode(f"1. {titles[0]}\n2. {titles[1]}\n3. {titles[2]}", add_special_tokens=False)
+    assert c.allowed_tokens(key, three) == [tok.eos_token_id]  # k = 3 reached: no "\n4."
+    tight = constrained.CatalogConstraint(tok, ids, titles, generation_suffix=SUFFIX,
+                                          eos_token_ids=[tok.eos_token_id], max_new_tokens=len(one) + 3)
+    # 3 tokens left: "\n2." and a 3-token title do not fit, so the answer may only end
+    assert tight.allowed_tokens(key, one) == [tok.eos_token_id]
+
+    model, _ = llm.load_base(llm.TINY_LLAMA, seed=0)
+    prompts = [_prompt(tok, f"user {u}: recommend movies") for u in range(3)]
+    c = constrained.CatalogConstraint(tok, ids, titles, generation_suffix=SUFFIX, eos_token_ids=[tok.eos_token_id],
+                                      max_new_tokens=30)
+    c.register(prompts, [[1], [], [2]], max_items=[4, 4, 4])
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=30, do_sample=False, pad_token_id=tok.pad_token_id,
+                             logits_processor=LogitsProcessorList([c]))
+    for text, banned in zip(tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True), [1, None, 2]):
+        lines = text.split("\n")
+        assert 1 <= len(lines) <= 4 and [ln.split(". ", 1)[0] for ln in lines] == [str(i) for i in range(1, len(lines) + 1)]
+        listed = [ln.split(". ", 1)[1] for ln in lines]
+        assert all(t in titles for t in listed) and len(set(listed)) == len(listed), text
+        assert banned is None or titles[banned - 1] not in listed
+
+
 @pytest.mark.slow  # real SmolLM2-135M weights, ~1 min on one core
 def test_smollm2_constrained_lists_are_catalog_titles():
     import pandas as pd

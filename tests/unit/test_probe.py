@@ -60,3 +60,13 @@ def test_category_probe_scores_a_real_model_in_range():
     assert got == probe.category_probe(model, tok, cases, catalog)  # deterministic
     empty = probe.category_probe(model, tok, [], catalog)
     assert empty["users"] == 0 and math.isnan(empty["category_auc"])
+
+
+def test_a_title_is_scored_up_to_the_token_that_ends_its_line():
+    """SmolLM2 ends a list's first line with a newline token; tiny-llama with one token for the break
+    and the next number, which is what its SFT answers hold after a title."""
+    assert probe.line_break(llm.load_tokenizer("smollm2-135m")) == "\n"
+    tiny = llm.load_tokenizer(llm.TINY_LLAMA)
+    assert probe.line_break(tiny) == "\n2."
+    ids = tiny(" Drama Island 1" + probe.line_break(tiny), add_special_tokens=False)["input_ids"]
+    assert tiny.convert_ids_to_tokens(ids)[-1] == "\n2." and len(ids) == 4

@@ -88,8 +88,11 @@ def test_the_tiny_tokenizer_reads_list_markup_as_one_token_and_titles_as_before(
     tok = llm.load_tokenizer(llm.TINY_LLAMA)
     answer = format_item_list(["Drama Island 1", "Horror Tower 2", "SciFi Canyon 5"] + ["Comedy River 3"] * 9)
     pieces = tok.convert_ids_to_tokens(tok(answer, add_special_tokens=False)["input_ids"])
-    assert pieces[:10] == ["1.", "ĠDrama", "ĠIsland", "Ġ1", "Ċ", "2.", "ĠHorror", "ĠTower", "Ġ2", "Ċ"]
-    assert pieces.count("Ċ") == 11 and "11." in pieces and "12." in pieces  # "11." is not "1" + "1."
+    # a line is its start (the number, after the first line with the break before it) and 3 title words
+    assert pieces[:9] == ["1.", "ĠDrama", "ĠIsland", "Ġ1", "\n2.", "ĠHorror", "ĠTower", "Ġ2", "\n3."]
+    assert len(pieces) == 12 * 4 and pieces[4::4] == [f"\n{i}." for i in range(2, 13)]  # "\n11." is one token
+    assert "Ċ" not in pieces and tok.decode(tok(answer, add_special_tokens=False)["input_ids"]) == answer
+    assert tok.convert_ids_to_tokens(tok("a\nb", add_special_tokens=False)["input_ids"]) == ["a", "Ċ", "b"]
     history = tok(prompts.quote_titles(["Drama Island 1", "Horror Tower 2"]), add_special_tokens=False)["input_ids"]
     assert tok.convert_ids_to_tokens(history) == ["'", "Drama", "ĠIsland", "Ġ1", "', '", "Horror", "ĠTower", "Ġ2", "'"]
 
