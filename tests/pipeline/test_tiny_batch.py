@@ -169,7 +169,10 @@ def test_sft_learns_the_answer_format_and_the_catalog(run_root):
     # fitted (24 epochs), v2 repeats 19-25 % of its titles: 20.6, 25.0, 20.0, 19.8, 23.4 (4 epochs: 59-76)
     assert i0["repeat_item_pct"] <= 50, i0["repeat_item_pct"]
     base = summary(run_root, "base", "I0")  # the untrained base cannot: SFT is what taught it
-    assert base["non_exist_pct"] >= 80 and base["correct_count_pct"] <= 20, (base["non_exist_pct"], base["correct_count_pct"])
+    # it lists made-up titles (NonExist 100 % on seeds 1-3) or none at all: on seeds 0 and 4 every answer
+    # is EOS at once, so NonExist has no item to count (NaN) and CorrectCount is 0
+    made_up = base["non_exist_pct"]
+    assert (pd.isna(made_up) or made_up >= 80) and base["correct_count_pct"] <= 20, (made_up, base["correct_count_pct"])
 
 
 def test_sft_on_control_tasks_obeys_more_c(run_root):
