@@ -117,6 +117,9 @@ def apply_overrides(cfg: dict, overrides: Sequence[str], source: str, with_paper
     block's notebook.
     """
     cfg = dict(cfg)
+    if isinstance(cfg.get("paper"), dict):
+        cfg["paper"] = dict(cfg["paper"])  # the caller's mapping stays as it was
+    paper = cfg.get("paper") if isinstance(cfg.get("paper"), dict) else {}
     for item in overrides:
         name, equals, text = str(item).partition("=")
         block, dot, key = name.strip().rpartition(".")
@@ -132,9 +135,6 @@ def apply_overrides(cfg: dict, overrides: Sequence[str], source: str, with_paper
             raise ParamsError(f"{what}: the value is not valid YAML: {' '.join(str(err).split())}") from None
         if isinstance(value, str) and _EXPONENT.fullmatch(text.strip()):
             value = float(text)
-        if isinstance(cfg.get("paper"), dict):
-            cfg["paper"] = dict(cfg["paper"])
-        paper = cfg.get("paper") if isinstance(cfg.get("paper"), dict) else {}
         homes = [h for h in (cfg, paper) if block in h and block not in ("run", "paper")]  # `--paper` reads both
         if block == "common":
             homes = [cfg]
@@ -449,9 +449,10 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     # on POSIX, kernels listen on Unix sockets in this process's own temporary directory (`kernel_logged_to`)
     sockets = tempfile.TemporaryDirectory(prefix="recnb-kernels-") if os.name == "posix" else None
-    if sockets and len(os.path.join(sockets.name, "k-99")) > SOCKET_PATH_MAX:  # a long TMPDIR: TCP as before
+    socket_prefix = sockets and os.path.join(sockets.name, "k")
+    if socket_prefix and len(socket_prefix) + len("-99") > SOCKET_PATH_MAX:  # a long TMPDIR: TCP as before
         sockets.cleanup()
-        sockets = None
+        sockets = socket_prefix = None
     # the bar is closed on failure too: the error gets its own line
     with sockets or contextlib.nullcontext(), tqdm(jobs, desc=f"run {run}", unit="stage") as bar:
         for job in bar:
@@ -472,7 +473,7 @@ def execute(jobs: list[Job], run: str, outputs_dir: str = "outputs", force: bool
                     cwd=str(paths.REPO_ROOT / "notebooks"),
                     progress_bar=False,
                     log_output=log_output,
-                    kernel_manager_class=kernel_logged_to(kernel_log, sockets and os.path.join(sockets.name, "k")),
+                    kernel_manager_class=kernel_logged_to(kernel_log, socket_prefix),
                     coalesce_streams=True,  # a text bar's frames collapse into its last line
                 )
             except papermill.PapermillExecutionError as err:
@@ -505,8 +506,8 @@ def kernel_logged_to(log_file: Path, socket_prefix: str | None = None) -> type:
     readable in `<run>/notebooks/<stage>.kernel.log`.
 
     With `socket_prefix` (an absolute path no other process uses: `execute` passes one in its own
-    temporary directory on POSIX systems, unless that path would pass `SOCKET_PATH_MAX`), the kernel listens on Unix sockets `<socket_prefix>-1` to
-    `-5` instead of TCP ports. Over TCP, jupyter_client picks five free ports, closes them and lets the
+    temporary directory on POSIX systems, unless that path would pass `SOCKET_PATH_MAX`), the kernel
+    listens on Unix sockets `<socket_prefix>-1` to `-5` instead of TCP ports. Over TCP, jupyter_client picks five free ports, closes them and lets the
     kernel bind them a moment later, so a kernel that another run starts meanwhile (`tiny_seeds
     --jobs 2`, two batches at once) can take one: the stage then fails with "Kernel died before
     replying to kernel_info" ("Address already in use" in its kernel log). jupyter_client's own IPC

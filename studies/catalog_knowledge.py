@@ -54,13 +54,12 @@ def known_auc(model, tokenizer, catalog: Catalog, items: list[int], asks: list[t
     """Mean over `asks` (category, chat prompt) of P(an in-category title among `items` outscores one
     outside it) as the first answer item (log-prob per token, as the probe scores). Categories with
     fewer than 5 of `items` are skipped; NaN when none is left."""
-    aucs = []
+    aucs, brk = [], line_break(tokenizer)
     for category, chat in asks:
         inside = [i for i in items if i in catalog.items_in(category)][:per_side]
         outside = [i for i in items if i not in catalog.items_in(category)][:per_side]
         if len(inside) < 5:
             continue
-        brk = line_break(tokenizer)
         per_token = first_item_scores(model, tokenizer, chat, [f" {catalog.title(i)}{brk}" for i in inside + outside],
                                       max_prompt_tokens)
         aucs.append(auc(per_token[:len(inside)], per_token[len(inside):]))

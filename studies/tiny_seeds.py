@@ -79,7 +79,11 @@ def seed_config(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: 
 
 def seed_params(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> Path:
     """`seed_config`, written beside the runs as `tiny-s<seed>.yaml`."""
-    cfg = seed_config(seed, outputs_dir, params, overrides)
+    return write_seed_params(seed, outputs_dir, seed_config(seed, outputs_dir, params, overrides))
+
+
+def write_seed_params(seed: int, outputs_dir: Path, cfg: dict) -> Path:
+    """A seed's checked config (`seed_config`) as `<outputs_dir>/tiny-s<seed>.yaml`."""
     out = outputs_dir / f"tiny-s{seed}.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
@@ -213,10 +217,10 @@ def main() -> None:
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         ap.error(f"--seeds must be distinct and >= 0, got {args.seeds}")
     out = paths.REPO_ROOT / args.outputs_dir  # an absolute path stays as it is
-    for seed in args.seeds:  # a bad value stops here, before anything is written
-        seed_config(seed, out, args.params, args.overrides)
+    # a bad value stops here, before anything is written
+    configs = {seed: seed_config(seed, out, args.params, args.overrides) for seed in args.seeds}
     out.mkdir(parents=True, exist_ok=True)
-    params_files = {seed: seed_params(seed, out, args.params, args.overrides) for seed in args.seeds}
+    params_files = {seed: write_seed_params(seed, out, cfg) for seed, cfg in configs.items()}
     at_once = 1 if args.no_run else args.jobs  # --no-run reads runs as they were recorded
     if not args.no_run:
         run_seeds(params_files, out, at_once)
