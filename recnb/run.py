@@ -275,15 +275,23 @@ def select_jobs(jobs: list[Job], only: str | None = None, start: str | None = No
 
 
 EVAL_STAGES = ("06_eval", "07_case_study")  # they read every variant's outputs, not only the main path's
+MODEL_STAGES = ("04_sft_unsloth", "05_ppo")  # stage 06 reads their dirs only where its `models` name them
 
 
 def feeds(upstream: Job, job: Job) -> bool:
     """Whether `job` may read `upstream`'s outputs: main-path stages feed every later stage,
     model variants (`04_sft_unsloth:v1`) feed only the evaluation stages, and an evaluation variant
-    (`06_eval:long`, a side table) feeds nothing (stage 07 reads the main `06_eval/`)."""
+    (`06_eval:long`, a side table) feeds nothing (stage 07 reads the main `06_eval/`).
+
+    Stage 06 reads a model dir (`04_sft_unsloth[-v]`, `05_ppo[-v]`) only where its `models` name it, so
+    a table of v2 alone neither waits for a stale PPO stage nor reruns when one reruns.
+    """
     earlier = paths.STAGES.index(upstream.stage) < paths.STAGES.index(job.stage)
     if upstream.variant and upstream.stage in EVAL_STAGES:
         return False
+    models = job.params.get("models")
+    if job.stage == "06_eval" and upstream.stage in MODEL_STAGES and isinstance(models, dict):
+        return earlier and upstream.name in models.values()
     return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
 
 

@@ -135,13 +135,16 @@ def _done(root, name, params, reads=(), files=None):
     record.record_results(root / name, params, {}, inputs={r: root / r for r in reads})
 
 
+MODELS = {"v1": "04_sft_unsloth-v1", "v2": "04_sft_unsloth", "full": "05_ppo", "SASRec": "sasrec"}
+
+
 def test_plan_reruns_what_a_rerun_stage_feeds_and_nothing_else(tmp_path):
     jobs = [run.Job("04_sft_unsloth", "", {"a": 1}), run.Job("04_sft_unsloth", "v1", {"a": 1}),
-            run.Job("05_ppo", "", {"b": [1, 2]}), run.Job("06_eval", "", {"models": {"x": "y"}}),
+            run.Job("05_ppo", "", {"b": [1, 2]}), run.Job("06_eval", "", {"models": MODELS}),
             run.Job("07_case_study", "", {})]
     _done(tmp_path, "04_sft_unsloth", {"a": 1, "seed": 0})
     _done(tmp_path, "05_ppo", {"b": [1, 2]})
-    _done(tmp_path, "06_eval", {"models": {"x": "y"}})
+    _done(tmp_path, "06_eval", {"models": MODELS})
     _done(tmp_path, "07_case_study", {})
     # the new variant feeds only the evaluation stages: 04 and 05 stay, 06 and 07 are stale
     with pytest.raises(run.ParamsError, match=r"06_eval \(04_sft_unsloth-v1 reruns\), 07_case_study"):
@@ -157,6 +160,30 @@ def test_plan_reruns_what_a_rerun_stage_feeds_and_nothing_else(tmp_path):
     with pytest.raises(run.ParamsError, match=r"05_ppo \(incomplete\)"):
         run.plan(jobs[:3], tmp_path)
     assert [j.name for j in run.plan(jobs, tmp_path, rerun=True)[0]] == [j.name for j in jobs]
+
+
+def test_eval_reads_only_the_model_dirs_its_models_name(tmp_path):
+    """A table of v2 alone neither waits for a stale PPO stage nor reruns when PPO or v1 reruns."""
+    v2_only = {"v2": "04_sft_unsloth", "SASRec": "sasrec"}
+    jobs = [run.Job("03_instructions", "", {"c": 1}), run.Job("04_sft_unsloth", "", {"a": 1}),
+            run.Job("04_sft_unsloth", "v1", {"a": 1}), run.Job("05_ppo", "", {"b": 1}),
+            run.Job("06_eval", "", {"models": v2_only})]
+    _done(tmp_path, "03_instructions", {"c": 1})
+    _done(tmp_path, "04_sft_unsloth", {"a": 1}, reads=["03_instructions"])
+    _done(tmp_path, "04_sft_unsloth-v1", {"a": 1}, reads=["03_instructions"])
+    _done(tmp_path, "05_ppo", {"b": 2}, reads=["04_sft_unsloth"])  # stale: other params
+    _done(tmp_path, "06_eval", {"models": v2_only}, reads=["03_instructions", "04_sft_unsloth"])
+    assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == ["05_ppo"]
+    assert [j.name for j in run.plan(jobs[:3] + jobs[4:], tmp_path, force=True)[0]] == []
+    assert run.plan([jobs[4]], tmp_path, rerun=True, context=jobs) == ([jobs[4]], [])  # --only 06: 05 is no input
+    # naming full makes the stale PPO stage an input again: refused, then rerun before the table
+    jobs[4].params = {"models": {**v2_only, "full": "05_ppo"}}
+    with pytest.raises(ParamsError, match=r"06_eval reads 05_ppo, which is not up to date"):
+        run.plan([jobs[4]], tmp_path, force=True, context=jobs)
+    assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == ["05_ppo", "06_eval"]
+    # stages that are not model dirs still feed it whatever it names (03: the test prompts)
+    jobs[0].params = {"c": 2}
+    assert len(run.plan(jobs, tmp_path, force=True)[0]) == 5
 
 
 def test_failed_stage_names_stage_and_cell_and_leaves_it_incomplete(tmp_path, capsys):
