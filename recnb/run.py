@@ -284,14 +284,17 @@ def feeds(upstream: Job, job: Job) -> bool:
     (`06_eval:long`, a side table) feeds nothing (stage 07 reads the main `06_eval/`).
 
     Stage 06 reads a model dir (`04_sft_unsloth[-v]`, `05_ppo[-v]`) only where its `models` name it, so
-    a table of v2 alone neither waits for a stale PPO stage nor reruns when one reruns.
+    a table of v2 alone neither waits for a stale PPO stage nor reruns when one reruns. A named PPO dir
+    brings every SFT dir with it: its adapters load on top of the SFT model its `sft_dir` names.
     """
     earlier = paths.STAGES.index(upstream.stage) < paths.STAGES.index(job.stage)
     if upstream.variant and upstream.stage in EVAL_STAGES:
         return False
     models = job.params.get("models")
     if job.stage == "06_eval" and upstream.stage in MODEL_STAGES and isinstance(models, dict):
-        return earlier and upstream.name in models.values()
+        named = {str(source) for source in models.values()}
+        ppo_named = any(stage_of(Path(source)) == "05_ppo" for source in named)
+        return earlier and (upstream.name in named or (upstream.stage == "04_sft_unsloth" and ppo_named))
     return earlier and (not upstream.variant or job.stage in EVAL_STAGES)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from recnb import artifacts as col
-from recnb import llm, metrics, paths, progress
+from recnb import llm, metrics, paths, progress, record
 from recnb.answer import format_item_list, parse_titles
 from recnb.catalog import Catalog
 from recnb.evaluation import intervals
@@ -97,7 +97,18 @@ def resolve_models(models: dict[str, str], run_root: Path) -> tuple[list[ModelSp
             continue
         path = paths.input_dir(Path(run_root).parent, Path(run_root).name, source)
         specs.append(ModelSpec(label, source, path))
+        _note_chain(path, run_root)
     return specs, []
+
+
+def _note_chain(stage_dir: Path, run_root: Path) -> None:
+    """Note the stage dirs a model loads under its own (`init_from`: PPO's SFT model) as inputs read, so
+    `inputs.json` names them and the table goes stale when the SFT model under a PPO row changes."""
+    below, seen = record.read_json(stage_dir / col.PARAMS_FILE).get("init_from"), {stage_dir.name}
+    while below and below not in seen:
+        seen.add(below)
+        below_dir = paths.input_dir(Path(run_root).parent, Path(run_root).name, below)
+        below = record.read_json(below_dir / col.PARAMS_FILE).get("init_from")
 
 
 def teacher_list(ranking: list[int], intent: Intent, k: int, catalog: Catalog, control: bool = True) -> list[int]:

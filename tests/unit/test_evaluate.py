@@ -9,6 +9,7 @@ import math
 import pandas as pd
 import pytest
 
+from recnb import paths
 from recnb.catalog import Catalog
 from recnb.evaluation import predict as evaluate
 from recnb.evaluation import tables
@@ -113,12 +114,20 @@ def test_resolve_models_refuses_an_unfinished_or_missing_stage_dir(tmp_path):
     run_root = tmp_path / "r"
     (run_root / "04_sft_unsloth").mkdir(parents=True)
     (run_root / "05_ppo").mkdir()
+    (run_root / "05_ppo" / "params.json").write_text('{"init_from": "04_sft_unsloth"}')
     (run_root / "05_ppo" / "metrics.json").write_text("{}")
-    specs, _ = evaluate.resolve_models({"SASRec": "sasrec", "base": "base", "full": "05_ppo"}, run_root)
-    assert [s.label for s in specs] == ["SASRec", "base", "full"] and specs[2].path == run_root / "05_ppo"
     for name in ("04_sft_unsloth", "05_ppo_typo"):
         with pytest.raises(FileNotFoundError, match=f"{name} is missing or incomplete"):
             evaluate.resolve_models({"v2": name}, run_root)
+    # PPO's adapters load on the SFT model: an unfinished one under it is named too
+    with pytest.raises(FileNotFoundError, match="04_sft_unsloth is missing or incomplete"):
+        evaluate.resolve_models({"full": "05_ppo"}, run_root)
+    (run_root / "04_sft_unsloth" / "params.json").write_text("{}")
+    (run_root / "04_sft_unsloth" / "metrics.json").write_text("{}")
+    specs, _ = evaluate.resolve_models({"SASRec": "sasrec", "base": "base", "full": "05_ppo"}, run_root)
+    assert [s.label for s in specs] == ["SASRec", "base", "full"] and specs[2].path == run_root / "05_ppo"
+    # and it is an input of the table (inputs.json), so a changed SFT model makes the table stale
+    assert paths.inputs_read()["04_sft_unsloth"] == run_root / "04_sft_unsloth"
 
 
 def _summary():

@@ -163,7 +163,8 @@ def test_plan_reruns_what_a_rerun_stage_feeds_and_nothing_else(tmp_path):
 
 
 def test_eval_reads_only_the_model_dirs_its_models_name(tmp_path):
-    """A table of v2 alone neither waits for a stale PPO stage nor reruns when PPO or v1 reruns."""
+    """A table of v2 alone neither waits for a stale PPO stage nor reruns when PPO or v1 reruns; a table
+    that names PPO also reads the SFT model under it."""
     v2_only = {"v2": "04_sft_unsloth", "SASRec": "sasrec"}
     jobs = [run.Job("03_instructions", "", {"c": 1}), run.Job("04_sft_unsloth", "", {"a": 1}),
             run.Job("04_sft_unsloth", "v1", {"a": 1}), run.Job("05_ppo", "", {"b": 1}),
@@ -175,12 +176,21 @@ def test_eval_reads_only_the_model_dirs_its_models_name(tmp_path):
     _done(tmp_path, "06_eval", {"models": v2_only}, reads=["03_instructions", "04_sft_unsloth"])
     assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == ["05_ppo"]
     assert [j.name for j in run.plan(jobs[:3] + jobs[4:], tmp_path, force=True)[0]] == []
+    jobs[2].params = {"a": 2}  # v1 reruns: the v2 table does not
+    assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == ["04_sft_unsloth-v1", "05_ppo"]
+    jobs[2].params = {"a": 1}
     assert run.plan([jobs[4]], tmp_path, rerun=True, context=jobs) == ([jobs[4]], [])  # --only 06: 05 is no input
     # naming full makes the stale PPO stage an input again: refused, then rerun before the table
     jobs[4].params = {"models": {**v2_only, "full": "05_ppo"}}
     with pytest.raises(ParamsError, match=r"06_eval reads 05_ppo, which is not up to date"):
         run.plan([jobs[4]], tmp_path, force=True, context=jobs)
     assert [j.name for j in run.plan(jobs, tmp_path, force=True)[0]] == ["05_ppo", "06_eval"]
+    # a named PPO dir brings the SFT dirs under it: with 05 up to date, a stale 04 still blocks the table
+    _done(tmp_path, "05_ppo", {"b": 1}, reads=["04_sft_unsloth"])
+    jobs[1].params = {"a": 2}
+    with pytest.raises(ParamsError, match=r"06_eval reads 04_sft_unsloth, which is not up to date \(params"):
+        run.plan([jobs[4]], tmp_path, rerun=True, context=jobs)
+    jobs[1].params = {"a": 1}
     # stages that are not model dirs still feed it whatever it names (03: the test prompts)
     jobs[0].params = {"c": 2}
     assert len(run.plan(jobs, tmp_path, force=True)[0]) == 5
