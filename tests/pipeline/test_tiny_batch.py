@@ -158,7 +158,7 @@ def test_every_figure_has_its_interval_and_every_control_its_paired_effect(run_r
 
 def test_sft_teaches_which_titles_are_in_which_category(run_root):
     probe = metrics(run_root, "04_sft_unsloth")["category_auc"]
-    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-4: +0.53, +0.34, +0.45, +0.43, +0.43
+    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-4: +0.53, +0.34, +0.45, +0.43, +0.43; 5-9: +0.32-0.45
 
 
 def test_sft_learns_the_answer_format_and_the_catalog(run_root):
@@ -180,7 +180,7 @@ def test_sft_on_control_tasks_obeys_more_c(run_root):
     base, v1 = summary(run_root, "base", "I1+C")["tcp_pct"], summary(run_root, "v1", "I1+C")["tcp_pct"]
     assert v2 >= base + 20, (v2, base)  # seeds 0-4: +99.4, +97.8, +96.8, +100.0, +97.8
     assert v2 > v1 + 10, (v2, v1)  # +59.4, +48.0, +56.6, +43.4, +60.2: SFT on I0 alone does not teach it
-    assert v2 >= twin + 10, (v2, twin)  # +25.6, +37.6, +24.4, +43.0, +32.2: the sentence moves the list
+    assert v2 >= twin + 10, (v2, twin)  # +25.6, +37.6, +24.4, +43.0, +32.2 (5-9: +24.4 to +42.2): the sentence moves the list
 
 
 def test_sft_on_control_tasks_obeys_no_c(run_root):
@@ -196,7 +196,7 @@ def test_sft_on_control_tasks_obeys_no_c(run_root):
     paper's v1 → v2 step): v1 answers both sentences alike. A model that only matched the category's
     name fails both."""
     e = pd.read_csv(run_root / "06_eval" / "control_effects.csv").set_index(["model", "test_group"]).loc[("v2", "I1-C")]
-    assert e["delta"] < 0, e.to_dict()  # seeds 0-4: −45.0, −11.8, −27.0, −30.2, −19.0
+    assert e["delta"] < 0, e.to_dict()  # seeds 0-4: −45.0, −11.8, −27.0, −30.2, −19.0; 5-9: −30.8, −24.0, −32.4, −30.4, −38.6
 
     def gap(model):
         return summary(run_root, model, "I1+C")["tcp_pct"] - summary(run_root, model, "I1-C")["tcp_pct"]
@@ -209,8 +209,10 @@ def test_rl_does_not_wreck_the_lists(run_root):
     """Issue 19 asks RL to cut them and its reward to rise. From the 24-epoch SFT model, PPO's 10
     updates end at a later checkpoint than the SFT start on seeds 0-3 (updates 10, 10, 10, 8) and keep
     the start on seed 4; full − v2 is −1.4, +0.4, −3.2, +2.5 and 0.0 points, within the noise of
-    checkpoint choice; its sampled list reward rises on seeds 0-3 and falls on 4 (RESULTS.md). Only the
-    bound that holds on every seed is asserted: RL does not wreck the lists."""
+    checkpoint choice; its sampled list reward rises on seeds 0-3 and falls on 4 (RESULTS.md). On seeds
+    5-9, full − v2 is 0.0, +1.8, +0.04, +4.8 and −0.8, the reward rising on 3 (RESULTS.md, sixth entry of
+    2026-12-07). Only the bound that holds on every seed is asserted, with ≥ 5.2 points of room on these
+    ten: RL does not wreck the lists."""
     def illegal(model):
         i0 = summary(run_root, model, "I0")
         return i0["repeat_item_pct"] + i0["non_exist_pct"] + i0["in_history_pct"]
