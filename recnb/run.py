@@ -616,6 +616,11 @@ def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
             tcp = [f"{pm(model, g, 'tcp_pct')} ({cell(model, g + NOCONTROL, 'tcp_pct'):.0f})" for g in ("I1+C", "I1-C")]
             lines.append(f"    {model:18s} {pm(model, 'I0', 'hr', 3):>12s} {tcp[0]:>14s} {effect(model, 'I1+C'):>13s} "
                          f"{tcp[1]:>14s} {effect(model, 'I1-C'):>13s} {cpa:>12s} {illegal:12.1f}")
+        starts_file = out_root / "06_eval" / "start_effects.csv"
+        starts = pd.read_csv(starts_file) if starts_file.exists() else pd.DataFrame(columns=["figure"])
+        for _, e in starts[starts["figure"] == "illegal_item_pct"].iterrows():
+            lines.append(f"    {e['model']} over {e['start']} (its start), illegal I0 items, same users: "
+                         f"{e['delta']:+.1f} [{e['delta_lo']:+.1f}, {e['delta_hi']:+.1f}] points")
         lines.append(f"  tables:    {out_root / '06_eval'}/table2.md … table5.md (CSV beside each)")
     times = {d.name: record.read_json(d / col.METRICS_FILE).get("stage_seconds")
              for d in sorted(out_root.iterdir()) if (d / col.METRICS_FILE).exists()} if out_root.exists() else {}

@@ -33,6 +33,7 @@ Writes the table to `<outputs-dir>/tiny_seeds.csv` and ends with one key=value l
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import time
@@ -169,6 +170,7 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
     auc = record.read_json(run_dir / "04_sft_unsloth" / "metrics.json")["category_auc"]
     seconds = sum(record.read_json(run_dir / job.name / "metrics.json")["stage_seconds"] for job in jobs)
     plus, minus = effect("I1+C"), effect("I1-C")
+    rl = rl_interval(run_dir)
     return {
         "seed": seed, "seconds": round(seconds), "v2_cc": fig("v2", "I0", "correct_count_pct"),
         "v2_nonexist": fig("v2", "I0", "non_exist_pct"), "v2_hr": fig("v2", "I0", "hr"),
@@ -177,9 +179,19 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
         "v2_plus": plus["with"], "plus_delta": plus["delta"], "plus_lo": plus["delta_lo"], "plus_hi": plus["delta_hi"],
         "v2_minus": minus["with"], "minus_delta": minus["delta"], "minus_lo": minus["delta_lo"],
         "minus_hi": minus["delta_hi"], "v2_illegal": illegal("v2"), "full_illegal": illegal("full"),
-        "best_update": ppo["best_update"], "reward_first": ppo["train_first_quarter"]["list_reward"],
+        "rl_lo": rl[0], "rl_hi": rl[1], "best_update": ppo["best_update"], "reward_first": ppo["train_first_quarter"]["list_reward"],
         "reward_last": ppo["train_last_quarter"]["list_reward"],
     }
+
+
+def rl_interval(run_dir: Path) -> tuple[float, float]:
+    """full − v2 on I0 illegal items: stage 06's paired 95 % interval (`start_effects.csv`; NaN where absent)."""
+    path = run_dir / "06_eval" / "start_effects.csv"
+    if not path.exists():
+        return math.nan, math.nan
+    e = pd.read_csv(path)
+    e = e[(e["model"] == "full") & (e["start"] == "v2") & (e["figure"] == "illegal_item_pct") & (e["matcher"] == "fuzzy")]
+    return (float(e.iloc[0]["delta_lo"]), float(e.iloc[0]["delta_hi"])) if len(e) == 1 else (math.nan, math.nan)
 
 
 def held(table: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:

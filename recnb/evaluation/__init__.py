@@ -7,7 +7,7 @@ sentences, `generalization` the MMLU / GSM8K columns.
 
 from recnb.evaluation.config import EvalConfig
 from recnb.evaluation.findings import eval_findings
-from recnb.evaluation.intervals import bootstrap_intervals, control_effects, paired_delta
+from recnb.evaluation.intervals import bootstrap_intervals, control_effects, paired_delta, start_effects
 from recnb.evaluation.predict import (
     ModelSpec,
     load_test_prompts,
@@ -16,11 +16,13 @@ from recnb.evaluation.predict import (
     predict_all,
     resolve_models,
     score_predictions,
+    start_pairs,
     summarise,
     write_outputs,
 )
-from recnb.evaluation.tables import to_markdown, write_control_effects, write_tables
+from recnb.evaluation.tables import to_markdown, write_control_effects, write_start_effects, write_tables
 
 __all__ = ["EvalConfig", "ModelSpec", "bootstrap_intervals", "control_effects", "eval_findings", "load_test_prompts",
            "match_predictions", "metrics_dict", "paired_delta", "predict_all", "resolve_models", "score_predictions",
-           "summarise", "to_markdown", "write_control_effects", "write_outputs", "write_tables"]
+           "start_effects", "start_pairs", "summarise", "to_markdown", "write_control_effects", "write_outputs",
+           "write_start_effects", "write_tables"]

@@ -38,11 +38,12 @@ def _beyond_noise(lo: float, hi: float) -> bool:
 
 
 def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "fuzzy",
-                  facts: dict | None = None) -> str:
+                  facts: dict | None = None, starts: pd.DataFrame | None = None) -> str:
     """Markdown bullets: accuracy (I0 HR@10 of the teacher, the popularity floor and the best LLM),
     control (each LLM's paired effect of the sentence on TCP(+C) and TCP(−C)) and formatting (illegal
     items on I0), each with its interval where stage 06 computed one; with `facts` (`predict_all`'s),
-    which models answered with another's weights."""
+    which models answered with another's weights; with `starts` (`intervals.start_effects`), what each
+    model changes in illegal items over the model it started from (RL: full over v2), paired."""
     rows = summary[summary["matcher"] == matcher]
     models = list(dict.fromkeys(rows["model"]))
     llms = [m for m in models if m not in RANKERS and not m.endswith("+constrained")]
@@ -76,6 +77,14 @@ def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "
     if shown:
         lines.append("- **Formatting** (I0, Repeat + NonExist + InHistory, % of items, lower is better): "
                      + ", ".join(shown) + ".")
+    if starts is not None and not starts.empty:
+        for _, e in starts[starts["figure"] == "illegal_item_pct"].iterrows():
+            sure = _beyond_noise(e["delta_lo"], e["delta_hi"])
+            verdict = ("the same lists" if e["delta"] == 0 and e["delta_lo"] == e["delta_hi"] == 0 else
+                       "fewer" if sure and e["delta"] < 0 else "more" if sure else "within noise")
+            lines.append(f"- **{e['model']} over {e['start']}** (its start; {e['test_group']}, same users): illegal "
+                         f"items {e['value']:.1f} vs {e['start_value']:.1f} %, {e['delta']:+.1f} "
+                         f"[{e['delta_lo']:+.1f}, {e['delta_hi']:+.1f}]: {verdict}.")
     for model, fact in (facts or {}).items():
         if "same_weights_as" in fact:
             lines.append(f"- **{model}** has bit-identical weights to {fact['same_weights_as']} (e.g. stage 05 kept "

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from recnb import artifacts as col
-from recnb.metrics import ITEM_FIGURES, MEAN_FIGURES
+from recnb.metrics import ILLEGAL, ITEM_FIGURES, MEAN_FIGURES
 from recnb.tasks import NOCONTROL
 
 N_RESAMPLES = 1000
@@ -192,3 +192,36 @@ def control_effects(scores: pd.DataFrame, models: Iterable[str], matcher: str = 
                          "with": d["a"], "without": d["b"], "delta": d["delta"], "delta_lo": d["lo"],
                          "delta_hi": d["hi"]})
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+
+
+START_FIGURES = ("illegal_item_pct", *ILLEGAL, "hr")  # illegal: the three formatting errors, summed per resample
+START_COLUMNS = ["model", "start", "test_group", "figure", "matcher", "value", "start_value", "delta", "delta_lo",
+                 "delta_hi"]
+
+
+def start_effects(scores: pd.DataFrame, pairs: Iterable[tuple[str, str]], group: str = "I0", matcher: str = "fuzzy",
+                  n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
+    """What a model changes over the model it started from (full over v2: what RL changes), on `group`'s
+    users, paired user by user: illegal items (Repeat + NonExist + InHistory, % of items, the sum the
+    paper's RL is meant to cut), each of the three, and HR.
+
+    Args:
+        pairs: (model, start) labels, e.g. `("full", "v2")` (`predict.start_pairs`); a pair with a label
+            that has no rows in `group` is left out.
+    """
+    present = set(zip(scores["model"], scores["test_group"]))
+    pairs = [(m, s) for m, s in pairs if (m, group) in present and (s, group) in present]
+    if not pairs:
+        return pd.DataFrame(columns=START_COLUMNS)
+    draws, whole = _family_draws(scores, group, matcher, n_resamples, seed)
+    for figures in (*draws.values(), *whole.values()):
+        if all(f in figures for f in ILLEGAL):
+            figures["illegal_item_pct"] = sum(figures[f] for f in ILLEGAL)
+    rows = []
+    for model, start in pairs:
+        for figure in START_FIGURES:
+            d = _delta(draws, whole, figure, (model, group), (start, group), matcher, level)
+            rows.append({"model": model, "start": start, "test_group": group, "figure": figure, "matcher": matcher,
+                         "value": d["a"], "start_value": d["b"], "delta": d["delta"], "delta_lo": d["lo"],
+                         "delta_hi": d["hi"]})
+    return pd.DataFrame(rows, columns=START_COLUMNS)

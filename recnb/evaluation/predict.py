@@ -48,7 +48,7 @@ class ModelSpec:
 
 
 def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0,
-                      shared_users: bool = False) -> pd.DataFrame:
+                      shared_users: bool = False, all_i0_users: bool = False) -> pd.DataFrame:
     """Stage-03 `test_prompts.jsonl` as a frame; optionally `max_test_users` users per test group (seeded).
 
     Each group draws its users among those that have a prompt in it (stage 03 skips a user whose
@@ -62,6 +62,10 @@ def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: in
             no-control twin's prompt is the user's I0 prompt, so five twins and I0 then ask the same
             prompts, which stage 06 answers once (`llm_predictions`). False: each group draws its own
             users (one `rng.choice` per group, in group order).
+        all_i0_users: with `max_test_users`, the I0 group keeps every user that has an I0 prompt. Its
+            draw is still made, so every other group keeps the users it has without this option.
+            RL moves I0's illegal items by 1-3 points, which 50 users cannot tell from noise
+            (RESULTS.md, 2026-12-07 seventh entry).
     """
     path = Path(path)
     frame = pd.DataFrame(read_records(path))
@@ -78,7 +82,7 @@ def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: in
                 users = order[np.isin(order, users)][:max_test_users]
             elif len(users) > max_test_users:
                 users = rng.choice(users, size=max_test_users, replace=False)
-            keep |= (family == group) & frame[col.USER].isin(users)
+            keep |= (family == group) & (frame[col.USER].isin(users) | (all_i0_users and group == "I0"))
         frame = frame[keep]
     return frame.sort_values(["test_group", col.USER], kind="stable").reset_index(drop=True)
 
@@ -109,6 +113,19 @@ def _note_chain(stage_dir: Path, run_root: Path) -> None:
         seen.add(below)
         below_dir = paths.input_dir(Path(run_root).parent, Path(run_root).name, below)
         below = record.read_json(below_dir / col.PARAMS_FILE).get("init_from")
+
+
+def start_pairs(specs: list[ModelSpec]) -> list[tuple[str, str]]:
+    """(label, start label) for each model trained on top of another row's model: a PPO row whose
+    `init_from` SFT dir is also a row (`full` over `v2`), for `intervals.start_effects`."""
+    by_source = {s.source: s.label for s in specs}
+    pairs = []
+    for spec in specs:
+        if spec.path is not None:
+            start = record.read_json(spec.path / col.PARAMS_FILE).get("init_from")
+            if start in by_source:
+                pairs.append((spec.label, by_source[start]))
+    return pairs
 
 
 def teacher_list(ranking: list[int], intent: Intent, k: int, catalog: Catalog, control: bool = True) -> list[int]:

@@ -240,3 +240,36 @@ def write_control_effects(effects: pd.DataFrame, out_dir: Path) -> None:
     """`control_effects.csv` + `.md` in `out_dir`."""
     effects.to_csv(Path(out_dir) / "control_effects.csv", index=False)
     (Path(out_dir) / "control_effects.md").write_text(effects_markdown(effects))
+
+
+START_NAMES = {"illegal_item_pct": "Illegal (% items) ↓", "repeat_item_pct": "RepeatItem ↓",
+               "non_exist_pct": "NonExist ↓", "in_history_pct": "InHistory ↓", "hr": "HR@10 ↑"}
+
+
+def start_effects_markdown(effects: pd.DataFrame) -> str:
+    """`start_effects.md`: what each model changes over the model it started from (`intervals.start_effects`)."""
+    lines = ["### What each stage changes over its start (same users, I0)", ""]
+    if effects.empty:
+        return "\n".join([*lines, "no model in the table started from another row's model", ""])
+    figures = [f for f in START_NAMES if f in set(effects["figure"])]
+    lines += ["| model (start) | " + " | ".join(START_NAMES[f] for f in figures) + " |",
+              "|" + "---|" * (len(figures) + 1)]
+    index = effects.set_index(["model", "start", "figure"])
+    for model, start in dict.fromkeys(zip(effects["model"], effects["start"])):
+        cells = [f"{model} ({start})"]
+        for f in figures:
+            r = index.loc[(model, start, f)]
+            digits = 3 if f == "hr" else 1
+            cells.append(f"{r['value']:.{digits}f} vs {r['start_value']:.{digits}f}: {r['delta']:+.{digits}f} "
+                         f"[{r['delta_lo']:+.{digits}f}, {r['delta_hi']:+.{digits}f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", (f"model vs its start: difference [95 % paired bootstrap interval over the "
+                   f"{effects['test_group'].iloc[0]} users], {effects['matcher'].iloc[0]} matching. Illegal = RepeatItem + "
+                   "NonExist + InHistory among the first K; RL is meant to lower it."), ""]
+    return "\n".join(lines)
+
+
+def write_start_effects(effects: pd.DataFrame, out_dir: Path) -> None:
+    """`start_effects.csv` + `.md` in `out_dir`."""
+    effects.to_csv(Path(out_dir) / "start_effects.csv", index=False)
+    (Path(out_dir) / "start_effects.md").write_text(start_effects_markdown(effects))

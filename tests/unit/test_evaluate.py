@@ -259,6 +259,23 @@ def test_load_test_prompts_draws_users_per_group_and_keeps_twins_paired(tmp_path
         evaluate.load_test_prompts(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_all_i0_users_widens_i0_alone_and_leaves_every_other_group_its_users(tmp_path, shared):
+    recs = [_record(g, "I0", "I0", 10, 1, [2], user=u) for g in ("I0", "k11-15") for u in range(1, 11)]
+    recs += [_record(g, "I1-C", "-C", 10, 1, [2], user=u) for g in ("I1-C", "I1-C_nocontrol") for u in range(1, 9)]
+    path = tmp_path / "test_prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    drawn = evaluate.load_test_prompts(path, 3, seed=4, shared_users=shared)
+    wide = evaluate.load_test_prompts(path, 3, seed=4, shared_users=shared, all_i0_users=True)
+    users = wide.groupby("test_group")["user_id"].apply(sorted)
+    assert users["I0"] == list(range(1, 11))  # every user of I0
+    others = [g for g in users.index if g != "I0"]
+    assert wide[wide["test_group"] != "I0"].reset_index(drop=True).equals(
+        drawn[drawn["test_group"] != "I0"].reset_index(drop=True))  # the draws behind the other groups are unchanged
+    assert all(len(users[g]) == 3 for g in others)
+    assert evaluate.load_test_prompts(path, 0, all_i0_users=True).equals(evaluate.load_test_prompts(path, 0))
+
+
 def test_findings_read_the_numbers_with_their_intervals():
     from recnb.evaluation import findings
 

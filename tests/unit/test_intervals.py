@@ -133,3 +133,42 @@ def test_summary_intervals_bracket_the_figures_of_aggregate():
     # same seed, same intervals
     again = predict.summarise(scores, n_resamples=500, seed=1).iloc[0]
     assert summary["hr_lo"] == again["hr_lo"] and summary["hr_hi"] == again["hr_hi"]
+
+
+def test_start_effects_pair_a_model_with_its_start_on_illegal_items():
+    # 20 users, 10 items each. v2 repeats 2 and lists 1 history item on every list (30 %); full repeats 1
+    # on users 1-10 and 2 on the others, and lists the history item everywhere: 25 %, 5 points fewer.
+    # Every resample draws 20 users, each 20 or 30 % for full: the difference lies in [-10, 0].
+    n = 20
+    v2 = score_rows("v2", "I0", [0.0] * n, repeat=[2] * n, in_history=[1] * n)
+    full = score_rows("full", "I0", [1.0] * 5 + [0.0] * 15, repeat=[1] * 10 + [2] * 10, in_history=[1] * n)
+    rows = v2 + full + score_rows("v2", "I1+C", [0.0] * n)
+    effects = intervals.start_effects(pd.DataFrame(rows), [("full", "v2"), ("absent", "v2")], n_resamples=400)
+    assert set(effects["model"]) == {"full"}  # a label without rows is left out
+    e = effects.set_index("figure")
+    assert list(e.index) == ["illegal_item_pct", "repeat_item_pct", "non_exist_pct", "in_history_pct", "hr"]
+    ill = e.loc["illegal_item_pct"]
+    assert (ill["value"], ill["start_value"]) == (pytest.approx(25.0), pytest.approx(30.0))
+    assert ill["delta"] == pytest.approx(-5.0) and -10.0 - 1e-9 <= ill["delta_lo"] < -5.0 < ill["delta_hi"] < 0.0
+    assert e.loc["in_history_pct", "delta"] == e.loc["in_history_pct", "delta_lo"] == 0.0
+    assert e.loc["hr", "delta"] == pytest.approx(0.25)
+    assert "25.0 vs 30.0: -5.0 [" in tables.start_effects_markdown(effects)
+    from recnb.evaluation import findings
+
+    summary = pd.DataFrame([{"model": "v2", "test_group": "I0", "matcher": "fuzzy", "n_lists": n}])
+    text = findings.eval_findings(summary, pd.DataFrame(columns=["model", "test_group"]), starts=effects)
+    assert "- **full over v2** (its start; I0, same users): illegal items 25.0 vs 30.0 %, -5.0 [" in text
+    assert text.rstrip().split("\n")[-3].endswith(": fewer.")
+    assert intervals.start_effects(pd.DataFrame(v2), [("full", "v2")]).empty
+
+
+def test_start_pairs_read_the_sft_dir_each_ppo_row_loads(tmp_path):
+    import json
+
+    for name, params in (("04_sft_unsloth", {}), ("05_ppo", {"init_from": "04_sft_unsloth"}),
+                         ("05_ppo-v3", {"init_from": "04_sft_unsloth-v1"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "params.json").write_text(json.dumps(params))
+    specs = [predict.ModelSpec("SASRec", "sasrec"), predict.ModelSpec("v2", "04_sft_unsloth", tmp_path / "04_sft_unsloth"),
+             predict.ModelSpec("full", "05_ppo", tmp_path / "05_ppo"), predict.ModelSpec("v3", "05_ppo-v3", tmp_path / "05_ppo-v3")]
+    assert predict.start_pairs(specs) == [("full", "v2")]  # v3's start (v1) is not a row of this table

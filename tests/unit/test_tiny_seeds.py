@@ -1,6 +1,7 @@
 """studies/tiny_seeds.py: one seed's params, its figures read from a hand-made run, targets counted."""
 
 import json
+import math
 import sys
 
 import pandas as pd
@@ -87,6 +88,14 @@ def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
     assert (row["minus_delta"], row["minus_lo"], row["minus_hi"]) == (-6.0, -17.0, 5.0)
     assert (row["reward_first"], row["reward_last"], row["best_update"]) == (-0.8, -0.5, 5)
     assert (row["auc_base"], row["auc_sft"]) == (0.5, 0.9)
+    assert math.isnan(row["rl_lo"]) and math.isnan(row["rl_hi"])  # a stage 06 without start_effects.csv
+    pd.DataFrame([("full", "v2", "I0", "illegal_item_pct", "exact", -9.0, -8.0),
+                  ("full", "v2", "I0", "repeat_item_pct", "fuzzy", -7.0, -6.0),
+                  ("full", "v2", "I0", "illegal_item_pct", "fuzzy", -3.2, 0.1)],
+                 columns=["model", "start", "test_group", "figure", "matcher", "delta_lo", "delta_hi"]).to_csv(
+        tmp_path / "tiny" / "06_eval" / "start_effects.csv", index=False)
+    row = study.seed_row(3, tmp_path / "tiny", jobs)
+    assert (row["rl_lo"], row["rl_hi"]) == (-3.2, 0.1)
     held = study.held(pd.DataFrame([row])).set_index("target")["held"]
     assert held["minus_twin"] == "0/1" and held["rl_illegal"] == "1/1" and held["plus_twin"] == "1/1"
 
