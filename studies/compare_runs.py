@@ -50,7 +50,7 @@ def joined(scores: dict[str, pd.DataFrame], model: str, matcher: str) -> pd.Data
     for group in sorted(set(users[0]) | set(users[1])):
         if users[0].get(group) != users[1].get(group):
             raise ValueError(f"test group {group!r} asks other users in {' and '.join(scores)}: pair only runs with the "
-                             "same stages 01-03 (seed, test_max_users) and stage 06's max_test_users and shared_users")
+                             "same stages 01-03 (seed, test_max_users) and stage 06's max_test_users, shared_users and all_i0_users")
     return pd.concat(parts, ignore_index=True)
 
 

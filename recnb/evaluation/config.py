@@ -22,8 +22,8 @@ class EvalConfig(StageConfig):
     max_test_users: int = param(8, "users drawn per test group, among those with a prompt in it (0 means all)", lo=0)
     shared_users: bool = param(False, "every test group takes the same seeded users where it has them (twins then "
                                "repeat I0's prompts, answered once); false: each group draws its own")
-    all_i0_users: bool = param(False, "the I0 group (Tables 2 and 5: HR, NDCG, formatting errors) asks every test user; "
-                               "the other groups keep max_test_users")
+    all_i0_users: bool = param(False, "the I0 group (Table 2's HR and NDCG, I0's illegal items, start_effects) asks every "
+                               "test user; the other groups keep max_test_users")
     batch_size: int = param(16, "prompts per generate batch", lo=1)
     max_new_tokens: int = param(96, "answer budget in tokens (15 titles need about 150 on ml-100k)", lo=1)
     max_prompt_tokens: int = param(512, "longer prompts lose their oldest history items", lo=16)

@@ -80,7 +80,7 @@ def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "
     if starts is not None and not starts.empty:
         for _, e in starts[starts["figure"] == "illegal_item_pct"].iterrows():
             sure = _beyond_noise(e["delta_lo"], e["delta_hi"])
-            verdict = ("the same lists" if e["delta"] == 0 and e["delta_lo"] == e["delta_hi"] == 0 else
+            verdict = ("no difference on any user" if e["delta"] == 0 and e["delta_lo"] == e["delta_hi"] == 0 else
                        "fewer" if sure and e["delta"] < 0 else "more" if sure else "within noise")
             lines.append(f"- **{e['model']} over {e['start']}** (its start; {e['test_group']}, same users): illegal "
                          f"items {e['value']:.1f} vs {e['start_value']:.1f} %, {e['delta']:+.1f} "
@@ -90,7 +90,10 @@ def eval_findings(summary: pd.DataFrame, effects: pd.DataFrame, matcher: str = "
             lines.append(f"- **{model}** has bit-identical weights to {fact['same_weights_as']} (e.g. stage 05 kept "
                          "its SFT start as the best actor), so its rows repeat those answers.")
     twins = sorted({g for g in rows["test_group"] if g.endswith(NOCONTROL)})
-    most = int(rows["n_lists"].max()) if "n_lists" in rows and len(rows) else 0
-    lines += ["", (f"{len(rows['test_group'].unique())} test groups ({len(twins)} without the control sentence), "
-                   f"{most} lists per group at most.")]
+    sizes = rows.groupby("test_group")["n_lists"].max() if "n_lists" in rows and len(rows) else pd.Series(dtype=float)
+    others = sizes.drop("I0", errors="ignore")
+    size = f"{int(sizes.max()) if len(sizes) else 0} lists per group at most"
+    if "I0" in sizes and len(others) and sizes["I0"] != others.max():  # all_i0_users: I0 asks every user
+        size = f"{int(sizes['I0'])} lists in I0, {int(others.max())} per other group at most"
+    lines += ["", f"{len(rows['test_group'].unique())} test groups ({len(twins)} without the control sentence), {size}."]
     return "\n".join(lines)

@@ -209,7 +209,8 @@ def start_effects(scores: pd.DataFrame, pairs: Iterable[tuple[str, str]], group:
         pairs: (model, start) labels, e.g. `("full", "v2")` (`predict.start_pairs`); a pair with a label
             that has no rows in `group` is left out.
     """
-    present = set(zip(scores["model"], scores["test_group"]))
+    mine = scores[scores["matcher"] == matcher]
+    present = set(zip(mine["model"], mine["test_group"]))
     pairs = [(m, s) for m, s in pairs if (m, group) in present and (s, group) in present]
     if not pairs:
         return pd.DataFrame(columns=START_COLUMNS)

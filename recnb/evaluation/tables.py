@@ -248,7 +248,8 @@ START_NAMES = {"illegal_item_pct": "Illegal (% items) ↓", "repeat_item_pct": "
 
 def start_effects_markdown(effects: pd.DataFrame) -> str:
     """`start_effects.md`: what each model changes over the model it started from (`intervals.start_effects`)."""
-    lines = ["### What each stage changes over its start (same users, I0)", ""]
+    group = effects["test_group"].iloc[0] if len(effects) else "I0"
+    lines = [f"### What each stage changes over its start (same users, {group})", ""]
     if effects.empty:
         return "\n".join([*lines, "no model in the table started from another row's model", ""])
     figures = [f for f in START_NAMES if f in set(effects["figure"])]

@@ -160,6 +160,11 @@ def test_start_effects_pair_a_model_with_its_start_on_illegal_items():
     assert "- **full over v2** (its start; I0, same users): illegal items 25.0 vs 30.0 %, -5.0 [" in text
     assert text.rstrip().split("\n")[-3].endswith(": fewer.")
     assert intervals.start_effects(pd.DataFrame(v2), [("full", "v2")]).empty
+    assert intervals.start_effects(pd.DataFrame(rows), [("full", "v2")], matcher="exact").empty  # no exact rows
+    wide = pd.DataFrame([{"model": "v2", "test_group": g, "matcher": "fuzzy", "n_lists": n}
+                         for g, n in (("I0", 400), ("I1+C", 50), ("I1+C_nocontrol", 50))])
+    assert "3 test groups (1 without the control sentence), 400 lists in I0, 50 per other group at most." in (
+        findings.eval_findings(wide, pd.DataFrame(columns=["model", "test_group"])))
 
 
 def test_start_pairs_read_the_sft_dir_each_ppo_row_loads(tmp_path):

@@ -413,7 +413,7 @@ def test_the_run_ends_with_its_headline_figures_and_where_to_look(tmp_path):
                    "delta_hi": 0.06}, {"model": "full", "start": "v2", "figure": "hr", "delta": 0.1, "delta_lo": 0.0,
                                        "delta_hi": 0.2}]).to_csv(root / "06_eval" / "start_effects.csv", index=False)
     rl = [line.strip() for line in run.run_summary(root, str(tmp_path / "outputs")) if "its start" in line]
-    assert rl == ["full over v2 (its start), illegal I0 items, same users: -1.6 [-3.2, +0.1] points"]
+    assert rl == ["full over v2 (its start), illegal I0 items, same users, fuzzy: -1.6 [-3.2, +0.1] points"]
     _done(root, "04_sft_unsloth", {})
     record.write_json(root / "04_sft_unsloth" / "metrics.json", {"category_probe": {
         "base": {"category_auc": 0.5, "category_auc_se": 0.03}, "sft": {"category_auc": 0.712, "category_auc_se": 0.04}}})
