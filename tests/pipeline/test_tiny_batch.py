@@ -125,8 +125,9 @@ def test_stage06_tables_and_stage07_figures(run_root):
 
 
 # ------------------------------------------------------------------ the paper in miniature (issue 19)
-# Stage 06's test prompts, fuzzy matching (the paper's convention), 50 users per test group. Each
-# bound below held on every seed of the tiny batch tried (0-4: docs/RESULTS.md, `studies/tiny_seeds.py`),
+# Stage 06's test prompts, fuzzy matching (the paper's convention), 50 users per test group and all ~400
+# in I0 (`all_i0_users`). Each bound below held on every seed of the tiny batch tried (0-9: docs/RESULTS.md,
+# `studies/tiny_seeds.py`; the I0 figures quoted are those of the 400 users, 2026-12-07 seventh entry),
 # with the room noted; where an issue-19 target did not hold on every seed the bound is the weaker one that does,
 # and RESULTS.md says so. A change that stops SFT from learning fails here.
 
@@ -141,6 +142,8 @@ def summary(run_root, model, group):
 def test_every_test_group_has_50_users(run_root):
     s = pd.read_csv(run_root / "06_eval" / "summary.csv")
     assert (s.loc[s["model"] == "v2", "n_lists"] >= 50).all()
+    i0 = s[(s["model"] == "v2") & (s["test_group"] == "I0") & (s["matcher"] == "fuzzy")]["n_lists"]
+    assert (i0 >= 390).all(), i0  # all_i0_users: every test user (399-400 on seeds 0-9)
 
 
 def test_every_figure_has_its_interval_and_every_control_its_paired_effect(run_root):
@@ -158,15 +161,15 @@ def test_every_figure_has_its_interval_and_every_control_its_paired_effect(run_r
 
 def test_sft_teaches_which_titles_are_in_which_category(run_root):
     probe = metrics(run_root, "04_sft_unsloth")["category_auc"]
-    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-4: +0.53, +0.34, +0.45, +0.43, +0.43; 5-9: +0.32-0.45
+    assert probe["sft"] >= probe["base"] + 0.2, probe  # seeds 0-9 (32 valid "more C" users, 16 before valid_per_type 64): +0.28 to +0.56
 
 
 def test_sft_learns_the_answer_format_and_the_catalog(run_root):
     i0 = summary(run_root, "v2", "I0")
-    assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds 0-4: 98, then 100 on each
-    assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0.4, 0, 0, 0.2, 0
-    assert i0["hr"] > 0, i0["hr"]  # 0.34, 0.34, 0.36, 0.40, 0.32 (SASRec: 0.56-0.76)
-    # fitted (24 epochs), v2 repeats 19-25 % of its titles: 20.6, 25.0, 20.0, 19.8, 23.4 (4 epochs: 59-76)
+    assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds 0-9, 400 users: 97.5 to 100
+    assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0 to 0.4
+    assert i0["hr"] > 0, i0["hr"]  # 0.25 to 0.35 (SASRec 0.67 on seed 0)
+    # fitted (24 epochs), v2 repeats 20-30 % of its titles: 19.8 to 29.6 (4 epochs, 50 users: 59-76)
     assert i0["repeat_item_pct"] <= 50, i0["repeat_item_pct"]
     base = summary(run_root, "base", "I0")  # the untrained base cannot: SFT is what taught it
     # it lists made-up titles (NonExist 100 % on seeds 1-3) or none at all: on seeds 0 and 4 every answer
@@ -205,19 +208,27 @@ def test_sft_on_control_tasks_obeys_no_c(run_root):
     assert gap("v2") >= gap("v1") + 15, (gap("v2"), gap("v1"))  # v2 − v1: 98.4, 69.0, 112.6, 80.8, 105.8
 
 
-def test_rl_does_not_wreck_the_lists(run_root):
-    """Issue 19 asks RL to cut them and its reward to rise. From the 24-epoch SFT model, PPO's 10
-    updates end at a later checkpoint than the SFT start on seeds 0-3 (updates 10, 10, 10, 8) and keep
-    the start on seed 4; full − v2 is −1.4, +0.4, −3.2, +2.5 and 0.0 points, within the noise of
-    checkpoint choice; its sampled list reward rises on seeds 0-3 and falls on 4 (RESULTS.md). On seeds
-    5-9, full − v2 is 0.0, +1.8, +0.04, +4.8 and −0.8, the reward rising on 3 (RESULTS.md, sixth entry of
-    2026-12-07). Only the bound that holds on every seed is asserted, with ≥ 5.2 points of room on these
-    ten: RL does not wreck the lists."""
+def test_rl_ends_with_no_more_illegal_items_than_its_start(run_root):
+    """Issue 19 asks RL to cut I0's illegal items (Repeat + NonExist + InHistory) below v2's and its reward
+    to rise. Stage 06 asks I0 of all ~400 test users and pairs full with v2 user by user
+    (`start_effects.csv`); stage 05 keeps the checkpoint with the best greedy reward on the 256 valid
+    prompts, the SFT start included. Seeds 0-9: full − v2 = −1.6, −0.8, −4.0 [−5.9, −2.0], 0, 0, 0, 0,
+    −0.2, 0, −0.9 points (0: PPO kept its start). With 50 users and a choice on 64 prompts it had read −1.4 to
+    +4.8 (RESULTS.md, 2026-12-07 sixth and seventh entries). The sampled reward rises on 7 of these 10
+    (not asserted: 12 answers per update; it falls on 4-6, where PPO keeps its start). Asserted: the paired row is written and brackets its figure,
+    which is the table's difference, and full ≤ v2 + 3: ≥ 3 points of room on every seed, for a machine
+    whose floats take PPO elsewhere (the worst choice seen, 64 prompts on seed 3, was +2.1)."""
     def illegal(model):
         i0 = summary(run_root, model, "I0")
         return i0["repeat_item_pct"] + i0["non_exist_pct"] + i0["in_history_pct"]
 
-    assert illegal("full") <= illegal("v2") + 10, (illegal("full"), illegal("v2"))  # full − v2: −1.4, +0.4, −3.2, +2.5, 0
+    e = pd.read_csv(run_root / "06_eval" / "start_effects.csv")
+    e = e[(e["model"] == "full") & (e["start"] == "v2") & (e["figure"] == "illegal_item_pct") & (e["matcher"] == "fuzzy")]
+    assert len(e) == 1, e
+    e = e.iloc[0]
+    assert e["delta"] == pytest.approx(illegal("full") - illegal("v2"))
+    assert e["delta_lo"] <= e["delta"] + 1e-9 and e["delta"] <= e["delta_hi"] + 1e-9, e.to_dict()
+    assert e["delta"] <= 3, e.to_dict()  # seeds 0-9: −1.6, −0.8, −4.0, 0, 0, 0, 0, −0.2, 0, −0.9
 
 
 # ------------------------------------------------------------------ the playground in a real browser (issue 21)
