@@ -17,8 +17,9 @@ costs nothing), then checks that every stage is up to date and reads stages 04-0
   category AUC of the untuned and the tuned model (stage 04's probe);
 - TCP(+C) of v2 against the untuned base, against v1 and against its no-control twin, and TCP(−C)
   against the twin, with the paired 95 % interval of each effect of the sentence;
-- the illegal items on I0 (Repeat + NonExist + InHistory) of full (PPO) and of v2, and PPO's
-  sampled list reward over the first and the last quarter of its updates;
+- the illegal items on I0 (Repeat + NonExist + InHistory) of full (PPO) and of v2, the paired 95 %
+  interval of full − v2 (`rl_lo`, `rl_hi`: stage 06's `start_effects.csv`), and PPO's sampled list
+  reward over the first and the last quarter of its updates;
 - the batch's time: the stages' own seconds, summed (`stage_seconds`, so runner start-up aside).
 
 Then, per target, on how many seeds it holds. `--no-run` only reads runs, and stops on one that is

@@ -168,7 +168,7 @@ def test_sft_learns_the_answer_format_and_the_catalog(run_root):
     i0 = summary(run_root, "v2", "I0")
     assert i0["correct_count_pct"] >= 80, i0["correct_count_pct"]  # seeds 0-9, 400 users: 97.5 to 100
     assert i0["non_exist_pct"] <= 20, i0["non_exist_pct"]  # 0 to 0.4
-    assert i0["hr"] > 0, i0["hr"]  # 0.25 to 0.35 (SASRec 0.67 on seed 0)
+    assert i0["hr"] > 0, i0["hr"]  # 0.20 to 0.35 (SASRec 0.67 on seed 0)
     # fitted (24 epochs), v2 repeats 20-30 % of its titles: 19.8 to 29.6 (4 epochs, 50 users: 59-76)
     assert i0["repeat_item_pct"] <= 50, i0["repeat_item_pct"]
     base = summary(run_root, "base", "I0")  # the untrained base cannot: SFT is what taught it
