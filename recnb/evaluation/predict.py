@@ -64,7 +64,7 @@ def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: in
             users (one `rng.choice` per group, in group order).
         all_i0_users: with `max_test_users`, the I0 group keeps every user that has an I0 prompt. Its
             draw is still made, so every other group keeps the users it has without this option.
-            RL moves I0's illegal items by 1-3 points, which 50 users cannot tell from noise
+            RL moves I0's illegal items by up to 4 points, which 50 users cannot tell from noise
             (RESULTS.md, 2026-12-07 seventh entry).
     """
     path = Path(path)
