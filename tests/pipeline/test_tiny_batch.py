@@ -213,13 +213,14 @@ def test_rl_ends_with_no_more_illegal_items_than_its_start(run_root):
     v2 and that its reward rise. Stage 06 asks I0 of all ~400 test users and pairs full with v2 user by
     user (`start_effects.csv`); stage 05 keeps the checkpoint with the best greedy reward on the 256 valid
     prompts, the SFT start among them. Seeds 0-9: full − v2 = −1.6, −0.8, −4.0 [−5.9, −2.0], 0, 0, 0, 0,
-    −0.2, 0, −0.9 points (0: the start kept). Choosing on 64 prompts had kept later updates on seeds 3, 6
-    and 8 at +2.7 [+0.5, +4.6], −0.1 and +0.4 (RESULTS.md, 2026-12-07 seventh entry). The sampled reward rises on 7 of
-    the 10 (not asserted: 12 answers per update).
+    −0.2, 0, −0.9 points (0: the start kept); on seeds 10-13, held out when 256 was chosen, +0.5 [−1.1,
+    +2.2], −1.1, 0, −0.5. Choosing on 64 prompts had kept later updates on seeds 3, 6 and 8 at +2.7
+    [+0.5, +4.6], −0.1 and +0.4 (RESULTS.md, 2026-12-07 seventh entry). The sampled reward rises on 10
+    of the 14 (not asserted: 12 answers per update).
 
     What this catches: a missing or malformed paired row, a row that disagrees with the table, PPO
-    that does not move the policy (exact KL to SFT at the last update 0.030-0.054 on the ten seeds), and
-    a kept checkpoint more than 3 points worse than SFT (≥ 3 points of room on every seed, for a machine
+    that does not move the policy (exact KL to SFT at the last update 0.030-0.054 on the 14 seeds), and
+    a kept checkpoint more than 3 points worse than SFT (≥ 2.5 points of room on every seed, for a machine
     whose floats take PPO elsewhere). What it cannot catch: PPO that moves but never helps, since the start
     is then kept and full = v2 (tests/unit/test_ppo.py's toy asserts that the same PPO raises a reward
     on each of its seeds)."""
@@ -233,7 +234,7 @@ def test_rl_ends_with_no_more_illegal_items_than_its_start(run_root):
     e = e.iloc[0]
     assert e["delta"] == pytest.approx(illegal("full") - illegal("v2"))
     assert e["delta_lo"] <= e["delta"] + 1e-9 and e["delta"] <= e["delta_hi"] + 1e-9, e.to_dict()
-    assert e["delta"] <= 3, e.to_dict()  # seeds 0-9: −1.6, −0.8, −4.0, 0, 0, 0, 0, −0.2, 0, −0.9
+    assert e["delta"] <= 3, e.to_dict()  # seeds 0-9: −1.6, −0.8, −4.0, 0, 0, 0, 0, −0.2, 0, −0.9; 10-13: +0.5 to −1.1
     log = pd.read_csv(run_root / "05_ppo" / "ppo_log.csv")
     assert log.loc[log["update"] > 0, "full_kl"].iloc[-1] > 0.005, log["full_kl"].tolist()  # 0.030-0.054
 
