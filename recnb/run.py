@@ -619,8 +619,8 @@ def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
         starts_file = out_root / "06_eval" / "start_effects.csv"
         starts = pd.read_csv(starts_file) if starts_file.exists() else pd.DataFrame(columns=["figure"])
         for _, e in starts[starts["figure"] == "illegal_item_pct"].iterrows():
-            lines.append(f"    {e['model']} over {e['start']} (its start), illegal {e.get('test_group', 'I0')} items, "
-                         f"same users, {e.get('matcher', 'fuzzy')}: {e['delta']:+.1f} [{e['delta_lo']:+.1f}, "
+            lines.append(f"    {e['model']} over {e['start']} (its start), illegal {e['test_group']} items, "
+                         f"same users, {e['matcher']}: {e['delta']:+.1f} [{e['delta_lo']:+.1f}, "
                          f"{e['delta_hi']:+.1f}] points")
         lines.append(f"  tables:    {out_root / '06_eval'}/table2.md … table5.md (CSV beside each)")
     times = {d.name: record.read_json(d / col.METRICS_FILE).get("stage_seconds")

@@ -40,11 +40,13 @@ CONSTRAINED = "+constrained"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to evaluate: table label, source kind and, for trained models, its stage dir."""
+    """A model to evaluate: table label, source kind and, for trained models, its stage dir and the
+    stage dir whose model it loads under its own (`init_from`: PPO's SFT dir; None for the others)."""
 
     label: str
     source: str  # "sasrec", "popularity", "base" or a stage dir name (04_sft_unsloth-v1, 05_ppo, ...)
     path: Path | None = None
+    init_from: str | None = None
 
 
 def load_test_prompts(path: str | os.PathLike, max_test_users: int = 0, seed: int = 0,
@@ -100,32 +102,28 @@ def resolve_models(models: dict[str, str], run_root: Path) -> tuple[list[ModelSp
             specs.append(ModelSpec(label, source))
             continue
         path = paths.input_dir(Path(run_root).parent, Path(run_root).name, source)
-        specs.append(ModelSpec(label, source, path))
-        _note_chain(path, run_root)
+        specs.append(ModelSpec(label, source, path, _note_chain(path, run_root)))
     return specs, []
 
 
-def _note_chain(stage_dir: Path, run_root: Path) -> None:
+def _note_chain(stage_dir: Path, run_root: Path) -> str | None:
     """Note the stage dirs a model loads under its own (`init_from`: PPO's SFT model) as inputs read, so
-    `inputs.json` names them and the table goes stale when the SFT model under a PPO row changes."""
-    below, seen = record.read_json(stage_dir / col.PARAMS_FILE).get("init_from"), {stage_dir.name}
+    `inputs.json` names them and the table goes stale when the SFT model under a PPO row changes;
+    returns the first of them (the dir name `init_from` holds), None where there is none."""
+    first = record.read_json(stage_dir / col.PARAMS_FILE).get("init_from")
+    below, seen = first, {stage_dir.name}
     while below and below not in seen:
         seen.add(below)
         below_dir = paths.input_dir(Path(run_root).parent, Path(run_root).name, below)
         below = record.read_json(below_dir / col.PARAMS_FILE).get("init_from")
+    return first
 
 
 def start_pairs(specs: list[ModelSpec]) -> list[tuple[str, str]]:
     """(label, start label) for each model trained on top of another row's model: a PPO row whose
     `init_from` SFT dir is also a row (`full` over `v2`), for `intervals.start_effects`."""
     by_source = {s.source: s.label for s in specs}
-    pairs = []
-    for spec in specs:
-        if spec.path is not None:
-            start = record.read_json(spec.path / col.PARAMS_FILE).get("init_from")
-            if start in by_source:
-                pairs.append((spec.label, by_source[start]))
-    return pairs
+    return [(s.label, by_source[s.init_from]) for s in specs if s.init_from in by_source]
 
 
 def teacher_list(ranking: list[int], intent: Intent, k: int, catalog: Catalog, control: bool = True) -> list[int]:

@@ -265,7 +265,7 @@ def start_effects_markdown(effects: pd.DataFrame) -> str:
                          f"[{r['delta_lo']:+.{digits}f}, {r['delta_hi']:+.{digits}f}]")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", (f"model vs its start: difference [95 % paired bootstrap interval over the "
-                   f"{effects['test_group'].iloc[0]} users], {effects['matcher'].iloc[0]} matching. Illegal = RepeatItem + "
+                   f"{group} users], {effects['matcher'].iloc[0]} matching. Illegal = RepeatItem + "
                    "NonExist + InHistory among the first K; RL is meant to lower it."), ""]
     return "\n".join(lines)
 

@@ -170,10 +170,13 @@ def test_start_effects_pair_a_model_with_its_start_on_illegal_items():
 def test_start_pairs_read_the_sft_dir_each_ppo_row_loads(tmp_path):
     import json
 
-    for name, params in (("04_sft_unsloth", {}), ("05_ppo", {"init_from": "04_sft_unsloth"}),
+    run_root = tmp_path / "r"
+    for name, params in (("04_sft_unsloth", {}), ("04_sft_unsloth-v1", {}), ("05_ppo", {"init_from": "04_sft_unsloth"}),
                          ("05_ppo-v3", {"init_from": "04_sft_unsloth-v1"})):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "params.json").write_text(json.dumps(params))
-    specs = [predict.ModelSpec("SASRec", "sasrec"), predict.ModelSpec("v2", "04_sft_unsloth", tmp_path / "04_sft_unsloth"),
-             predict.ModelSpec("full", "05_ppo", tmp_path / "05_ppo"), predict.ModelSpec("v3", "05_ppo-v3", tmp_path / "05_ppo-v3")]
+        (run_root / name).mkdir(parents=True)
+        (run_root / name / "params.json").write_text(json.dumps(params))
+        (run_root / name / "metrics.json").write_text("{}")
+    specs, _ = predict.resolve_models({"SASRec": "sasrec", "v2": "04_sft_unsloth", "full": "05_ppo", "v3": "05_ppo-v3"},
+                                      run_root)
+    assert [s.init_from for s in specs] == [None, None, "04_sft_unsloth", "04_sft_unsloth-v1"]  # read once, here
     assert predict.start_pairs(specs) == [("full", "v2")]  # v3's start (v1) is not a row of this table

@@ -409,9 +409,10 @@ def test_the_run_ends_with_its_headline_figures_and_where_to_look(tmp_path):
     v2 = next(line for line in lines if line.strip().startswith("v2"))
     assert v2.split() == ["v2", "0.100", "90±5", "(60)", "+30", "[+21,+38]", "20±5", "(40)", "–", "50/50/50", "16.0"]
     assert "stage times: 02_sasrec 30s, 06_eval 90s; total 2.0 min" in "\n".join(lines)
-    pd.DataFrame([{"model": "full", "start": "v2", "figure": "illegal_item_pct", "delta": -1.64, "delta_lo": -3.2,
-                   "delta_hi": 0.06}, {"model": "full", "start": "v2", "figure": "hr", "delta": 0.1, "delta_lo": 0.0,
-                                       "delta_hi": 0.2}]).to_csv(root / "06_eval" / "start_effects.csv", index=False)
+    pd.DataFrame([{"figure": "illegal_item_pct", "delta": -1.64, "delta_lo": -3.2, "delta_hi": 0.06},
+                  {"figure": "hr", "delta": 0.1, "delta_lo": 0.0, "delta_hi": 0.2}]).assign(
+        model="full", start="v2", test_group="I0", matcher="fuzzy").to_csv(root / "06_eval" / "start_effects.csv",
+                                                                           index=False)
     rl = [line.strip() for line in run.run_summary(root, str(tmp_path / "outputs")) if "its start" in line]
     assert rl == ["full over v2 (its start), illegal I0 items, same users, fuzzy: -1.6 [-3.2, +0.1] points"]
     _done(root, "04_sft_unsloth", {})
