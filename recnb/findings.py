@@ -90,21 +90,38 @@ def sft(metrics: Mapping[str, Any]) -> str:
 
 
 def rl(summary: Mapping[str, Any], algorithm: str = "ppo") -> str:
-    """Stage 05: greedy validation at the SFT start, at the kept actor and at the end; the sampled reward's trend."""
+    """Stage 05: the sampled reward's paired gain on the validation prompts (with `reward_gain`), the
+    training batches' reward trend, and greedy validation at the SFT start, the kept actor and the end."""
     start, best, last = summary["valid_start"], summary["valid_best"], summary["valid_last"]
     first, late = summary["train_first_quarter"], summary["train_last_quarter"]
     trend = late["list_reward"] - first["list_reward"]
     kept = ("the SFT model: no update beat it" if summary["best_update"] == 0
             else f"update {summary['best_update']}")
-    return "\n".join([
-        (f"{HEAD}: {summary['updates']} {algorithm.upper()} updates. The sampled list reward went from "
-        f"{first['list_reward']:.3f} (first quarter) to {late['list_reward']:.3f} (last quarter), "
-        f"{'up' if trend > 0 else 'down'} {abs(trend):.3f}; illegal items {_pct(first.get('illegal_pct'))} → "
-        f"{_pct(late.get('illegal_pct'))}."),
+    lines = [f"{HEAD}: {summary['updates']} {algorithm.upper()} updates."]
+    gain = summary.get("reward_gain")
+    if gain:
+        verdict = ("up beyond noise" if gain["lo"] > 0 else "down beyond noise" if gain["hi"] < 0
+                   else "within noise")
+        lines.append(
+            f"Did RL raise its reward? On the {gain['prompts']} validation prompts, {gain['samples']} sampled answer(s) "
+            f"each from one seed, the list reward went from {gain['start']:.3f} (SFT start) to {gain['last']:.3f} "
+            f"(last actor): {gain['delta']:+.3f} [{gain['lo']:+.3f}, {gain['hi']:+.3f}] paired over prompts, "
+            f"{verdict}; illegal items {_pct(gain['start_illegal_pct'])} → {_pct(gain['last_illegal_pct'])}.")
+    lines += [
+        (f"The training batches' sampled list reward went from {first['list_reward']:.3f} (first quarter) to "
+         f"{late['list_reward']:.3f} (last quarter), {'up' if trend > 0 else 'down'} {abs(trend):.3f}"
+         + (" (other prompts at each update: which were drawn moves it more than training does)" if gain else "")
+         + f"; illegal items {_pct(first.get('illegal_pct'))} → {_pct(late.get('illegal_pct'))}."),
         (f"Greedy validation, SFT start → kept actor ({kept}) → last: list reward {start['val_list_reward']:.3f} → "
-        f"{best['val_list_reward']:.3f} → {last['val_list_reward']:.3f}; illegal items "
-        f"{_pct(start.get('val_illegal_pct'))} → {_pct(best.get('val_illegal_pct'))} → {_pct(last.get('val_illegal_pct'))}."),
-        "Stage 06 measures the kept actor on the test prompts."])
+         f"{best['val_list_reward']:.3f} → {last['val_list_reward']:.3f}; illegal items "
+         f"{_pct(start.get('val_illegal_pct'))} → {_pct(best.get('val_illegal_pct'))} → {_pct(last.get('val_illegal_pct'))}."),
+        "Stage 06 measures the kept actor on the test prompts."]
+    return "\n".join(lines)
+
+
+def _known(value) -> bool:
+    """A number that is neither missing nor NaN."""
+    return value is not None and not math.isnan(value)
 
 
 def report(metrics: Mapping[str, Any]) -> str:
@@ -121,5 +138,8 @@ def report(metrics: Mapping[str, Any]) -> str:
         lines.append("RL runs on the same sampled-answer budget: " + "; ".join(
             f"{r['run']} ({r['algorithm']}, {r['reward']} reward) {r['s_per_update']:.2f} s/update, sampled list reward "
             f"{r['list_reward_first']:.3f} → {r['list_reward_last']:.3f}, illegal items "
-            f"{_pct(r['illegal_pct_first'])} → {_pct(r['illegal_pct_last'])} (first → last quarter)" for r in runs) + ".")
+            f"{_pct(r['illegal_pct_first'])} → {_pct(r['illegal_pct_last'])} (first → last quarter)"
+            + (f", paired gain on the valid prompts {r['reward_gain']:+.3f} [{r['reward_gain_lo']:+.3f}, "
+               f"{r['reward_gain_hi']:+.3f}]" if _known(r.get("reward_gain")) else "")
+            for r in runs) + ".")
     return "\n".join(lines)

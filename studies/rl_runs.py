@@ -57,6 +57,8 @@ def main() -> None:
         values[f"{key}_s_per_update"] = float(row["s_per_update"])
         values[f"{key}_reward_gain"] = float(row["list_reward_last"] - row["list_reward_first"])
         values[f"{key}_illegal_change"] = float(row["illegal_pct_last"] - row["illegal_pct_first"])
+        if row["reward_gain"] == row["reward_gain"]:  # the paired gain on the valid prompts (stage 05's reward_check)
+            values[f"{key}_paired_gain"] = float(row["reward_gain"])
         if row["run"] != ref["run"]:
             values[f"{key}_time_ratio"] = float(row["s_per_update"] / ref["s_per_update"])
     print(record.summary_line("rl_runs", run=args.run, **values))

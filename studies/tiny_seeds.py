@@ -60,7 +60,10 @@ TARGETS = (
     ("minus_twin", "v2 TCP(-C) <= twin - 10", lambda r: r["minus_delta"] <= -10),
     ("plus_v1", "v2 TCP(+C) > v1", lambda r: r["v2_plus"] > r["v1_plus"]),
     ("rl_illegal", "full illegal <= v2 illegal", lambda r: r["full_illegal"] <= r["v2_illegal"]),
-    ("rl_reward", "PPO sampled reward rises", lambda r: r["reward_last"] > r["reward_first"]),
+    # stage 05's reward_check: the last actor against the SFT start on the valid prompts, paired (not the
+    # training batches' first and last quarters, whose prompts differ)
+    ("rl_reward", "PPO sampled reward rises (paired)", lambda r: r["gain"] > 0),
+    ("rl_reward_sure", "... beyond noise (95 %)", lambda r: r["gain_lo"] > 0),
     ("time", "batch <= 600 s", lambda r: r["seconds"] <= 600),
 )
 
@@ -182,6 +185,8 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
         "minus_hi": minus["delta_hi"], "v2_illegal": illegal("v2"), "full_illegal": illegal("full"),
         "rl_lo": rl[0], "rl_hi": rl[1], "best_update": ppo["best_update"], "reward_first": ppo["train_first_quarter"]["list_reward"],
         "reward_last": ppo["train_last_quarter"]["list_reward"],
+        **{name: ppo.get("reward_gain", {}).get(key, math.nan)
+           for name, key in (("gain", "delta"), ("gain_lo", "lo"), ("gain_hi", "hi"))},
     }
 
 
@@ -255,7 +260,8 @@ def main() -> None:
         seeds="-".join(map(str, args.seeds)),
         jobs=at_once, **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
-        illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"])))
+        illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"]),
+        reward_gain="/".join(f"{d:+.3f}" for d in table["gain"])))
 
 
 if __name__ == "__main__":

@@ -16,18 +16,16 @@ holds.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from recnb import artifacts as col
+from recnb.bootstrap import LEVEL, N_RESAMPLES, percentile_bounds, resample_weights
 from recnb.metrics import ILLEGAL, ITEM_FIGURES, MEAN_FIGURES
 from recnb.tasks import NOCONTROL
 
-N_RESAMPLES = 1000
-LEVEL = 0.95
 # stage 06 also reports HR@5 / NDCG@5 (see `recnb.evaluation.predict.summarise`)
 MEANS = (*MEAN_FIGURES, ("hit5", "hr5", 1), ("ndcg5", "ndcg5", 1))
 KEYS = ("model", "test_group", "matcher")
@@ -36,18 +34,6 @@ KEYS = ("model", "test_group", "matcher")
 def family(group: str) -> str:
     """The group a `_nocontrol` twin belongs to (its users are the group's)."""
     return group.removesuffix(NOCONTROL)
-
-
-def resample_weights(n: int, n_resamples: int, seed: int, name: str) -> np.ndarray:
-    """(n_resamples, n) counts: how often each of n users is drawn in each resample (rows sum to n).
-
-    Seeded by `seed` and `name` (a family of groups), so every model of the family gets the same draws.
-    """
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    draws = rng.integers(0, n, size=(n_resamples, n))
-    weights = np.zeros((n_resamples, n), dtype=np.float64)
-    np.add.at(weights, (np.arange(n_resamples)[:, None], draws), 1.0)
-    return weights
 
 
 def _figure_draws(part: pd.DataFrame, users: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -91,15 +77,6 @@ def _check_unique(scores: pd.DataFrame) -> None:
                          "users, so each (model, test_group, matcher, user) must be one row")
 
 
-def _bounds(draws: np.ndarray, level: float) -> tuple[float, float]:
-    finite = draws[~np.isnan(draws)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(finite, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
 def bootstrap_intervals(scores: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = 0,
                         level: float = LEVEL) -> pd.DataFrame:
     """`<figure>_lo` / `<figure>_hi` columns per (model, test_group, matcher) of stage 06's scores.
@@ -115,7 +92,7 @@ def bootstrap_intervals(scores: pd.DataFrame, n_resamples: int = N_RESAMPLES, se
     for key, figures in _draws(scores, n_resamples, seed).items():
         row = dict(zip(KEYS, key))
         for name, draws in figures.items():
-            row[f"{name}_lo"], row[f"{name}_hi"] = _bounds(draws, level)
+            row[f"{name}_lo"], row[f"{name}_hi"] = percentile_bounds(draws, level)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -135,7 +112,7 @@ def _delta(draws, whole, figure: str, a: tuple[str, str], b: tuple[str, str], ma
     for key in keys:
         if figure not in draws.get(key, {}):
             raise KeyError(f"no {figure!r} for model {key[0]!r} in group {key[1]!r} ({matcher} matching)")
-    lo, hi = _bounds(draws[keys[0]][figure] - draws[keys[1]][figure], level)
+    lo, hi = percentile_bounds(draws[keys[0]][figure] - draws[keys[1]][figure], level)
     va, vb = (float(whole[key][figure][0]) for key in keys)
     return {"a": va, "b": vb, "delta": va - vb, "lo": lo, "hi": hi}
 

@@ -13,6 +13,8 @@ from recnb.ppo.loop import (
            evaluate,
            load_checkpoint,
            plot_log,
+           reward_check,
+           reward_gain,
            rl_records,
            save_checkpoint,
            summarise,
@@ -24,5 +26,5 @@ from recnb.ppo.rollout import RecScorer
 from recnb.ppo.update import batch_records, make_optimizer, ppo_update
 
 __all__ = ["ActorCritic", "PPOConfig", "RecScorer", "batch_records", "evaluate", "grpo_update", "load_checkpoint",
-           "make_optimizer", "plot_log", "ppo_update", "rl_records", "save_checkpoint", "summarise",
+           "make_optimizer", "plot_log", "ppo_update", "reward_check", "reward_gain", "rl_records", "save_checkpoint", "summarise",
            "train_ppo", "valid_slice"]

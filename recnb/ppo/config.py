@@ -11,7 +11,7 @@ from recnb.tasks import RL_TASKS
 REWARDS = ("full", "list")  # item + list rewards (Ours_full), list reward only (Ours_v3)
 ALGORITHMS = ("ppo", "grpo")  # the paper's PPO with a critic; critic-free group-relative (`recnb.ppo.grpo`)
 # Settings a resumed run may change (`recnb.ppo.loop.train_ppo`): they do not alter what was trained.
-RESUMABLE = ("updates", "resume", "threads")
+RESUMABLE = ("updates", "resume", "threads", "reward_check")
 
 
 @dataclass
@@ -59,6 +59,9 @@ class PPOConfig(StageConfig):
                        "AVX-512: llm.cpu_bf16_fast)")
     eval_every: int = param(2, "updates between greedy validation runs", lo=1)
     eval_size: int = param(8, "validation prompts (round-robin over I0, I1, I2 tasks of sft_valid.jsonl)", lo=1)
+    reward_check: int = param(1, "after training: answers sampled per validation prompt by the SFT start and by the "
+                              "last actor, from one seed, to measure the gain in sampled list reward with its 95 % "
+                              "interval (reward_check.csv, metrics.json reward_gain); 0: off", lo=0)
     fuzzy: bool = param(False, "also accept catalog titles within Levenshtein distance 3 (same as stage 06)")
     resume: bool = param(False, "continue from checkpoint/ of an interrupted run instead of starting over")
 

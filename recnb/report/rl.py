@@ -55,8 +55,10 @@ def curves(logs: Mapping[str, pd.DataFrame], answers_per_update: Mapping[str, in
 def head_to_head(metrics: Mapping[str, Mapping], params: Mapping[str, Mapping]) -> pd.DataFrame:
     """One row per run from its stage-05 `metrics.json` and `params.json`: algorithm, reward, updates,
     sampled answers, seconds per update, the sampled list reward and illegal items of the first and
-    last quarter of the updates, and the greedy validation list reward at the SFT start and at the
-    best checkpoint (which stage 05 keeps)."""
+    last quarter of the updates, the greedy validation list reward at the SFT start and at the
+    best checkpoint (which stage 05 keeps), and the paired gain in sampled list reward of the last
+    actor over the SFT start on the validation prompts (`reward_gain`, `_lo`, `_hi`; NaN for a run
+    without `reward_check`)."""
     rows = []
     for label, m in metrics.items():
         p = params[label]
@@ -70,7 +72,9 @@ def head_to_head(metrics: Mapping[str, Mapping], params: Mapping[str, Mapping]) 
             "list_reward_first": first.get("list_reward"), "list_reward_last": last.get("list_reward"),
             "illegal_pct_first": first.get("illegal_pct"), "illegal_pct_last": last.get("illegal_pct"),
             "val_list_reward_start": m["valid_start"].get("val_list_reward"),
-            "val_list_reward_best": m["valid_best"].get("val_list_reward"), "best_update": m.get("best_update")})
+            "val_list_reward_best": m["valid_best"].get("val_list_reward"), "best_update": m.get("best_update"),
+            **{f"reward_gain{end}": m.get("reward_gain", {}).get(key, float("nan"))
+               for end, key in (("", "delta"), ("_lo", "lo"), ("_hi", "hi"))}})
     return pd.DataFrame(rows)
 
 

@@ -239,6 +239,20 @@ def test_rl_ends_with_no_more_illegal_items_than_its_start(run_root):
     assert log.loc[log["update"] > 0, "full_kl"].iloc[-1] > 0.005, log["full_kl"].tolist()  # 0.030-0.054
 
 
+def test_rl_reward_check_pairs_the_last_actor_with_its_start(run_root):
+    """Stage 05's reward check (`reward_check: 1`): the SFT start and the last actor each answer the 256 valid
+    prompts once, sampled from one seed, and `metrics.json` holds the paired gain with its interval. The
+    file and the summary must agree; the gain itself is not asserted (see the seeds in RESULTS.md)."""
+    check = pd.read_csv(run_root / "05_ppo" / "reward_check.csv")
+    gain = metrics(run_root, "05_ppo")["reward_gain"]
+    assert len(check) == 256 and check["prompt"].nunique() == 256 and gain["prompts"] == 256
+    assert {"I0", "I1+C", "I1-C"} <= set(check["task"])
+    assert gain["delta"] == pytest.approx((check["last_reward"] - check["start_reward"]).mean())
+    assert gain["lo"] <= gain["delta"] <= gain["hi"] and gain["hi"] - gain["lo"] > 0, gain
+    assert gain["start_illegal_pct"] == pytest.approx(100 * check["start_illegal"].sum() / check["start_items"].sum())
+    assert (check["start_items"] > 0).mean() > 0.9  # the SFT start answers with lists
+
+
 # ------------------------------------------------------------------ the playground in a real browser (issue 21)
 
 def _wait_for(evaluate, probe: str, seconds: int = 300):

@@ -54,6 +54,16 @@ def test_rl_names_the_kept_actor_and_the_trend():
                "train_last_quarter": {"list_reward": -1.5, "illegal_pct": 40.0}}
     text = findings.rl(summary, "grpo")
     assert "10 GRPO updates" in text and "down 0.200" in text and "kept actor (the SFT model: no update beat it)" in text
+    assert "Did RL raise" not in text
+    gain = {"prompts": 256, "samples": 1, "start": -1.07, "last": -1.02, "delta": 0.05, "lo": -0.04, "hi": 0.14,
+            "start_illegal_pct": 27.8, "last_illegal_pct": 27.1}
+    text = findings.rl({**summary, "reward_gain": gain})
+    assert ("On the 256 validation prompts, 1 sampled answer(s) each from one seed, the list reward went from -1.070 "
+            "(SFT start) to -1.020 (last actor): +0.050 [-0.040, +0.140] paired over prompts, within noise; illegal "
+            "items 27.8 % → 27.1 %.") in text
+    assert "which were drawn moves it more than training does" in text
+    assert "up beyond noise" in findings.rl({**summary, "reward_gain": {**gain, "lo": 0.01}})
+    assert "down beyond noise" in findings.rl({**summary, "reward_gain": {**gain, "delta": -0.1, "hi": -0.01}})
 
 
 def test_report_lists_figures_and_cases():
@@ -65,4 +75,7 @@ def test_report_lists_figures_and_cases():
            "list_reward_last": -0.54, "illegal_pct_first": 36.9, "illegal_pct_last": float("nan")}
     text = findings.report({"rl_head_to_head": [run]})
     assert ("full-grpo (grpo, full reward) 2.91 s/update, sampled list reward -1.300 → -0.540, illegal items "
-            "36.9 % → – (first → last quarter)") in text
+            "36.9 % → – (first → last quarter).") in text
+    paired = {**run, "reward_gain": 0.12, "reward_gain_lo": 0.02, "reward_gain_hi": 0.2}
+    assert "(first → last quarter), paired gain on the valid prompts +0.120 [+0.020, +0.200]." in findings.report(
+        {"rl_head_to_head": [paired]})

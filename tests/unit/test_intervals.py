@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recnb import metrics
+from recnb import bootstrap, metrics
 from recnb.evaluation import intervals, predict, tables
 
 
@@ -55,6 +55,17 @@ def test_means_skip_missing_values_like_aggregate():
     rows = score_rows("m", "I0", [1.0, 1.0, math.nan])
     out = intervals.bootstrap_intervals(pd.DataFrame(rows), n_resamples=300).iloc[0]
     assert out["hr_lo"] == out["hr_hi"] == 1.0
+
+
+def test_mean_interval_of_per_unit_values():
+    assert bootstrap.mean_interval([0.25] * 40) == (0.25, 0.25, 0.25)  # a constant: a point interval
+    mean, lo, hi = bootstrap.mean_interval([0.0] * 50 + [1.0] * 50, seed=3, name="x")
+    # 100 coin flips: the mean's standard error is 0.05, so the 95 % interval is about 0.5 ± 0.098
+    assert mean == 0.5 and 0.38 < lo < 0.42 and 0.58 < hi < 0.62
+    assert (lo, hi) == bootstrap.mean_interval([0.0] * 50 + [1.0] * 50, seed=3, name="x")[1:]  # seeded
+    assert math.isnan(bootstrap.mean_interval([1.0, 2.0], n_resamples=0)[1]) and bootstrap.mean_interval([1.0, 2.0],
+                                                                                                         n_resamples=0)[0] == 1.5
+    assert all(math.isnan(v) for v in bootstrap.mean_interval([]))
 
 
 def test_paired_difference_sees_what_two_separate_intervals_hide():

@@ -3,6 +3,7 @@ reference bookkeeping on a tiny-random model, and a functional run where a rewar
 category's items must raise the reward. One torch thread (conftest); ~1 min in all."""
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 import pandas as pd
@@ -12,7 +13,16 @@ import torch
 from recnb import llm
 from recnb.ppo import toy
 from recnb.ppo.config import PPOConfig
-from recnb.ppo.loop import evaluate, load_checkpoint, rl_records, save_checkpoint, train_ppo
+from recnb.ppo.loop import (
+    evaluate,
+    load_checkpoint,
+    reward_check,
+    reward_gain,
+    rl_records,
+    save_checkpoint,
+    summarise,
+    train_ppo,
+)
 from recnb.ppo.model import ACTOR, CRITIC, ActorCritic
 from recnb.ppo.objective import gae, masked_mean, masked_var, masked_whiten, policy_loss, value_loss
 from recnb.ppo.rollout import Rollout, place_scores, response_mask, score_rollout, token_char_ends
@@ -360,6 +370,9 @@ def test_ppo_raises_a_reward_that_pays_for_one_category(warm_model, tmp_path, se
     with ac.model.disable_adapter():
         before = toy.sampled_reward(ac.model, tok)
     assert after["reward"] > before["reward"] + 0.08, (before, after)
+    # stage 05's own check says the same: 12 answers to each of the 8 prompts, paired, beyond noise
+    gain = reward_gain(reward_check(ac, tok, RECORDS, FruitScorer(), dataclasses.replace(cfg, reward_check=12)))
+    assert gain["delta"] > 0.08 and gain["lo"] > 0 and gain["last"] > gain["start"], gain
     # the list format holds: exact KL to the start ≤ 0.27 nats/token on seeds 0-5 (the sampled-token
     # `kl` column jumps whenever one rare token is drawn, so it is not asserted)
     assert after["illegal_pct"] < 25.0 and log["full_kl"].tail(8).mean() < 1.0
@@ -388,6 +401,38 @@ def test_a_checkpoint_that_answers_less_is_never_kept_as_the_best_actor(tmp_path
     assert best == -4.8 and len(saved) == 1
     assert loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 12.5}, best, tmp_path, 18.75) == -4.8
     assert loop._keep_best(fake, {"val_list_reward": -1.0, "val_correct_count_pct": 25.0}, best, tmp_path, 18.75) == -1.0
+
+
+def test_reward_check_pairs_two_identical_policies_to_exactly_zero(warm_model):
+    """An untrained actor (LoRA B = 0) is the SFT start: one seed for both passes draws the same answers,
+    so every prompt's difference is 0, and the global RNG is left as it was."""
+    ac, tok = _actor_critic(warm_model), warm_model[1]
+    cfg = PPOConfig(**toy.PPO_SETTINGS, reward_check=3, seed=4)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    check = reward_check(ac, tok, RECORDS, FruitScorer(), cfg)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert len(check) == 24 and list(check["sample"].unique()) == [0, 1, 2] and (check["task"] == "I0").all()
+    assert check["start_reward"].tolist() == check["last_reward"].tolist()
+    assert check["start_reward"].nunique() > 1  # sampled, not greedy: the answers differ
+    gain = reward_gain(check)
+    assert (gain["delta"], gain["lo"], gain["hi"]) == (0.0, 0.0, 0.0) and gain["prompts"] == 8 and gain["samples"] == 3
+    assert reward_check(ac, tok, RECORDS, FruitScorer(), dataclasses.replace(cfg, reward_check=0)).empty
+
+
+def test_reward_gain_is_the_mean_of_per_prompt_differences():
+    check = pd.DataFrame({"prompt": [0, 0, 1, 1], "task": "I0", "sample": [0, 1, 0, 1],
+                          "start_reward": [0.0, 1.0, 1.0, 1.0], "last_reward": [1.0, 1.0, 1.0, 2.0],
+                          "start_items": [3, 3, 3, 1], "start_illegal": [1, 0, 2, 1],
+                          "last_items": [3, 3, 3, 3], "last_illegal": [0, 0, 0, 3]})
+    gain = reward_gain(check)
+    # prompt 0: 1.0 - 0.5, prompt 1: 1.5 - 1.0; both +0.5, so every resample gives +0.5
+    assert (gain["delta"], gain["lo"], gain["hi"]) == (0.5, 0.5, 0.5)
+    assert (gain["start"], gain["last"], gain["prompts"], gain["samples"]) == (0.75, 1.25, 2, 2)
+    assert gain["start_illegal_pct"] == 40.0 and gain["last_illegal_pct"] == 25.0  # 4 of 10, 3 of 12
+    log = pd.DataFrame([{"update": 0, "val_list_reward": -1.0}, {"update": 1, "list_reward": -0.5}])
+    assert summarise(log, check)["reward_gain"] == gain and "reward_gain" not in summarise(log)
+    assert "reward_gain" not in summarise(log, check.iloc[:0])
 
 
 def test_metrics_name_the_actor_train_ppo_kept_not_the_highest_validation_reward():

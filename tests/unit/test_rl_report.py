@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -46,6 +48,10 @@ def test_head_to_head_reads_each_runs_summary():
     assert (row["algorithm"], row["reward"], row["sampled_answers"]) == ("grpo", "full", 120)
     assert row["s_per_update"] == pytest.approx(2.9)
     assert (row["list_reward_first"], row["illegal_pct_last"], row["best_update"]) == (-1.3, 29.7, 9)
+    assert math.isnan(row["reward_gain"])  # a run from before stage 05's reward_check
+    metrics["reward_gain"] = {"delta": 0.07, "lo": -0.02, "hi": 0.16}
+    row = rl.head_to_head({"ppo": metrics}, {"ppo": {"batch_size": 12}}).iloc[0]
+    assert (row["reward_gain"], row["reward_gain_lo"], row["reward_gain_hi"]) == (0.07, -0.02, 0.16)
 
 
 def test_head_to_head_figure_has_one_line_per_run_in_every_panel(tmp_path):

@@ -73,7 +73,8 @@ def _fake_run(root, jobs):
             metrics |= {"category_auc": {"base": 0.5, "sft": 0.9}}
         if job.name == "05_ppo":
             metrics |= {"best_update": 5, "train_first_quarter": {"list_reward": -0.8},
-                        "train_last_quarter": {"list_reward": -0.5}}
+                        "train_last_quarter": {"list_reward": -0.5},
+                        "reward_gain": {"delta": 0.04, "lo": -0.05, "hi": 0.13}}
         (root / job.name / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -87,6 +88,7 @@ def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
     assert (row["base_plus"], row["v1_plus"], row["v2_plus"], row["plus_delta"]) == (0.0, 70.0, 95.0, 25.0)
     assert (row["minus_delta"], row["minus_lo"], row["minus_hi"]) == (-6.0, -17.0, 5.0)
     assert (row["reward_first"], row["reward_last"], row["best_update"]) == (-0.8, -0.5, 5)
+    assert (row["gain"], row["gain_lo"], row["gain_hi"]) == (0.04, -0.05, 0.13)
     assert (row["auc_base"], row["auc_sft"]) == (0.5, 0.9)
     assert math.isnan(row["rl_lo"]) and math.isnan(row["rl_hi"])  # a stage 06 without start_effects.csv
     pd.DataFrame([("full", "v2", "I0", "illegal_item_pct", "exact", -9.0, -8.0),
@@ -98,21 +100,23 @@ def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
     assert (row["rl_lo"], row["rl_hi"]) == (-3.2, 0.1)
     held = study.held(pd.DataFrame([row])).set_index("target")["held"]
     assert held["minus_twin"] == "0/1" and held["rl_illegal"] == "1/1" and held["plus_twin"] == "1/1"
+    assert held["rl_reward"] == "1/1" and held["rl_reward_sure"] == "0/1"  # +0.04 [-0.05, +0.13]: within noise
 
 
 def test_held_counts_each_target_over_the_seeds():
     base = {"v2_cc": 90, "v2_nonexist": 1, "v2_hr": 0.2, "base_plus": 0, "v1_plus": 60, "v2_plus": 95,
-            "plus_delta": 20, "minus_delta": -12, "v2_illegal": 50, "full_illegal": 48, "reward_first": -0.9,
-            "reward_last": -0.5, "seconds": 580}
+            "plus_delta": 20, "minus_delta": -12, "v2_illegal": 50, "full_illegal": 48, "gain": 0.2, "gain_lo": 0.1,
+            "gain_hi": 0.3, "seconds": 580}
     table = pd.DataFrame([
         {**base, "seed": 0},
         {**base, "seed": 1, "minus_delta": -9.9, "full_illegal": 50.1, "seconds": 600},  # misses two
-        {**base, "seed": 2, "v2_cc": 79.9, "reward_last": -0.9},                          # misses two others
+        {**base, "seed": 2, "v2_cc": 79.9, "gain": -0.01, "gain_lo": -0.1},               # misses three others
     ])
     held = study.held(table).set_index("target")
     assert held.loc["minus_twin", "held"] == "2/3" and held.loc["minus_twin", "missed_on"] == "1"
     assert held.loc["rl_illegal", "missed_on"] == "1" and held.loc["time", "held"] == "3/3"  # 600 s is in
     assert held.loc["cc", "missed_on"] == "2" and held.loc["rl_reward", "missed_on"] == "2"
+    assert held.loc["rl_reward_sure", "missed_on"] == "2"
     assert held.loc["plus_base", "held"] == "3/3" and held.loc["plus_v1", "held"] == "3/3"
     shared = study.held(table, jobs=2).set_index("target")  # batches that shared the cores: no time target
     assert shared.loc["time", "held"] == "n/a" and shared.loc["minus_twin", "held"] == "2/3"
