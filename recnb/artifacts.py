@@ -50,7 +50,7 @@ CHECKPOINT_DIR = "checkpoint"  # holds actor/, critic/, state.pt, settings.json 
 CHECKPOINT_STATE_FILE = "state.pt"
 CHECKPOINT_SETTINGS_FILE = "settings.json"
 PPO_LOG_FILE = "ppo_log.csv"
-REWARD_CHECK_FILE = "reward_check.csv"  # the last actor against the SFT start on fixed prompts
+REWARD_CHECK_FILE = "reward_check.csv"  # the last actor against the SFT start (only with reward_check > 0)
 
 # 06_eval
 PREDICTIONS_FILE = "predictions.parquet"
@@ -67,7 +67,7 @@ REQUIRED_OUTPUTS = {
     "02_sasrec": (SASREC_FILE, TEACHER_FILE),
     "03_instructions": (SFT_TRAIN_FILE, SFT_VALID_FILE, RL_PROMPTS_FILE, TEST_PROMPTS_FILE),
     "04_sft_unsloth": (f"{ADAPTER_DIR}/*.safetensors", VALID_ANSWERS_FILE),
-    "05_ppo": (f"{ADAPTER_DIR}/*.safetensors", f"{ADAPTER_LAST_DIR}/*.safetensors", PPO_LOG_FILE, REWARD_CHECK_FILE),
+    "05_ppo": (f"{ADAPTER_DIR}/*.safetensors", f"{ADAPTER_LAST_DIR}/*.safetensors", PPO_LOG_FILE),
     "06_eval": (PREDICTIONS_FILE, SCORES_FILE, SUMMARY_FILE),
 }
 # Stages that also write outside their own dir: 07 saves the figures to `paper_figures/<run>/` beside

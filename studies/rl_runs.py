@@ -7,15 +7,19 @@ ml-100k after `python -m recnb.run params/ml-100k.yaml --paper --only 05_ppo:grp
     .venv/bin/python studies/rl_runs.py --run ml-100k --stages full=05_ppo full-grpo=05_ppo-grpo
 
 Prints `recnb.report.rl.head_to_head`'s table (s/update, sampled list reward and illegal items of the
-first and last quarter of the updates, greedy validation at the start and at the kept checkpoint),
+first and last quarter of the updates, greedy validation at the start and at the kept checkpoint,
+and with stage 05's `reward_check` the paired gain of the last actor over its start on the valid prompts),
 writes it and the figure (reward and illegal items against sampled answers and against training
 seconds) under `outputs/studies/rl_runs/<run>/`; ends with one key=value line (each run's s/update
-and reward gain, and the ratio of the first run's s/update to each other's).
+the first-to-last-quarter change of its sampled reward (`_quarter_gain`: other prompts each update), the
+paired gain where the run checked it (`_paired_gain`), and the ratio of the first run's s/update to each other's).
 """
 
 from __future__ import annotations
 
 import argparse
+
+import pandas as pd
 
 from recnb import paths, record
 from recnb.report import plots, rl
@@ -55,9 +59,9 @@ def main() -> None:
     for _, row in table.iterrows():
         key = str(row["run"]).replace("-", "_")
         values[f"{key}_s_per_update"] = float(row["s_per_update"])
-        values[f"{key}_reward_gain"] = float(row["list_reward_last"] - row["list_reward_first"])
+        values[f"{key}_quarter_gain"] = float(row["list_reward_last"] - row["list_reward_first"])
         values[f"{key}_illegal_change"] = float(row["illegal_pct_last"] - row["illegal_pct_first"])
-        if row["reward_gain"] == row["reward_gain"]:  # the paired gain on the valid prompts (stage 05's reward_check)
+        if pd.notna(row["reward_gain"]):  # the paired gain on the valid prompts (stage 05's reward_check)
             values[f"{key}_paired_gain"] = float(row["reward_gain"])
         if row["run"] != ref["run"]:
             values[f"{key}_time_ratio"] = float(row["s_per_update"] / ref["s_per_update"])

@@ -18,8 +18,11 @@ costs nothing), then checks that every stage is up to date and reads stages 04-0
 - TCP(+C) of v2 against the untuned base, against v1 and against its no-control twin, and TCP(−C)
   against the twin, with the paired 95 % interval of each effect of the sentence;
 - the illegal items on I0 (Repeat + NonExist + InHistory) of full (PPO) and of v2, the paired 95 %
-  interval of full − v2 (`rl_lo`, `rl_hi`: stage 06's `start_effects.csv`), and PPO's sampled list
-  reward over the first and the last quarter of its updates;
+  interval of full − v2 (`rl_lo`, `rl_hi`: stage 06's `start_effects.csv`), PPO's sampled list
+  reward over the first and the last quarter of its updates (other prompts each update: shown, not
+  judged), and the paired gain of its last actor over the SFT start on the valid prompts, with its
+  95 % interval (`gain`, `gain_lo`, `gain_hi`: stage 05's `reward_check`; a run without one misses
+  both reward targets);
 - the batch's time: the stages' own seconds, summed (`stage_seconds`, so runner start-up aside).
 
 Then, per target, on how many seeds it holds. `--no-run` only reads runs, and stops on one that is

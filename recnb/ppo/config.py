@@ -59,7 +59,7 @@ class PPOConfig(StageConfig):
                        "AVX-512: llm.cpu_bf16_fast)")
     eval_every: int = param(2, "updates between greedy validation runs", lo=1)
     eval_size: int = param(8, "validation prompts (round-robin over I0, I1, I2 tasks of sft_valid.jsonl)", lo=1)
-    reward_check: int = param(1, "after training: answers sampled per validation prompt by the SFT start and by the "
+    reward_check: int = param(0, "after training: answers sampled per validation prompt by the SFT start and by the "
                               "last actor, from one seed, to measure the gain in sampled list reward with its 95 % "
                               "interval (reward_check.csv, metrics.json reward_gain); 0: off", lo=0)
     fuzzy: bool = param(False, "also accept catalog titles within Levenshtein distance 3 (same as stage 06)")

@@ -37,7 +37,6 @@ import json
 import math
 import shutil
 from collections.abc import Mapping
-from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -46,7 +45,7 @@ import torch
 from recnb import artifacts as col
 from recnb import metrics, progress
 from recnb.answer import parse_titles
-from recnb.bootstrap import mean_interval
+from recnb.ppo.check import reward_gain
 from recnb.ppo.config import RESUMABLE, PPOConfig
 from recnb.ppo.grpo import grpo_update
 from recnb.ppo.model import ACTOR, CRITIC, ActorCritic
@@ -55,7 +54,6 @@ from recnb.ppo.update import batch_records, make_optimizer, ppo_update, reward_s
 from recnb.tasks import RL_TASKS, select_tasks
 
 LOG_FILE = col.PPO_LOG_FILE
-CHECK_FILE = col.REWARD_CHECK_FILE
 CHECKPOINT = col.CHECKPOINT_DIR
 STATE_FILE = col.CHECKPOINT_STATE_FILE
 SETTINGS_FILE = col.CHECKPOINT_SETTINGS_FILE
@@ -84,8 +82,8 @@ def summarise(log: pd.DataFrame, check: pd.DataFrame | None = None, seed: int = 
     """metrics.json of stage 05: validation figures at the SFT start, at the kept actor (`adapter/`:
     the best validation list reward among checkpoints that `qualify`, as `train_ppo` keeps it) and
     at the last evaluation, the training reward/KL of the first and last quarter of the updates, and
-    with a `reward_check` frame its `reward_gain` (the paired figure: the quarters' rewards come from
-    different prompts, and which prompts were drawn moves them more than training does)."""
+    with a `reward_check` frame its `reward_gain` (`recnb.ppo.check`: the paired figure, where the
+    quarters' rewards come from different prompts)."""
     evals = log.dropna(subset=["val_list_reward"]).set_index("update").filter(like="val_")
     start_pct = float(evals.iloc[0].get("val_correct_count_pct", 100.0))
     kept = evals[[qualifies(row, start_pct) for _, row in evals.iterrows()]]
@@ -103,59 +101,6 @@ def summarise(log: pd.DataFrame, check: pd.DataFrame | None = None, seed: int = 
         "seconds": {k: float(train[k].sum()) for k in ("t_generate", "t_score", "t_train") if k in train},
         **({"reward_gain": reward_gain(check, seed)} if check is not None and len(check) else {}),
     }
-
-
-@torch.no_grad()
-def reward_check(ac: ActorCritic, tokenizer, records: list[dict], scorer: Scorer, cfg: PPOConfig,
-                 batch_size: int = 64) -> pd.DataFrame:
-    """Did RL raise the reward it optimises? The SFT start and the actor as it now is (after
-    `train_ppo`: the last update) each answer every prompt of `records` `cfg.reward_check` times,
-    sampled as the rollouts are (temperature, top-k, answer length), and `scorer` scores each answer.
-
-    Both passes start from one seed (`cfg.seed`), so where the two policies agree they draw the same
-    answer, and each prompt is answered by both: the difference is paired prompt by prompt
-    (`reward_gain`). The training log cannot tell this: each update draws other prompts, and on the
-    tiny batch 60 % of the list reward's variance lies between prompts (RESULTS 2026-12-07, eighth entry).
-    The global RNG is left as it was.
-
-    Returns:
-        One row per prompt and sample: `prompt` (index in `records`), `task`, `sample`, and for
-        `start` and `last` the unscaled list reward (`<model>_reward`), the items listed and the
-        illegal ones (`<model>_items`, `<model>_illegal`). Empty with `reward_check` = 0.
-    """
-    columns = ["prompt", "task", "sample"] + [f"{m}_{c}" for m in ("start", "last")
-                                              for c in ("reward", "items", "illegal")]
-    rows = [{"prompt": i, "task": r.get("task"), "sample": n} for n in range(cfg.reward_check)
-            for i, r in enumerate(records)]
-    ac.use_actor()
-    for model in ("start", "last"):
-        with torch.random.fork_rng(), (ac.model.disable_adapter() if model == "start" else nullcontext()):
-            torch.manual_seed(cfg.seed)
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                rollout = sample_rollout(ac.model, tokenizer, [records[row["prompt"]]["prompt"] for row in chunk],
-                                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                         top_k=cfg.top_k, max_prompt_tokens=cfg.max_prompt_tokens)
-                for row, text in zip(chunk, rollout.texts):
-                    score = scorer(records[row["prompt"]], parse_titles(text))
-                    row.update({f"{model}_reward": float(score.list_reward), f"{model}_items": len(score.legal),
-                                f"{model}_illegal": len(score.legal) - int(sum(score.legal))})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def reward_gain(check: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict[str, float]:
-    """`reward_check`'s summary: mean sampled list reward of the SFT start and of the last actor, the
-    paired gain `delta` with its 95 % bootstrap interval over prompts (`lo`, `hi`), and illegal items
-    (% of listed items) of each."""
-    per_prompt = check.groupby("prompt")[["start_reward", "last_reward"]].mean()
-    delta, lo, hi = mean_interval(per_prompt["last_reward"] - per_prompt["start_reward"], n_resamples, seed,
-                                  "reward_check")
-    return {"prompts": len(per_prompt), "samples": int(check["sample"].nunique()),
-            "start": float(check["start_reward"].mean()), "last": float(check["last_reward"].mean()),
-            "delta": delta, "lo": lo, "hi": hi,
-            **{f"{m}_illegal_pct": 100.0 * check[f"{m}_illegal"].sum() / max(int(check[f"{m}_items"].sum()), 1)
-               for m in ("start", "last")}}
-
 
 
 @torch.no_grad()
@@ -195,7 +140,7 @@ def train_ppo(ac: ActorCritic, tokenizer, prompts: list[dict], valid: list[dict]
     Args:
         settings: what the run was started with (the notebook's params; default: `cfg`). It is stored
             in every checkpoint, and `resume` refuses a checkpoint written under other settings
-            (only `updates`, `resume` and `threads` may change), so a resumed run never mixes two.
+            (only `updates`, `resume`, `threads` and `reward_check` may change), so a resumed run never mixes two.
     """
     out_dir = Path(out_dir)
     if ac.has_critic != (cfg.algorithm == "ppo"):

@@ -3,7 +3,8 @@
 Every number comes from what the stage-05 runs recorded: `ppo_log.csv` (one row per update, with the
 sampled answers' mean list reward, their illegal items and the update's seconds) and `metrics.json`
 (`recnb.ppo.loop.summarise`: first and last quarter of the updates, greedy validation at the SFT start
-and at the best checkpoint). Runs are compared at equal *sampled answers* (update x `batch_size`), the
+and at the best checkpoint, and with `reward_check` the paired gain of the last actor over its start,
+`recnb.ppo.check`). Runs are compared at equal *sampled answers* (update x `batch_size`), the
 budget the paper's rewards are paid from, and at equal training seconds (generation + scoring +
 optimisation; validation excluded, it is the same for every algorithm).
 """

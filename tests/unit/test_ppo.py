@@ -11,18 +11,11 @@ import pytest
 import torch
 
 from recnb import llm
+from recnb.ppo import check as ppo_check
 from recnb.ppo import toy
+from recnb.ppo.check import reward_check, reward_gain, save_check
 from recnb.ppo.config import PPOConfig
-from recnb.ppo.loop import (
-    evaluate,
-    load_checkpoint,
-    reward_check,
-    reward_gain,
-    rl_records,
-    save_checkpoint,
-    summarise,
-    train_ppo,
-)
+from recnb.ppo.loop import evaluate, load_checkpoint, rl_records, save_checkpoint, summarise, train_ppo
 from recnb.ppo.model import ACTOR, CRITIC, ActorCritic
 from recnb.ppo.objective import gae, masked_mean, masked_var, masked_whiten, policy_loss, value_loss
 from recnb.ppo.rollout import Rollout, place_scores, response_mask, score_rollout, token_char_ends
@@ -418,6 +411,62 @@ def test_reward_check_pairs_two_identical_policies_to_exactly_zero(warm_model):
     gain = reward_gain(check)
     assert (gain["delta"], gain["lo"], gain["hi"]) == (0.0, 0.0, 0.0) and gain["prompts"] == 8 and gain["samples"] == 3
     assert reward_check(ac, tok, RECORDS, FruitScorer(), dataclasses.replace(cfg, reward_check=0)).empty
+
+
+def test_reward_check_draws_each_chunk_from_its_own_seed(monkeypatch):
+    """A chunk's draws must not depend on how much randomness the chunk before it used (its answers'
+    lengths): the last actor's answers differ in length from the start's, and the pairing must hold
+    for every chunk, not only the first."""
+    first_draws = []
+
+    def fake_rollout(model, tokenizer, prompts, **kwargs):
+        first_draws.append(torch.rand(()).item())
+        torch.rand(len(prompts) * (1 if model.adapters_off else 50))  # the "last" pass samples longer answers
+        return SimpleNamespace(texts=["1. Apple\n2. Tiger\n3. Plum"] * len(prompts))
+
+    class Model:
+        adapters_off = False
+
+        def disable_adapter(self):
+            model = self
+
+            class Off:
+                def __enter__(self):
+                    model.adapters_off = True
+
+                def __exit__(self, *exc):
+                    model.adapters_off = False
+
+            return Off()
+
+    monkeypatch.setattr(ppo_check, "sample_rollout", fake_rollout)
+    ac = SimpleNamespace(model=Model(), use_actor=lambda: None)
+    cfg = PPOConfig(**toy.PPO_SETTINGS, reward_check=2, seed=7)
+    check = reward_check(ac, None, RECORDS, FruitScorer(), cfg, batch_size=3)
+    n_chunks = -(-16 // 3)
+    assert len(check) == 16 and len(first_draws) == 2 * n_chunks
+    assert first_draws[:n_chunks] == first_draws[n_chunks:]  # start and last: the same draw opens each chunk
+    assert len(set(first_draws[:n_chunks])) == n_chunks  # and every chunk has its own
+    assert ppo_check.chunk_seed(7, 3) != ppo_check.chunk_seed(8, 0)
+
+
+def test_save_check_writes_the_file_and_an_empty_check_removes_a_stale_one(tmp_path):
+    check = pd.DataFrame([{"prompt": 0, "task": "I0", "sample": 0, "start_reward": 0.5, "start_items": 3,
+                           "start_illegal": 0, "last_reward": 1.0, "last_items": 3, "last_illegal": 0}],
+                         columns=ppo_check.COLUMNS)
+    path = save_check(check, tmp_path)
+    assert pd.read_csv(path).equals(check)
+    assert save_check(check.iloc[:0], tmp_path) is None and not path.exists()
+
+
+def test_reward_check_is_off_by_default():
+    """Pulling the check must not rerun a finished stage 05 (CONTRACTS: a new parameter's default keeps the
+    stage's earlier behaviour); the tiny batch turns it on."""
+    from recnb import paths, run
+
+    assert PPOConfig().reward_check == 0
+    jobs = run.load_jobs(paths.REPO_ROOT / "params" / "tiny.yaml")[1]
+    assert next(j for j in jobs if j.stage == "05_ppo" and not j.variant).params["reward_check"] == 1
 
 
 def test_reward_gain_is_the_mean_of_per_prompt_differences():
