@@ -110,7 +110,7 @@ def rl(summary: Mapping[str, Any], algorithm: str = "ppo") -> str:
     lines += [
         (f"The training batches' sampled list reward went from {first['list_reward']:.3f} (first quarter) to "
          f"{late['list_reward']:.3f} (last quarter), {'up' if trend > 0 else 'down'} {abs(trend):.3f}"
-         + (" (other prompts at each update: which were drawn moves it more than training does)" if gain else "")
+         + (" (other prompts at each update: it also follows which were drawn)" if gain else "")
          + f"; illegal items {_pct(first.get('illegal_pct'))} → {_pct(late.get('illegal_pct'))}."),
         (f"Greedy validation, SFT start → kept actor ({kept}) → last: list reward {start['val_list_reward']:.3f} → "
          f"{best['val_list_reward']:.3f} → {last['val_list_reward']:.3f}; illegal items "

@@ -562,9 +562,10 @@ def record_seconds(stage_dir: Path, seconds: float) -> None:
 
 
 def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
-    """What a finished run shows, for the end of the console output: the teacher's HR@10, per model
-    of stage 06 the control figures and the illegal items (fuzzy matching), where the tables, figures
-    and executed notebooks are, and what to open next. Only the parts whose files exist."""
+    """What a finished run shows, for the end of the console output: the teacher's HR@10, the SFT
+    category probe, RL's paired reward check, per model of stage 06 the control figures and the
+    illegal items (fuzzy matching), where the tables, figures and executed notebooks are, and what to
+    open next. Only the parts whose files exist."""
     import pandas as pd
 
     lines = [f"run {out_root.name}: {out_root}"]
@@ -581,6 +582,11 @@ def run_summary(out_root: Path, outputs_dir: str = "outputs") -> list[str]:
                                                                   else f"±{p['category_auc_se']:.2f}")
                               for name, p in probe.items() if p.get("category_auc") is not None)
             lines.append(f"  SFT category probe (P(in-C title outscores out-of-C) under 'more C', 0.5 = chance): {shown}")
+    rl_metrics = out_root / "05_ppo" / col.METRICS_FILE
+    gain = record.read_json(rl_metrics).get("reward_gain") if rl_metrics.exists() else None
+    if gain:
+        lines.append(f"  RL's own reward, sampled on {gain['prompts']} valid prompts, last actor − SFT start (paired 95 % "
+                     f"interval): {gain['delta']:+.3f} [{gain['lo']:+.3f}, {gain['hi']:+.3f}]")
     summary_file = out_root / "06_eval" / col.SUMMARY_FILE
     if (out_root / "06_eval" / col.METRICS_FILE).exists() and summary_file.exists():
         s = pd.read_csv(summary_file)

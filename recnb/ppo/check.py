@@ -1,10 +1,10 @@
 """Did RL raise the reward it optimises? Stage 05's paired check of the last actor against its start.
 
-The training log cannot say: each update samples answers to other prompts, and which prompts were
-drawn moves a batch's mean reward more than a few updates move the policy. So after training the
-SFT start (every adapter off) and the last actor each answer the same validation prompts, sampled
-as the rollouts are, and the gain is paired prompt by prompt, with a percentile-bootstrap interval
-over prompts (`recnb.bootstrap`).
+The training log cannot say: each update samples answers to other prompts, so a batch's mean
+reward also follows which prompts were drawn, by more than a few updates move the policy. So after
+training the SFT start (every adapter off) and the last actor each answer the same validation
+prompts, sampled as the rollouts are, and the gain is paired prompt by prompt, with a
+percentile-bootstrap interval over prompts (`recnb.bootstrap`).
 
 Common random numbers: each chunk of prompts is sampled from a seed fixed by the run's seed and the
 chunk's position, in both passes, so where the two policies agree they draw the same answer, and a

@@ -61,7 +61,7 @@ def test_rl_names_the_kept_actor_and_the_trend():
     assert ("On the 256 validation prompts, 1 sampled answer(s) each from one seed, the list reward went from -1.070 "
             "(SFT start) to -1.020 (last actor): +0.050 [-0.040, +0.140] paired over prompts, within noise; illegal "
             "items 27.8 % → 27.1 %.") in text
-    assert "which were drawn moves it more than training does" in text
+    assert "other prompts at each update: it also follows which were drawn" in text
     assert "up beyond noise" in findings.rl({**summary, "reward_gain": {**gain, "lo": 0.01}})
     assert "down beyond noise" in findings.rl({**summary, "reward_gain": {**gain, "delta": -0.1, "hi": -0.01}})
 

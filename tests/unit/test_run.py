@@ -419,6 +419,12 @@ def test_the_run_ends_with_its_headline_figures_and_where_to_look(tmp_path):
     record.write_json(root / "04_sft_unsloth" / "metrics.json", {"category_probe": {
         "base": {"category_auc": 0.5, "category_auc_se": 0.03}, "sft": {"category_auc": 0.712, "category_auc_se": 0.04}}})
     assert "0.5 = chance): base 0.50±0.03, sft 0.71±0.04" in "\n".join(run.run_summary(root, str(tmp_path / "outputs")))
+    assert "RL's own reward" not in "\n".join(run.run_summary(root, str(tmp_path / "outputs")))
+    _done(root, "05_ppo", {})
+    record.write_json(root / "05_ppo" / "metrics.json", {"reward_gain": {"prompts": 256, "delta": 0.0234, "lo": -0.085,
+                                                                         "hi": 0.129}})
+    assert ("RL's own reward, sampled on 256 valid prompts, last actor − SFT start (paired 95 % interval): "
+            "+0.023 [-0.085, +0.129]") in "\n".join(run.run_summary(root, str(tmp_path / "outputs")))
     assert "table2.md" in text and "figures" not in text  # no figures written: not announced
     assert run.run_summary(tmp_path / "outputs" / "empty", str(tmp_path / "outputs")) == [
         f"run empty: {tmp_path / 'outputs' / 'empty'}"]
