@@ -4,6 +4,7 @@ category's items must raise the reward. One torch thread (conftest); ~1 min in a
 
 import copy
 import dataclasses
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pandas as pd
@@ -427,17 +428,11 @@ def test_reward_check_draws_each_chunk_from_its_own_seed(monkeypatch):
     class Model:
         adapters_off = False
 
+        @contextmanager
         def disable_adapter(self):
-            model = self
-
-            class Off:
-                def __enter__(self):
-                    model.adapters_off = True
-
-                def __exit__(self, *exc):
-                    model.adapters_off = False
-
-            return Off()
+            self.adapters_off = True
+            yield
+            self.adapters_off = False
 
     monkeypatch.setattr(ppo_check, "sample_rollout", fake_rollout)
     ac = SimpleNamespace(model=Model(), use_actor=lambda: None)
