@@ -25,7 +25,9 @@ costs nothing), then checks that every stage is up to date and reads stages 04-0
   both reward targets);
 - the batch's time: the stages' own seconds, summed (`stage_seconds`, so runner start-up aside).
 
-Then, per target, on how many seeds it holds. `--no-run` only reads runs, and stops on one that is
+Then, per target, on how many seeds it holds, and each paired effect's mean over the seeds with a 95 %
+percentile-bootstrap interval over the seeds (`over_seeds`): an effect below one seed's noise, such as
+RL's, can still be told from zero across them. `--no-run` only reads runs, and stops on one that is
 missing or stale (it cannot tell whether they ran alone: it counts their times). `--jobs 2` runs two
 seeds at a time (each on its own thread, as in CI: the five seeds in ~40 min instead of ~65 on 2
 cores), each seed's output then going to `<outputs-dir>/s<seed>/run.log`; the figures are those of
@@ -48,6 +50,7 @@ import pandas as pd
 import yaml
 
 from recnb import paths, record
+from recnb.bootstrap import mean_interval
 from recnb.metrics import ILLEGAL
 from recnb.run import Job, ParamsError, apply_overrides, load_jobs, stage_state
 
@@ -68,6 +71,14 @@ TARGETS = (
     ("rl_reward", "PPO sampled reward rises (paired)", lambda r: r["gain"] > 0),
     ("rl_reward_sure", "... beyond noise (95 %)", lambda r: r["gain_lo"] > 0),
     ("time", "batch <= 600 s", lambda r: r["seconds"] <= 600),
+)
+
+# the paired effects of one seed (column, what it is), averaged over the seeds by `over_seeds`
+EFFECTS = (
+    ("plus_delta", "v2 TCP(+C) - its no-control twin, points"),
+    ("minus_delta", "v2 TCP(-C) - its no-control twin, points"),
+    ("rl_illegal", "full - v2 illegal I0 items, points"),
+    ("gain", "PPO's sampled reward, last actor - SFT start"),
 )
 
 
@@ -186,6 +197,7 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
         "v2_plus": plus["with"], "plus_delta": plus["delta"], "plus_lo": plus["delta_lo"], "plus_hi": plus["delta_hi"],
         "v2_minus": minus["with"], "minus_delta": minus["delta"], "minus_lo": minus["delta_lo"],
         "minus_hi": minus["delta_hi"], "v2_illegal": illegal("v2"), "full_illegal": illegal("full"),
+        "rl_illegal": illegal("full") - illegal("v2"),
         "rl_lo": rl[0], "rl_hi": rl[1], "best_update": ppo["best_update"], "reward_first": ppo["train_first_quarter"]["list_reward"],
         "reward_last": ppo["train_last_quarter"]["list_reward"],
         **{name: ppo.get("reward_gain", {}).get(key, math.nan)
@@ -214,6 +226,19 @@ def held(table: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
         ok = table.apply(test, axis=1)
         rows.append({"target": name, "wants": text, "held": f"{int(ok.sum())}/{len(table)}",
                      "missed_on": " ".join(str(s) for s in table.loc[~ok, "seed"]) or "-"})
+    return pd.DataFrame(rows)
+
+
+def over_seeds(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Each paired effect (`EFFECTS`) averaged over the seeds, with its 95 % percentile-bootstrap interval
+    over the seeds (the seeds are the units resampled; with few seeds the interval runs a little narrow),
+    and on how many seeds it is above and below zero. A seed without the effect (NaN) is left out."""
+    rows = []
+    for column, text in EFFECTS:
+        values = table[column].dropna().to_numpy()
+        mean, lo, hi = mean_interval(values, seed=seed, name=f"over_seeds/{column}")
+        rows.append({"effect": column, "is": text, "seeds": len(values), "mean": mean, "lo": lo, "hi": hi,
+                     "above_0": int((values > 0).sum()), "below_0": int((values < 0).sum())})
     return pd.DataFrame(rows)
 
 
@@ -255,16 +280,21 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table.to_csv(out / "tiny_seeds.csv", index=False)
     targets = held(table, at_once)
+    means = over_seeds(table)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
+    with pd.option_context("display.width", 200, "display.precision", 3):
+        print("\nOver the seeds (mean, 95 % bootstrap interval over seeds):")
+        print(means.to_string(index=False))
     print(record.summary_line(
         "tiny_seeds", params=args.params.name, **({"set": ";".join(args.overrides)} if args.overrides else {}),
         seeds="-".join(map(str, args.seeds)),
         jobs=at_once, **{f"held_{r.target}": r.held for r in targets.itertuples()},
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
-        illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["full_illegal"] - table["v2_illegal"]),
-        reward_gain="/".join(f"{d:+.3f}" for d in table["gain"])))
+        illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["rl_illegal"]),
+        reward_gain="/".join(f"{d:+.3f}" for d in table["gain"]),
+        **{f"mean_{r.effect}": f"{r.mean:+.3g}[{r.lo:+.3g},{r.hi:+.3g}]" for r in means.itertuples()}))
 
 
 if __name__ == "__main__":

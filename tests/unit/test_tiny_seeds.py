@@ -85,6 +85,7 @@ def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
     assert row["seconds"] == 10 * sum(range(1, len(jobs) + 1))  # 8 jobs: 10 + 20 + ... + 80 = 360
     assert (row["v2_cc"], row["v2_nonexist"], row["v2_hr"]) == (96.0, 0.4, 0.3)
     assert row["v2_illegal"] == pytest.approx(30.0 + 0.4 + 20.0) and row["full_illegal"] == pytest.approx(46.0)
+    assert row["rl_illegal"] == pytest.approx(46.0 - 50.4)  # full - v2, the effect `over_seeds` averages
     assert (row["base_plus"], row["v1_plus"], row["v2_plus"], row["plus_delta"]) == (0.0, 70.0, 95.0, 25.0)
     assert (row["minus_delta"], row["minus_lo"], row["minus_hi"]) == (-6.0, -17.0, 5.0)
     assert (row["reward_first"], row["reward_last"], row["best_update"]) == (-0.8, -0.5, 5)
@@ -149,3 +150,19 @@ def test_a_stage_that_is_not_up_to_date_stops_the_study_naming_it(tmp_path):
     _fake_run(tmp_path / "tiny", jobs)  # metrics.json but no manifest: never recorded as finished
     with pytest.raises(SystemExit, match=r"01_data_duckdb: .*run the study without --no-run"):
         study.check_finished(tmp_path / "tiny", jobs)
+
+
+def test_over_seeds_averages_each_paired_effect_and_counts_its_signs():
+    table = pd.DataFrame({"seed": [0, 1, 2, 3], "plus_delta": [20.0, 20.0, 20.0, 20.0],
+                          "minus_delta": [-10.0, -20.0, -30.0, -40.0], "rl_illegal": [-2.0, 1.0, 0.0, -3.0],
+                          "gain": [0.1, -0.1, 0.3, float("nan")]})  # seed 3 ran without the reward check
+    means = study.over_seeds(table).set_index("effect")
+    same = means.loc["plus_delta"]  # every seed alike: no spread to resample
+    assert (same["mean"], same["lo"], same["hi"], same["above_0"], same["below_0"]) == (20.0, 20.0, 20.0, 4, 0)
+    minus = means.loc["minus_delta"]
+    assert minus["mean"] == -25.0 and -40.0 <= minus["lo"] < -25.0 < minus["hi"] <= -10.0
+    rl = means.loc["rl_illegal"]
+    assert rl["mean"] == -1.0 and (rl["above_0"], rl["below_0"]) == (1, 2)  # a seed at 0 is neither
+    gain = means.loc["gain"]
+    assert gain["seeds"] == 3 and gain["mean"] == pytest.approx(0.1) and gain["above_0"] == 2
+    assert means.equals(study.over_seeds(table).set_index("effect"))  # seeded: the same intervals each time
