@@ -33,7 +33,8 @@ seeds at a time (each on its own thread, as in CI: the five seeds in ~40 min ins
 cores), each seed's output then going to `<outputs-dir>/s<seed>/run.log`; the figures are those of
 one seed at a time (same seed, same params, same metrics), but not the times, so the time target
 then reads `n/a`. A relative `--outputs-dir` is taken from the repository root, as the runner does.
-Writes the table to `<outputs-dir>/tiny_seeds.csv` and ends with one key=value line.
+Writes the table to `<outputs-dir>/tiny_seeds.csv`, each effect seed by seed beside its mean over the seeds
+to `tiny_seeds.png` / `.pdf` (a forest plot), and ends with one key=value line.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import yaml
 from recnb import paths, record
 from recnb.bootstrap import mean_interval
 from recnb.metrics import ILLEGAL
+from recnb.report import plots
 from recnb.run import Job, ParamsError, apply_overrides, load_jobs, stage_state
 
 PARAMS = paths.REPO_ROOT / "params" / "tiny.yaml"
@@ -80,6 +82,13 @@ EFFECTS = (
     ("rl_illegal", "full - v2 illegal I0 items, points"),
     ("gain", "PPO's sampled reward, last actor - SFT start"),
 )
+# the figure's panels: (effect, its 95 % interval's columns, title, the target's threshold)
+PANELS = [
+    ("plus_delta", "plus_lo", "plus_hi", "v2 TCP(+C) −\nno-control twin (pts)", 10.0),
+    ("minus_delta", "minus_lo", "minus_hi", "v2 TCP(−C) −\nno-control twin (pts)", -10.0),
+    ("rl_illegal", "rl_lo", "rl_hi", "full − v2, illegal\nitems on I0 (pts)", None),
+    ("gain", "gain_lo", "gain_hi", "PPO's sampled reward,\nlast actor − SFT start", None),
+]
 
 
 def seed_config(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> dict:
@@ -281,12 +290,15 @@ def main() -> None:
     table.to_csv(out / "tiny_seeds.csv", index=False)
     targets = held(table, at_once)
     means = over_seeds(table)
+    plots.set_style()
+    figure = plots.save(plots.seed_effects(table, means.set_index("effect"), PANELS), out, "tiny_seeds")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     with pd.option_context("display.width", 200, "display.precision", 3):
         print("\nOver the seeds (mean, 95 % bootstrap interval over seeds):")
         print(means.to_string(index=False))
+    print(f"figure: {figure[0]} (.pdf beside it)")
     print(record.summary_line(
         "tiny_seeds", params=args.params.name, **({"set": ";".join(args.overrides)} if args.overrides else {}),
         seeds="-".join(map(str, args.seeds)),

@@ -220,3 +220,32 @@ def dataset_stats(stats: dict, category_counts: pd.Series) -> plt.Figure:
                  fontsize="medium")
     fig.tight_layout()
     return fig
+
+
+def seed_effects(table: pd.DataFrame, means: pd.DataFrame, panels: list[tuple[str, str, str, str, float | None]]
+                 ) -> plt.Figure:
+    """One panel per paired effect: each seed's effect with its 95 % interval (from `table`, one row per
+    seed), and below them its mean over the seeds with the interval over seeds (`means`, indexed by effect),
+    a line at zero and, where given, the target's threshold (dashed). `panels` holds
+    `(effect column, lo column, hi column, title, threshold or None)`; `studies/tiny_seeds.py` draws it."""
+    seeds = [str(s) for s in table["seed"]]
+    labels = [*seeds, "mean"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_IN, 1.1 + 0.2 * len(labels)), sharey=True,
+                             squeeze=False)
+    for ax, (column, lo, hi, title, threshold) in zip(axes[0], panels):
+        y = list(range(len(seeds)))
+        value = table[column].to_numpy(dtype=float)
+        err = [value - table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float) - value]
+        ax.errorbar(value, y, xerr=err, fmt="o", color="0.35", markersize=3, elinewidth=0.8, capsize=1.5)
+        mean = means.loc[column]
+        ax.errorbar([mean["mean"]], [len(seeds)], xerr=[[mean["mean"] - mean["lo"]], [mean["hi"] - mean["mean"]]],
+                    fmt="D", color=sns.color_palette("colorblind")[3], markersize=4, elinewidth=1.4, capsize=2)
+        ax.axvline(0, color="0.2", linewidth=0.8)
+        if threshold is not None:
+            ax.axvline(threshold, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_xlabel(title)
+    axes[0, 0].set_yticks(range(len(labels)), labels)
+    axes[0, 0].set_ylabel("seed")
+    axes[0, 0].invert_yaxis()  # seed 0 on top, the mean over seeds at the bottom
+    fig.tight_layout()
+    return fig
