@@ -26,8 +26,8 @@ costs nothing), then checks that every stage is up to date and reads stages 04-0
 - the batch's time: the stages' own seconds, summed (`stage_seconds`, so runner start-up aside).
 
 Then, per target, on how many seeds it holds, and each paired effect's mean over the seeds with a 95 %
-percentile-bootstrap interval over the seeds (`over_seeds`): an effect below one seed's noise, such as
-RL's, can still be told from zero across them. `--no-run` only reads runs, and stops on one that is
+percentile-bootstrap interval over the seeds (`over_seeds`): an effect below one seed's noise can
+still be told from zero across them. `--no-run` only reads runs, and stops on one that is
 missing or stale (it cannot tell whether they ran alone: it counts their times). `--jobs 2` runs two
 seeds at a time (each on its own thread, as in CI: the five seeds in ~40 min instead of ~65 on 2
 cores), each seed's output then going to `<outputs-dir>/s<seed>/run.log`; the figures are those of
@@ -75,20 +75,20 @@ TARGETS = (
     ("time", "batch <= 600 s", lambda r: r["seconds"] <= 600),
 )
 
-# the paired effects of one seed (column, what it is), averaged over the seeds by `over_seeds`
+# the paired effects of one seed, averaged over the seeds by `over_seeds` and drawn by `plots.seed_effects`:
+# (column, its 95 % interval's columns, what it is, the figure's axis label, the target's threshold or None)
 EFFECTS = (
-    ("plus_delta", "v2 TCP(+C) - its no-control twin, points"),
-    ("minus_delta", "v2 TCP(-C) - its no-control twin, points"),
-    ("rl_illegal", "full - v2 illegal I0 items, points"),
-    ("gain", "PPO's sampled reward, last actor - SFT start"),
+    ("plus_delta", "plus_lo", "plus_hi", "v2 TCP(+C) - its no-control twin, points",
+     "v2 TCP(+C) −\nno-control twin (pts)", 10.0),
+    ("minus_delta", "minus_lo", "minus_hi", "v2 TCP(-C) - its no-control twin, points",
+     "v2 TCP(−C) −\nno-control twin (pts)", -10.0),
+    ("rl_illegal", "rl_lo", "rl_hi", "full - v2 illegal I0 items, points", "full − v2, illegal\nitems on I0 (pts)", None),
+    ("gain", "gain_lo", "gain_hi", "PPO's sampled reward, last actor - SFT start",
+     "PPO's sampled reward,\nlast actor − SFT start", None),
 )
-# the figure's panels: (effect, its 95 % interval's columns, title, the target's threshold)
-PANELS = [
-    ("plus_delta", "plus_lo", "plus_hi", "v2 TCP(+C) −\nno-control twin (pts)", 10.0),
-    ("minus_delta", "minus_lo", "minus_hi", "v2 TCP(−C) −\nno-control twin (pts)", -10.0),
-    ("rl_illegal", "rl_lo", "rl_hi", "full − v2, illegal\nitems on I0 (pts)", None),
-    ("gain", "gain_lo", "gain_hi", "PPO's sampled reward,\nlast actor − SFT start", None),
-]
+
+# the key=value line names the per-seed lists of two effects otherwise; their means pair with them
+SUMMARY_KEYS = {"rl_illegal": "illegal_full_minus_v2", "gain": "reward_gain"}
 
 
 def seed_config(seed: int, outputs_dir: Path, params: Path = PARAMS, overrides: Sequence[str] = ()) -> dict:
@@ -243,7 +243,7 @@ def over_seeds(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     over the seeds (the seeds are the units resampled; with few seeds the interval runs a little narrow),
     and on how many seeds it is above and below zero. A seed without the effect (NaN) is left out."""
     rows = []
-    for column, text in EFFECTS:
+    for column, _, _, text, _, _ in EFFECTS:
         values = table[column].dropna().to_numpy()
         mean, lo, hi = mean_interval(values, seed=seed, name=f"over_seeds/{column}")
         rows.append({"effect": column, "is": text, "seeds": len(values), "mean": mean, "lo": lo, "hi": hi,
@@ -290,15 +290,15 @@ def main() -> None:
     table.to_csv(out / "tiny_seeds.csv", index=False)
     targets = held(table, at_once)
     means = over_seeds(table)
-    plots.set_style()
-    figure = plots.save(plots.seed_effects(table, means.set_index("effect"), PANELS), out, "tiny_seeds")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         print(table.to_string(index=False))
         print(targets.to_string(index=False))
     with pd.option_context("display.width", 200, "display.precision", 3):
-        print("\nOver the seeds (mean, 95 % bootstrap interval over seeds):")
+        print("\nOver the seeds (mean, 95 % percentile bootstrap with the seeds resampled; a little narrow with few seeds):")
         print(means.to_string(index=False))
-    print(f"figure: {figure[0]} (.pdf beside it)")
+    plots.set_style()  # after the tables: what was printed stands even if the figure fails
+    files = plots.save(plots.seed_effects(table, means.set_index("effect"), EFFECTS), out, "tiny_seeds")
+    print(f"figure: {files[0]} (.pdf beside it)")
     print(record.summary_line(
         "tiny_seeds", params=args.params.name, **({"set": ";".join(args.overrides)} if args.overrides else {}),
         seeds="-".join(map(str, args.seeds)),
@@ -306,7 +306,8 @@ def main() -> None:
         minus_delta="/".join(f"{d:+.1f}" for d in table["minus_delta"]),
         illegal_full_minus_v2="/".join(f"{d:+.1f}" for d in table["rl_illegal"]),
         reward_gain="/".join(f"{d:+.3f}" for d in table["gain"]),
-        **{f"mean_{r.effect}": f"{r.mean:+.3g}[{r.lo:+.3g},{r.hi:+.3g}]" for r in means.itertuples()}))
+        **{f"mean_{SUMMARY_KEYS.get(r.effect, r.effect)}": f"{r.mean:+.3g}[{r.lo:+.3g},{r.hi:+.3g}]"
+           for r in means.itertuples()}))
 
 
 if __name__ == "__main__":

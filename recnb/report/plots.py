@@ -1,4 +1,5 @@
-"""Stage 07's paper figures, drawn only from recorded results (06 summary, 05 PPO log, 01/02 metrics).
+"""Stage 07's paper figures, drawn only from recorded results (06 summary, 05 PPO log, 01/02 metrics),
+and the seeds study's forest plot (`seed_effects`, `studies/tiny_seeds.py`).
 
 One style for every figure (`set_style`): sized for a column (`COLUMN_IN` wide) or a page
 (`PAGE_IN`), TrueType fonts in PDFs (many venues reject Type 3), PNGs at `DPI`, no offset axes.
@@ -8,9 +9,11 @@ Every figure is saved as PNG and PDF under `paper_figures/<run>/` (`recnb.paths.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
@@ -222,30 +225,32 @@ def dataset_stats(stats: dict, category_counts: pd.Series) -> plt.Figure:
     return fig
 
 
-def seed_effects(table: pd.DataFrame, means: pd.DataFrame, panels: list[tuple[str, str, str, str, float | None]]
-                 ) -> plt.Figure:
-    """One panel per paired effect: each seed's effect with its 95 % interval (from `table`, one row per
-    seed), and below them its mean over the seeds with the interval over seeds (`means`, indexed by effect),
-    a line at zero and, where given, the target's threshold (dashed). `panels` holds
-    `(effect column, lo column, hi column, title, threshold or None)`; `studies/tiny_seeds.py` draws it."""
+def seed_effects(table: pd.DataFrame, means: pd.DataFrame, effects: Sequence[tuple]) -> plt.Figure:
+    """A forest plot, one panel per paired effect: each seed's effect with its own 95 % interval (over users
+    or prompts; `table`, one row per seed, seed 0 on top), then below a line its mean over the seeds with the
+    interval over seeds (`means`, indexed by effect), a line at zero and, where given, the target's threshold
+    (dashed). `effects` rows start `(column, lo column, hi column, _, axis label, threshold or None)`, as
+    `studies/tiny_seeds.py`'s `EFFECTS`. An interval that misses its point (a figure and its bounds read
+    from two files) draws no whisker on that side rather than failing."""
     seeds = [str(s) for s in table["seed"]]
-    labels = [*seeds, "mean"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_IN, 1.1 + 0.2 * len(labels)), sharey=True,
+    labels = [*seeds, "all (mean)"]
+    fig, axes = plt.subplots(1, len(effects), figsize=(PAGE_IN, 1.1 + 0.2 * len(labels)), sharey=True,
                              squeeze=False)
-    for ax, (column, lo, hi, title, threshold) in zip(axes[0], panels):
-        y = list(range(len(seeds)))
+    for ax, (column, lo, hi, _, label, threshold) in zip(axes[0], effects):
         value = table[column].to_numpy(dtype=float)
-        err = [value - table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float) - value]
-        ax.errorbar(value, y, xerr=err, fmt="o", color="0.35", markersize=3, elinewidth=0.8, capsize=1.5)
+        err = np.clip([value - table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float) - value], 0, None)
+        ax.errorbar(value, range(len(seeds)), xerr=err, fmt="o", color="0.35", markersize=3, elinewidth=0.8,
+                    capsize=1.5)
         mean = means.loc[column]
         ax.errorbar([mean["mean"]], [len(seeds)], xerr=[[mean["mean"] - mean["lo"]], [mean["hi"] - mean["mean"]]],
                     fmt="D", color=sns.color_palette("colorblind")[3], markersize=4, elinewidth=1.4, capsize=2)
+        ax.axhline(len(seeds) - 0.5, color="0.6", linewidth=0.6)  # seeds above, their mean below
         ax.axvline(0, color="0.2", linewidth=0.8)
         if threshold is not None:
             ax.axvline(threshold, color="0.5", linewidth=0.8, linestyle="--")
-        ax.set_xlabel(title)
+        ax.set_xlabel(label)
     axes[0, 0].set_yticks(range(len(labels)), labels)
     axes[0, 0].set_ylabel("seed")
-    axes[0, 0].invert_yaxis()  # seed 0 on top, the mean over seeds at the bottom
+    axes[0, 0].invert_yaxis()
     fig.tight_layout()
     return fig

@@ -130,17 +130,19 @@ def test_figures_are_fit_for_a_paper(tmp_path):
 def test_seed_effects_draws_each_seed_then_the_mean_over_seeds(tmp_path):
     plots.set_style()
     table = pd.DataFrame({"seed": [4, 7], "gain": [0.1, -0.05], "gain_lo": [0.0, -0.15], "gain_hi": [0.2, 0.05],
-                          "plus": [20.0, 30.0], "plus_lo": [10.0, 22.0], "plus_hi": [31.0, 40.0]})
+                          "plus": [20.0, 30.0], "plus_lo": [10.0, 31.0], "plus_hi": [31.0, 40.0]})  # 7's misses its point
     means = pd.DataFrame({"mean": [0.025, 25.0], "lo": [-0.05, 20.0], "hi": [0.1, 30.0]}, index=["gain", "plus"])
-    fig = plots.seed_effects(table, means, [("gain", "gain_lo", "gain_hi", "gain", None),
-                                            ("plus", "plus_lo", "plus_hi", "plus", 10.0)])
+    fig = plots.seed_effects(table, means, [("gain", "gain_lo", "gain_hi", "", "gain", None),
+                                            ("plus", "plus_lo", "plus_hi", "", "plus", 10.0)])
     gain_ax, plus_ax = fig.axes
-    assert [t.get_text() for t in gain_ax.get_yticklabels()] == ["4", "7", "mean"]
+    assert [t.get_text() for t in gain_ax.get_yticklabels()] == ["4", "7", "all (mean)"]
+    assert gain_ax.yaxis_inverted()  # the first seed on top, the mean at the bottom
     seeds, mean = (next(line.get_xydata().tolist() for line in gain_ax.lines if line.get_marker() == m)
                    for m in ("o", "D"))  # each seed's point, the mean's diamond
     assert seeds == [[0.1, 0.0], [-0.05, 1.0]] and mean == [[0.025, 2.0]]
-    whiskers = plus_ax.collections[0].get_segments()  # seed 4's interval, then seed 7's
-    assert [tuple(s[:, 0]) for s in whiskers] == [(10.0, 31.0), (22.0, 40.0)]
+    per_seed, of_mean = ([tuple(seg[:, 0]) for seg in c.get_segments()] for c in plus_ax.collections[:2])
+    assert per_seed == [(10.0, 31.0), (30.0, 40.0)]  # seed 7's lower whisker clipped at its point, not negative
+    assert of_mean == [(20.0, 30.0)]  # the interval over seeds
     assert sorted(line.get_xdata()[0] for line in plus_ax.lines if line.get_linestyle() == "--") == [10.0]
     assert [ax.get_xlabel() for ax in fig.axes] == ["gain", "plus"] and gain_ax.get_ylabel() == "seed"
     assert all(f.stat().st_size > 1000 for f in plots.save(fig, tmp_path, "seeds"))

@@ -86,6 +86,7 @@ def test_seed_row_reads_the_fuzzy_figures_and_sums_the_stage_seconds(tmp_path):
     assert (row["v2_cc"], row["v2_nonexist"], row["v2_hr"]) == (96.0, 0.4, 0.3)
     assert row["v2_illegal"] == pytest.approx(30.0 + 0.4 + 20.0) and row["full_illegal"] == pytest.approx(46.0)
     assert row["rl_illegal"] == pytest.approx(46.0 - 50.4)  # full - v2, the effect `over_seeds` averages
+    assert {c for effect in study.EFFECTS for c in effect[:3]} <= set(row)  # every effect and its bounds are read
     assert (row["base_plus"], row["v1_plus"], row["v2_plus"], row["plus_delta"]) == (0.0, 70.0, 95.0, 25.0)
     assert (row["minus_delta"], row["minus_lo"], row["minus_hi"]) == (-6.0, -17.0, 5.0)
     assert (row["reward_first"], row["reward_last"], row["best_update"]) == (-0.8, -0.5, 5)
