@@ -51,7 +51,7 @@ import pandas as pd
 import yaml
 
 from recnb import paths, record
-from recnb.bootstrap import mean_interval
+from recnb.bootstrap import N_RESAMPLES, mean_interval
 from recnb.metrics import ILLEGAL
 from recnb.report import plots
 from recnb.run import Job, ParamsError, apply_overrides, load_jobs, stage_state
@@ -241,11 +241,13 @@ def held(table: pd.DataFrame, jobs: int = 1) -> pd.DataFrame:
 def over_seeds(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Each paired effect (`EFFECTS`) averaged over the seeds, with its 95 % percentile-bootstrap interval
     over the seeds (the seeds are the units resampled; with few seeds the interval runs a little narrow),
-    and on how many seeds it is above and below zero. A seed without the effect (NaN) is left out."""
+    and on how many seeds it is above and below zero. A seed without the effect (NaN) is left out; with
+    fewer than two seeds there is no spread to resample, and the interval is NaN."""
     rows = []
     for column, _, _, text, _, _ in EFFECTS:
         values = table[column].dropna().to_numpy()
-        mean, lo, hi = mean_interval(values, seed=seed, name=f"over_seeds/{column}")
+        mean, lo, hi = mean_interval(values, n_resamples=N_RESAMPLES if len(values) > 1 else 0, seed=seed,
+                                     name=f"over_seeds/{column}")
         rows.append({"effect": column, "is": text, "seeds": len(values), "mean": mean, "lo": lo, "hi": hi,
                      "above_0": int((values > 0).sum()), "below_0": int((values < 0).sum())})
     return pd.DataFrame(rows)

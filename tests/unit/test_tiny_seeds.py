@@ -167,3 +167,5 @@ def test_over_seeds_averages_each_paired_effect_and_counts_its_signs():
     gain = means.loc["gain"]
     assert gain["seeds"] == 3 and gain["mean"] == pytest.approx(0.1) and gain["above_0"] == 2
     assert means.equals(study.over_seeds(table).set_index("effect"))  # seeded: the same intervals each time
+    one = study.over_seeds(table.iloc[:1]).set_index("effect").loc["minus_delta"]  # one seed: no interval over seeds
+    assert one["mean"] == -10.0 and math.isnan(one["lo"]) and math.isnan(one["hi"])
