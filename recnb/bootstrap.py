@@ -45,13 +45,14 @@ def mean_interval(values, n_resamples: int = N_RESAMPLES, seed: int = 0, name: s
     paired comparison pass each unit's difference: its interval is then the paired one.
 
     Returns:
-        (mean, lo, hi); lo and hi are NaN without resamples or values.
+        (mean, lo, hi); lo and hi are NaN without resamples or values, and with a single value (one unit
+        has no spread to resample: every draw would repeat it).
     """
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
     mean = float(values.mean())
-    if n_resamples == 0:
+    if n_resamples == 0 or values.size == 1:
         return mean, float("nan"), float("nan")
     draws = resample_weights(values.size, n_resamples, seed, name) @ values / values.size
     return (mean, *percentile_bounds(draws, level))

@@ -51,7 +51,7 @@ import pandas as pd
 import yaml
 
 from recnb import paths, record
-from recnb.bootstrap import N_RESAMPLES, mean_interval
+from recnb.bootstrap import mean_interval
 from recnb.metrics import ILLEGAL
 from recnb.report import plots
 from recnb.run import Job, ParamsError, apply_overrides, load_jobs, stage_state
@@ -197,6 +197,7 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
     auc = record.read_json(run_dir / "04_sft_unsloth" / "metrics.json")["category_auc"]
     seconds = sum(record.read_json(run_dir / job.name / "metrics.json")["stage_seconds"] for job in jobs)
     plus, minus = effect("I1+C"), effect("I1-C")
+    v2_illegal, full_illegal = illegal("v2"), illegal("full")
     rl = rl_interval(run_dir)
     return {
         "seed": seed, "seconds": round(seconds), "v2_cc": fig("v2", "I0", "correct_count_pct"),
@@ -205,8 +206,8 @@ def seed_row(seed: int, run_dir: Path, jobs: list[Job]) -> dict:
         "base_plus": fig("base", "I1+C", "tcp_pct"), "v1_plus": fig("v1", "I1+C", "tcp_pct"),
         "v2_plus": plus["with"], "plus_delta": plus["delta"], "plus_lo": plus["delta_lo"], "plus_hi": plus["delta_hi"],
         "v2_minus": minus["with"], "minus_delta": minus["delta"], "minus_lo": minus["delta_lo"],
-        "minus_hi": minus["delta_hi"], "v2_illegal": illegal("v2"), "full_illegal": illegal("full"),
-        "rl_illegal": illegal("full") - illegal("v2"),
+        "minus_hi": minus["delta_hi"], "v2_illegal": v2_illegal, "full_illegal": full_illegal,
+        "rl_illegal": full_illegal - v2_illegal,
         "rl_lo": rl[0], "rl_hi": rl[1], "best_update": ppo["best_update"], "reward_first": ppo["train_first_quarter"]["list_reward"],
         "reward_last": ppo["train_last_quarter"]["list_reward"],
         **{name: ppo.get("reward_gain", {}).get(key, math.nan)
@@ -242,12 +243,11 @@ def over_seeds(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Each paired effect (`EFFECTS`) averaged over the seeds, with its 95 % percentile-bootstrap interval
     over the seeds (the seeds are the units resampled; with few seeds the interval runs a little narrow),
     and on how many seeds it is above and below zero. A seed without the effect (NaN) is left out; with
-    fewer than two seeds there is no spread to resample, and the interval is NaN."""
+    a single seed there is no interval (`mean_interval`)."""
     rows = []
     for column, _, _, text, _, _ in EFFECTS:
         values = table[column].dropna().to_numpy()
-        mean, lo, hi = mean_interval(values, n_resamples=N_RESAMPLES if len(values) > 1 else 0, seed=seed,
-                                     name=f"over_seeds/{column}")
+        mean, lo, hi = mean_interval(values, seed=seed, name=f"over_seeds/{column}")
         rows.append({"effect": column, "is": text, "seeds": len(values), "mean": mean, "lo": lo, "hi": hi,
                      "above_0": int((values > 0).sum()), "below_0": int((values < 0).sum())})
     return pd.DataFrame(rows)

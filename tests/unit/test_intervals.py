@@ -66,6 +66,8 @@ def test_mean_interval_of_per_unit_values():
     assert math.isnan(bootstrap.mean_interval([1.0, 2.0], n_resamples=0)[1]) and bootstrap.mean_interval([1.0, 2.0],
                                                                                                          n_resamples=0)[0] == 1.5
     assert all(math.isnan(v) for v in bootstrap.mean_interval([]))
+    one = bootstrap.mean_interval([0.3])  # one unit: nothing to resample, so no interval rather than [0.3, 0.3]
+    assert one[0] == 0.3 and math.isnan(one[1]) and math.isnan(one[2])
 
 
 def test_paired_difference_sees_what_two_separate_intervals_hide():
